@@ -1,0 +1,3 @@
+from goggleqc.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""Frozen result records, serialising to the JSON schema of station-model.md §3.
+
+Units are in the field names: ``*_mm``, ``*_mm2``, ``*_px``, ``*_pct``. ``contrast`` is the
+fractional change of transmittance in the defect's core (0.1 = 10 % darker; negative means
+brighter). ``bbox_px`` is ``[x0, y0, x1, y1]`` in pixels with exclusive ends. ``zone`` is
+``central`` or ``marginal`` (EN 166 marginal band), or ``unknown`` when no lens region exists.
+Millimetre fields are ``None`` for uncalibrated images without a pixel size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Scratch:
+    length_px: float
+    width_px: float
+    contrast: float
+    zone: str
+    bbox_px: list[int]
+    length_mm: float | None = None
+    width_mm: float | None = None
+    polarity: str = "dark"
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Spot:
+    diameter_px: float
+    contrast: float
+    zone: str
+    bbox_px: list[int]
+    diameter_mm: float | None = None
+    kind: str = "spot"
+    polarity: str = "dark"
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class CoatingDefect:
+    kind: str
+    area_px: float
+    contrast: float
+    zone: str
+    bbox_px: list[int]
+    area_mm2: float | None = None
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a lens failed: ``code`` is haze, transmittance, scratch, coating, spot or error."""
+
+    code: str
+    value: float | None
+    limit: float | None
+    unit: str
+    zone: str | None
+    message: str
+    decided_by: str = "spec"
+
+
+@dataclass(frozen=True)
+class Result:
+    image: str
+    verdict: str
+    reasons: list[Reason] = field(default_factory=list)
+    haze_pct: float | None = None
+    haze_kind: str = "calibrated"
+    haze_regions: list[dict[str, Any]] = field(default_factory=list)
+    transmittance_pct: float | None = None
+    scratches: list[Scratch] = field(default_factory=list)
+    coating: list[CoatingDefect] = field(default_factory=list)
+    spots: list[Spot] = field(default_factory=list)
+    pixel_size_mm: float | None = None
+    lens_found: bool = True
+    error: str | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
