@@ -1,0 +1,1 @@
+"""Result sinks and presentation: JSONL/CSV writers, the SQLite store, HTML reports, overlays."""
