@@ -2,7 +2,8 @@
 
 Units are in the field names: ``*_mm``, ``*_mm2``, ``*_px``, ``*_pct``. ``contrast`` is the
 fractional change of transmittance in the defect's core (0.1 = 10 % darker; negative means
-brighter). ``bbox_px`` is ``[x0, y0, x1, y1]`` in pixels with exclusive ends. ``zone`` is
+brighter); for a scratch narrower than a pixel it is the darkening of the pixels it crosses
+(the τ drop times the width in pixels), which is what the image shows. ``bbox_px`` is ``[x0, y0, x1, y1]`` in pixels with exclusive ends. ``zone`` is
 ``central`` or ``marginal`` (EN 166 marginal band), or ``unknown`` when no lens region exists.
 Millimetre fields are ``None`` for uncalibrated images without a pixel size.
 """

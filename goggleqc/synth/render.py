@@ -87,10 +87,12 @@ def _scratch(sc: Scratch, tau, haze, masks: LensMasks, ps: float, marginal: floa
     half = sc.width_px / 2
     tb = [int(np.floor(pts[:, 0].min() - half)), int(np.floor(pts[:, 1].min() - half)),
           int(np.ceil(pts[:, 0].max() + half)) + 1, int(np.ceil(pts[:, 1].max() + half)) + 1]
-    return R.Scratch(length_px=length_px, width_px=sc.width_px, contrast=sc.contrast,
+    # A pixel sees a sub-pixel scratch diluted by its width: the image darkens by c·w, not c.
+    return R.Scratch(length_px=length_px, width_px=sc.width_px, contrast=sc.contrast * min(1.0, sc.width_px),
                      zone=_zone(masks.inside_mm, bbox, cover, marginal), bbox_px=tb,
                      length_mm=length_px * ps, width_mm=sc.width_px * ps), \
-        {"shape": sc.shape, "points_px": pts.round(2).tolist(), "broken": sc.dash_px is not None}
+        {"shape": sc.shape, "points_px": pts.round(2).tolist(), "broken": sc.dash_px is not None,
+         "material_contrast": sc.contrast}
 
 
 def _spot(sp: Spot, tau, haze, masks: LensMasks, ps: float, marginal: float):
