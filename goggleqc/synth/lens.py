@@ -89,6 +89,7 @@ class LensMasks:
     lens: np.ndarray      # area coverage of the clear lens, float32 in [0, 1]
     goggle: np.ndarray    # coverage of lens plus frame
     inside_mm: np.ndarray  # distance from the lens edge, mm, inside the lens (0 outside)
+    lit: np.ndarray | None = None  # where the backlight is bright enough to see τ through
 
 
 def _to_pixels(points_mm: np.ndarray, params: StationParams, pose: Pose) -> np.ndarray:

@@ -60,6 +60,15 @@ def _apply(target: np.ndarray, bbox, patch: np.ndarray, op: str) -> None:
         target[y0:y1, x0:x1] += patch
 
 
+def _backlit(masks: LensMasks, bbox, cover: np.ndarray) -> float:
+    """Fraction of a defect's footprint seen against bright backlight (not over a trap)."""
+    if masks.lit is None:
+        return 1.0
+    x0, y0, x1, y1 = bbox
+    region = masks.lit[y0:y1, x0:x1][cover > 0.05]
+    return float(region.mean()) if region.size else 1.0
+
+
 def _zone(inside_mm: np.ndarray, bbox, cover: np.ndarray, marginal_mm: float) -> str:
     x0, y0, x1, y1 = bbox
     region = inside_mm[y0:y1, x0:x1][cover > 0.05]
@@ -92,7 +101,7 @@ def _scratch(sc: Scratch, tau, haze, masks: LensMasks, ps: float, marginal: floa
                      zone=_zone(masks.inside_mm, bbox, cover, marginal), bbox_px=tb,
                      length_mm=length_px * ps, width_mm=sc.width_px * ps), \
         {"shape": sc.shape, "points_px": pts.round(2).tolist(), "broken": sc.dash_px is not None,
-         "material_contrast": sc.contrast}
+         "material_contrast": sc.contrast, "backlit": _backlit(masks, bbox, cover)}
 
 
 def _spot(sp: Spot, tau, haze, masks: LensMasks, ps: float, marginal: float):
@@ -121,7 +130,7 @@ def _spot(sp: Spot, tau, haze, masks: LensMasks, ps: float, marginal: float):
         _apply(haze, bbox, 0.3 * sp.contrast * outer, "add")
     tb = [int(np.floor(sp.x_px - r)), int(np.floor(sp.y_px - r)), int(np.ceil(sp.x_px + r)) + 1, int(np.ceil(sp.y_px + r)) + 1]
     return R.Spot(diameter_px=sp.diameter_px, contrast=sp.contrast, zone=_zone(masks.inside_mm, bbox, outer, marginal),
-                  bbox_px=tb, diameter_mm=sp.diameter_px * ps, kind=sp.kind), {}
+                  bbox_px=tb, diameter_mm=sp.diameter_px * ps, kind=sp.kind), {"backlit": _backlit(masks, bbox, outer)}
 
 
 def _coating(cd: CoatingDefect, tau, haze, masks: LensMasks, ps: float, marginal: float):
@@ -148,7 +157,7 @@ def _coating(cd: CoatingDefect, tau, haze, masks: LensMasks, ps: float, marginal
           int(np.ceil(poly[:, 0].max())) + 1, int(np.ceil(poly[:, 1].max())) + 1]
     return R.CoatingDefect(kind=cd.kind, area_px=area_px, contrast=cd.contrast,
                            zone=_zone(masks.inside_mm, bbox, cover, marginal), bbox_px=tb,
-                           area_mm2=area_px * ps * ps), {}
+                           area_mm2=area_px * ps * ps), {"backlit": _backlit(masks, bbox, cover)}
 
 
 def _dull(ds: DullSpot, haze: np.ndarray) -> None:
@@ -166,6 +175,8 @@ def lens_fields(station: SimStation, spec: LensSpec, masks: LensMasks | None = N
     p = station.params
     ps = p.pixel_size_mm
     masks = masks or render_masks(p, spec.pose)
+    if masks.lit is None:
+        masks.lit = station.radiance > np.float32(0.25 * np.percentile(station.radiance, 90))
     tau_lens = np.full(station.shape, spec.tau_clear, np.float32)
     haze = np.full(station.shape, spec.haze, np.float32)
     found = {"scratches": [], "spots": [], "coating": []}

@@ -42,6 +42,7 @@ class SampleSetOptions:
     bits: int = 8
     colour: bool = False
     spec: str = DEFAULT_SPEC
+    fog_sequence: bool = False
 
     def check(self) -> None:
         if self.count < 0:
@@ -118,6 +119,7 @@ def write_sample_set(out_dir: Path, options: SampleSetOptions,
     truth["haze_plates_pct"] = list(PLATES_PCT)
     (cal / "station_truth.json").write_text(json.dumps(truth, indent=1), encoding="utf-8")
     tick("calibration", 1)
+    station_note = calibrate_sample_station(out_dir, options.seed)
 
     lenses = out_dir / "lenses"
     lenses.mkdir(exist_ok=True)
@@ -134,8 +136,40 @@ def write_sample_set(out_dir: Path, options: SampleSetOptions,
             fh.write(json.dumps(rec, default=_jsonable) + "\n")
             n_fail += rec["verdict"] == "fail"
             tick("lenses", 1)
+    if options.fog_sequence:
+        from goggleqc.synth.fog import random_fog_sequence, write_fog_sequence
+
+        fog_rng = np.random.default_rng([options.seed, 3])
+        write_fog_sequence(out_dir / "fog", station, random_fog_sequence(fog_rng, station, fps=10.0, seed=options.seed))
+        tick("fog", 1)
     return {"out_dir": str(out_dir), "lenses": options.count, "truth_fail": n_fail,
-            "backlight": params.backlight.kind, "pixel_size_mm": params.pixel_size_mm}
+            "backlight": params.backlight.kind, "pixel_size_mm": params.pixel_size_mm, **station_note}
+
+
+def calibrate_sample_station(out_dir: Path, seed: int) -> dict:
+    """Calibrate ``out_dir/calibration`` into ``out_dir/station`` with goggleqc's own calibration.
+
+    Uses the frames, the scale target and the haze plates just written, so every sample set
+    carries a ready station folder. The creation time is fixed, so a seed still gives
+    byte-identical files. Returns ``{"station": path}`` or ``{"station_error": message}``.
+    """
+    from goggleqc.calibration.build import build_station
+    from goggleqc.errors import GoggleQCError
+
+    cal = out_dir / "calibration"
+    truth = json.loads((cal / "station_truth.json").read_text(encoding="utf-8"))
+    folder = out_dir / "station"
+    try:
+        station = build_station(sorted(cal.glob("dark_*.png")), sorted(cal.glob("flat_*.png")),
+                                scale_target=cal / "scale_target.png", square_mm=truth["scale_target"]["square_mm"],
+                                board=tuple(truth["scale_target"]["inner_corners"]),
+                                haze_standards=[(cal / f"haze_{pct:g}.png", pct) for pct in PLATES_PCT],
+                                out_dir=folder, created="2000-01-01T00:00:00+00:00")
+        station.meta["note"] = f"calibrated from the simulated sample set (seed {seed})"
+        station.save(folder, force=True)
+    except GoggleQCError as exc:
+        return {"station_error": str(exc)}
+    return {"station": str(folder)}
 
 
 def _jsonable(obj):

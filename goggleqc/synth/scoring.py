@@ -10,7 +10,8 @@ Verdict scoring uses a guard band (:class:`GuardBand`) of measurement uncertaint
 each limit: a lens is *clearly bad* when some truth value breaks a limit by more than the
 band, *clearly good* when every truth value is inside its limit by more than the band, and
 otherwise in the band, where either verdict is acceptable. A defect too faint to be seen
-(apparent contrast under the detection floor) is also in the band when it alone decides.
+(apparent contrast under the detection floor), or lying mostly over a light trap where no
+light passes to show it, is also in the band when it alone decides, and is left out of recall.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class GuardBand:
         return 0.0
 
     def visible(self, key: str, obj: dict) -> bool:
+        if obj.get("backlit", 1.0) < 0.5:
+            return False
         floor = {"scratches": self.scratch_contrast_floor, "spots": self.spot_contrast_floor,
                  "coating": self.coating_contrast_floor}[key]
         return abs(obj.get("contrast", 1.0)) >= floor
@@ -153,6 +156,8 @@ def evaluate(pairs: list[tuple[dict, dict]], spec: Spec, band: GuardBand = Guard
             if clean:
                 false[key] += len(f_objs)
             for i, t in enumerate(t_objs):
+                if t.get("backlit", 1.0) < 0.5:
+                    continue  # mostly over a light trap: nothing to see it against
                 c = abs(t.get("contrast", 0))
                 if key == "scratches":
                     length = t["length_mm"] if t.get("length_mm") is not None else None

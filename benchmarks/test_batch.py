@@ -1,0 +1,124 @@
+"""Batch: decode-only against decode + inspect on 5 MP PNG files, and peak memory against image count.
+
+Throughput
+    :func:`goggleqc.batch.run_batch` over the same 5 MP 8-bit PNG files with
+    ``inspect_fn=decode_only`` (read, hash, decode: the floor any batch pays) and with the
+    real pipeline (:class:`goggleqc.batch.LensInspector`), each with 1, 2 and 4 worker
+    threads. ``extra_info``: ``images_per_s`` and, for decode + inspect,
+    ``of_decode_only`` = its rate ÷ the decode-only rate with the same workers (issue 6
+    asks ≥ 0.85 with the default workers).
+
+Memory
+    A subprocess runs ``run_batch`` with the real pipeline and a JSONL sink over 200 and
+    over 2,000 small images (the same 20 files repeated: streaming must not grow with the
+    count) and reports its peak RSS (``ru_maxrss``). ``extra_info``: ``peak_rss_mb`` and, for
+    2,000, ``rss_ratio`` to 200 (must be ≤ 1.10).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench_data import CACHE, load_or_render, set_folder
+from goggleqc.batch import DEFAULT_WORKERS, LensInspector, decode_only, run_batch
+from goggleqc.capture.imagefile import write_image
+from goggleqc.spec import DEFAULT_SPEC, load_spec
+
+SPEC = load_spec(DEFAULT_SPEC)
+N_FILES_5MP = 8
+N_FILES_SMALL = 20
+
+
+def _write_pngs(folder: Path, frames, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"lens_{i:04d}.png" for i in range(n)]
+    for i, p in enumerate(paths):
+        if not p.exists():
+            write_image(p, frames[i % len(frames)])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def png_5mp(frame_sets):
+    data = frame_sets("5MP", 8)
+    return data, _write_pngs(CACHE / "png-5MP-8bit", data.frames, N_FILES_5MP)
+
+
+_decode_rate: dict = {}
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+@pytest.mark.parametrize("work", ["decode-only", "decode+inspect"])
+def test_batch_5mp_png(benchmark, png_5mp, work, workers):
+    data, paths = png_5mp
+    fn = decode_only if work == "decode-only" else LensInspector(data.station, SPEC)
+
+    def run():
+        summary = run_batch(paths, fn, [], workers=workers)
+        assert summary.n_done == len(paths)
+        return summary
+
+    errors = run().n_error  # warm-up (page cache, station plans); an error verdict is not a full inspection
+    benchmark.group = "batch, 5 MP 8-bit PNG files"
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    rate = len(paths) / benchmark.stats.stats.median
+    benchmark.extra_info.update(work=work, workers=workers, images=len(paths), images_per_s=round(rate, 1),
+                                default_workers=DEFAULT_WORKERS, error_verdicts=errors)
+    if work == "decode-only":
+        _decode_rate[workers] = rate
+    elif workers in _decode_rate:
+        benchmark.extra_info["of_decode_only"] = round(rate / _decode_rate[workers], 3)
+
+
+_MEMORY_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, tempfile, os
+    from goggleqc.batch import LensInspector, run_batch
+    from goggleqc.calibration.station import Station
+    from goggleqc.report.writers import JsonlWriter
+    from goggleqc.spec import DEFAULT_SPEC, load_spec
+
+    station_dir, n, workers, *files = sys.argv[1:]
+    n, workers = int(n), int(workers)
+    station = Station.load(station_dir)
+    paths = (files[i % len(files)] for i in range(n))  # lazy: run_batch must not list them
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = JsonlWriter(os.path.join(tmp, "results.jsonl"))
+        summary = run_batch(paths, LensInspector(station, load_spec(DEFAULT_SPEC)), [sink], workers=workers)
+        sink.close()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_kb": peak_kb, "done": summary.n_done, "errors": summary.n_error,
+                      "wall_s": summary.wall_s}))
+""")
+
+_peak: dict = {}
+
+
+@pytest.mark.parametrize("count", [200, 2000])
+def test_batch_peak_memory(benchmark, count):
+    data = load_or_render(320, 256, bits=8, count=4, tag="small")
+    station_dir = set_folder(320, 256, bits=8, count=4, tag="small") / "station"
+    files = _write_pngs(CACHE / "png-320x256-8bit", data.frames, N_FILES_SMALL)
+    cmd = [sys.executable, "-c", _MEMORY_SCRIPT, str(station_dir), str(count), "2", *map(str, files)]
+    out: dict = {}
+
+    def run():
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
+        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    benchmark.group = "batch peak memory, 320×256 images"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    assert out["done"] == count
+    peak_mb = out["peak_rss_kb"] / 1024
+    _peak[count] = peak_mb
+    benchmark.extra_info.update(images=count, peak_rss_mb=round(peak_mb, 1), error_verdicts=out["errors"],
+                                images_per_s=round(count / out["wall_s"], 1))
+    if count == 2000 and 200 in _peak:
+        ratio = peak_mb / _peak[200]
+        benchmark.extra_info.update(rss_ratio=round(ratio, 3), flat_within_10pct=bool(ratio <= 1.10))

@@ -1,0 +1,71 @@
+"""Scaling: ``inspect_lens`` time against megapixels, 1–12 MP, with a linear fit and R².
+
+The same goggle (a 120 mm field of view) is imaged at each size, 5:4 frames, 8-bit, uniform
+backlight: more pixels of the same scene. Each size is its own benchmark; the last one fits
+``ms = slope·MP + intercept`` over all sizes of the run and reports R² (target ≥ 0.98), and
+also fits a quadratic, reporting how much of the 12 MP time its MP² term explains — a
+super-linear term is a bug to fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from bench_data import load_or_render
+from goggleqc.benchmarking import linear_fit
+from goggleqc.inspect.pipeline import inspect_lens
+from goggleqc.spec import DEFAULT_SPEC, load_spec
+
+SPEC = load_spec(DEFAULT_SPEC)
+MEGAPIXELS = (1, 2, 3, 5, 8, 12)
+
+
+def frame_size(mp: float) -> tuple[int, int]:
+    """A 5:4 frame of about ``mp`` megapixels, sides rounded to multiples of 16 px."""
+    w = int(round(np.sqrt(mp * 1e6 * 5 / 4) / 16)) * 16
+    h = int(round(w * 4 / 5 / 16)) * 16
+    return w, h
+
+
+_median_ms: dict = {}
+_stages: dict = {}
+
+
+@pytest.mark.parametrize("mp", MEGAPIXELS)
+def test_scaling(benchmark, mp):
+    w, h = frame_size(mp)
+    data = load_or_render(w, h, bits=8, count=2, tag="scaling")
+    frames, station = data.frames, data.station
+    turn = itertools.cycle(range(len(frames)))
+    results = []
+    for f in frames:
+        inspect_lens(f, station, SPEC)  # warm-up: per-station plans
+    benchmark.group = "scaling, inspect_lens vs megapixels (8-bit)"
+    benchmark.pedantic(lambda: results.append(inspect_lens(frames[next(turn)], station, SPEC)),
+                       rounds=5, iterations=1)
+    median_ms = benchmark.stats.stats.median * 1e3
+    true_mp = w * h / 1e6
+    _median_ms[true_mp] = median_ms
+    stages = {k: float(np.median([r.timing_ms.get(k, 0.0) for r in results])) for k in results[0].timing_ms}
+    _stages[true_mp] = stages
+    benchmark.extra_info.update(width=w, height=h, megapixels=round(true_mp, 3), median_ms=round(median_ms, 2),
+                                ms_per_mp=round(median_ms / true_mp, 2),
+                                **{f"stage_{k}_ms": round(v, 2) for k, v in stages.items()})
+    if mp == MEGAPIXELS[-1] and len(_median_ms) >= 3:
+        x = np.array(sorted(_median_ms))
+        y = np.array([_median_ms[v] for v in x])
+        slope, intercept, r2 = linear_fit(x, y)
+        c2, c1, c0 = np.polyfit(x, y, 2)
+        benchmark.extra_info.update(fit_slope_ms_per_mp=round(slope, 3), fit_intercept_ms=round(intercept, 2),
+                                    fit_r2=round(r2, 4), target_r2=0.98, meets_target=bool(r2 >= 0.98),
+                                    quadratic_ms_per_mp2=round(float(c2), 4),
+                                    quadratic_share_at_max=round(float(c2 * x[-1] ** 2 / y[-1]), 3))
+        # per-stage slopes: which stage, if any, grows faster than the pixel count
+        for k in _stages[x[-1]]:
+            ys = [_stages[v].get(k, 0.0) for v in x]
+            s_k, _, r2_k = linear_fit(x, ys)
+            benchmark.extra_info[f"stage_{k}_ms_per_mp"] = round(s_k, 3)
+            benchmark.extra_info[f"stage_{k}_r2"] = round(r2_k, 3)

@@ -1,0 +1,458 @@
+"""Haze from the light traps or from the loss of pattern contrast (station-model.md §2–3).
+
+Image formation, after the dark frame, with ``B`` the flat and ``K`` the wide scatter kernel::
+
+    I = g·τ·[(1 − h)·B + h·(B ⊛ K)]
+
+Over a small window where ``τ`` and ``h`` are locally constant this is a linear model in two
+known images: ``I = a·B + b·S`` with ``S = B ⊛ K̂`` (the station's scatter map, a nominal
+kernel ``K̂``), ``a = g·τ·(1 − h)`` and ``b = g·τ·h``. The least-squares fit of the lens
+image on ``B`` and ``S`` gives the raw haze ``h = b / (a + b)``, independent of the exposure
+drift ``g`` and of ``τ``.
+
+- Uniform backlight: the window is a light trap and its bright surround. Haze fills the trap
+  (``B ≈ 0`` there, so ``b`` comes from the trap fill) in proportion to the surround (``a``).
+  This is the trap/surround ratio of the lens image compared with the flat's.
+- Pattern backlight: the window is an 8 mm region; ``a`` is the projection of the lens image
+  onto the flat's pattern, i.e. the pattern contrast, which falls by about ``1 − h``. Noise in
+  the lens image is uncorrelated with the flat, so the projection is noise-unbiased.
+
+The raw estimate carries a small bias because the true ``K`` is not ``K̂``; the station's
+haze-plate fit (:class:`goggleqc.calibration.station.HazeFit`) removes it when present.
+
+For speed the per-station part (sample positions, flat and scatter samples, their products)
+is computed once and cached on the station; a lens costs a strided gather and a few block
+sums (~1–3 ms at 5 MP).
+
+References
+----------
+ASTM D1003-21, Standard Test Method for Haze and Luminous Transmittance of Transparent
+Plastics (haze = diffuse ÷ total transmittance, scatter beyond 2.5°).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from goggleqc.errors import InputError
+
+#: size (mm) of the square regions over which the worst haze is averaged on pattern backlights
+HAZE_REGION_MM = 8.0
+#: regions are built from blocks of HAZE_REGION_MM / BLOCKS_PER_REGION; windows slide by one block
+BLOCKS_PER_REGION = 8
+#: trap window radius as a multiple of the trap radius: the trap plus its bright surround
+TRAP_WINDOW = 1.8
+#: samples across a trap diameter (windows are strided to about this density)
+TRAP_SAMPLES_ACROSS = 40
+#: a pattern window whose fit residual exceeds this multiple of the median is not used
+RESIDUAL_LIMIT = 1.3
+#: a region counts as worse than the central zone only beyond this many noise σ
+WORST_SIGMAS = 2.0
+#: at most this many samples for the pattern grid (strided)
+PATTERN_MAX_SAMPLES = 320_000
+
+
+@dataclass(frozen=True)
+class HazeMeasurement:
+    """Haze of one lens.
+
+    Attributes
+    ----------
+    haze_pct : float or None
+        The worst haze (%) over the traps seen through the lens, or over the 8 mm regions of
+        the central zone (pattern); corrected by the haze-plate fit when ``corrected``.
+        None when no trap is seen through the lens or no region fits in the central zone.
+    raw_pct : float or None
+        The same before the haze-plate correction.
+    method : str
+        ``traps`` or ``pattern``.
+    regions : list of dict
+        Per trap (``trap0`` ...) or per region (``central``: the whole central zone,
+        ``worst``: the worst 8 mm region), each with ``region``, ``x_px``, ``y_px``,
+        ``haze_pct`` and ``raw_pct``.
+    map_pct : (P, Q) float ndarray or None
+        Pattern only: haze (%) of the 8 mm region centred on each map cell, NaN where the
+        region is not inside the central zone. Cell ``(i, j)`` is centred on pixel
+        ``map_origin_px + (j, i) · map_cell_px``.
+    corrected : bool
+        True when the haze-plate correction was applied.
+    central_pct : float or None
+        Pattern only: the haze over the whole central zone (one fit).
+    map_cell_px, map_origin_px : float, tuple of float
+        Geometry of ``map_pct`` (pixels).
+    """
+
+    haze_pct: float | None
+    raw_pct: float | None
+    method: str
+    regions: list[dict] = field(default_factory=list)
+    map_pct: np.ndarray | None = None
+    corrected: bool = False
+    central_pct: float | None = None
+    map_cell_px: float = 0.0
+    map_origin_px: tuple[float, float] = (0.0, 0.0)
+
+
+# -- the per-station plan ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _TrapPlan:
+    idx: np.ndarray        # flat pixel indices of all trap windows, trap after trap
+    starts: np.ndarray     # start of each trap's samples in idx (for reduceat)
+    dark: np.ndarray       # dark at the samples, in units of 1/inv_scale DN
+    z: np.ndarray          # instrument B̃ and scatter S at the samples (normalised)
+    s: np.ndarray
+    gram: tuple            # per-sample Z·X products: B̃B, B̃S, SB, SS
+    in_disc: np.ndarray    # sample lies on the trap disc (must be seen through the lens)
+    sums: tuple            # per-trap unmasked sums of the four products
+    inv_scale: float
+
+
+@dataclass(frozen=True)
+class _PatternPlan:
+    stride: int
+    rows: int              # cropped sub-grid size (multiple of `block`)
+    cols: int
+    block: int             # block side in sub-grid samples
+    box: int               # low-pass box (sub-grid samples): about one pattern period
+    dark: np.ndarray       # sub-grid dark (DN)
+    mb: np.ndarray         # the flat's pattern contrast B / L(B) − 1
+    mz: np.ndarray         # the same for the instrument B̃
+    full: tuple            # block means of mz·mb, mb·mb, S / L(B), and ones
+
+
+def _instrument(flat: np.ndarray) -> np.ndarray:
+    """``B̃``: the flat smoothed by a small kernel with a zero centre tap.
+
+    Used as the instrument for ``B`` in the fit: it passes the trap edges and the pattern
+    (blurred by the camera PSF anyway) but shares no noise with ``B`` at the same pixel, so
+    the flat's own noise does not bias the fit (errors-in-variables), however faint the
+    pattern.
+    """
+    k = cv2.getGaussianKernel(5, 1.0)
+    kernel = (k @ k.T).astype(np.float32)
+    kernel[2, 2] = 0.0
+    kernel /= kernel.sum()
+    return cv2.filter2D(flat, -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def _normaliser(station) -> float:
+    """1 / (a bright level of the flat): keeps the sums near 1 for float32 accuracy."""
+    return 1.0 / max(float(np.percentile(station.flat, 95)), 1e-6)
+
+
+def _samples(station, inv: float):
+    """Normalised flat instrument B̃, flat B and scatter S images (float32, full size)."""
+    f = np.float32(inv)
+    return _instrument(station.flat) * f, station.flat * f, station.scatter * f
+
+
+def _trap_plan(station) -> _TrapPlan:
+    h, w = station.shape
+    inv = _normaliser(station)
+    zimg, bimg, simg = _samples(station, inv)
+    idx_parts, disc_parts, starts = [], [], []
+    n = 0
+    for trap in station.traps:
+        rw = TRAP_WINDOW * trap.r_px
+        step = max(1, int(2 * trap.r_px / TRAP_SAMPLES_ACROSS))
+        x0, x1 = max(0, int(np.floor(trap.x_px - rw))), min(w, int(np.ceil(trap.x_px + rw)) + 1)
+        y0, y1 = max(0, int(np.floor(trap.y_px - rw))), min(h, int(np.ceil(trap.y_px + rw)) + 1)
+        yy, xx = np.mgrid[y0:y1:step, x0:x1:step]
+        d = np.hypot(xx - trap.x_px, yy - trap.y_px)
+        keep = d <= rw
+        idx_parts.append((yy[keep] * w + xx[keep]).astype(np.int64))
+        disc_parts.append(d[keep] <= trap.r_px + 1.0)
+        starts.append(n)
+        n += int(keep.sum())
+    idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
+    z, b, s = (x.ravel()[idx] for x in (zimg, bimg, simg))
+    gram = (z * b, z * s, s * b, s * s)
+    starts_a = np.asarray(starts, np.int64)
+    sums = tuple(np.add.reduceat(g.astype(np.float64), starts_a) for g in gram) if len(idx) else ()
+    return _TrapPlan(idx=idx, starts=starts_a, dark=(station.dark.ravel()[idx] * inv).astype(np.float32), z=z, s=s,
+                     gram=gram, in_disc=np.concatenate(disc_parts) if disc_parts else np.zeros(0, bool),
+                     sums=sums, inv_scale=inv)
+
+
+def _lowpass(x: np.ndarray, box: int) -> np.ndarray:
+    """Local mean over about one pattern period: two box filters (a triangle), which null
+    the pattern's fundamental in any orientation to well under 1 %. Linear, so it maps
+    ``a·B + b·S`` to ``a·L(B) + b·L(S)`` exactly."""
+    once = cv2.blur(x, (box, box), borderType=cv2.BORDER_REFLECT)
+    return cv2.blur(once, (box, box), borderType=cv2.BORDER_REFLECT)
+
+
+def _pattern_plan(station) -> _PatternPlan:
+    h, w = station.shape
+    ps = station.pixel_size_mm or 0.05
+    stride = max(1, int(np.ceil(np.sqrt(h * w / PATTERN_MAX_SAMPLES))))
+    block_px = HAZE_REGION_MM / BLOCKS_PER_REGION / ps
+    block = max(1, int(round(block_px / stride)))
+    sub_h, sub_w = (h + stride - 1) // stride, (w + stride - 1) // stride
+    rows, cols = (sub_h // block) * block, (sub_w // block) * block
+    if rows == 0 or cols == 0:
+        raise InputError(f"the frame ({w}×{h} px at {ps} mm/px) is smaller than one haze region")
+    period_px = station.pattern.period_px if station.pattern is not None else 4.0 / ps
+    box = max(3, int(round(period_px / stride)))
+    sl = (slice(0, rows * stride, stride), slice(0, cols * stride, stride))
+    z, b, s = (np.ascontiguousarray(x[sl]) for x in _samples(station, 1.0))
+    lb = np.maximum(_lowpass(b, box), 1e-6)
+    mb, mz, c = b / lb - 1.0, z / lb - 1.0, s / lb
+    nb = (cols // block, rows // block)
+    full = tuple(cv2.resize(x.astype(np.float32), nb, interpolation=cv2.INTER_AREA).astype(np.float64)
+                 for x in (mz * mb, mb * mb, c, np.ones_like(b)))
+    return _PatternPlan(stride=stride, rows=rows, cols=cols, block=block, box=box,
+                        dark=np.ascontiguousarray(station.dark[sl]), mb=mb.astype(np.float32),
+                        mz=mz.astype(np.float32), full=full)
+
+
+def _plan(station):
+    key = "haze_plan"
+    if key not in station.cache:
+        station.cache[key] = _trap_plan(station) if station.backlight == "uniform" else _pattern_plan(station)
+    return station.cache[key]
+
+
+# -- the estimator ----------------------------------------------------------------------------
+
+def _solve_pct(szi, ssi, szb, szs, ssb, sss) -> np.ndarray:
+    """Solve the instrumental-variable normal equations of ``I = a·B + b·S``.
+
+    ``[ΣB̃B ΣB̃S; ΣSB ΣSS]·[a; b] = [ΣB̃I; ΣSI]``; returns ``100·b/(a+b)``, the raw haze in %.
+    """
+    det = szb * sss - szs * ssb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (szi * sss - ssi * szs) / det
+        b = (szb * ssi - ssb * szi) / det
+        return 100.0 * b / (a + b)
+
+
+def _trap_haze(image: np.ndarray, station, lens_mask: np.ndarray | None) -> tuple[list[dict], np.ndarray]:
+    plan: _TrapPlan = _plan(station)
+    if plan.idx.size == 0:
+        return [], np.zeros(0)
+    v = image.ravel()[plan.idx].astype(np.float32) * np.float32(plan.inv_scale) - plan.dark
+    if lens_mask is None:
+        sums = plan.sums
+        visible = np.ones(len(plan.starts), bool)
+    else:
+        m = lens_mask.ravel()[plan.idx] >= 0.5
+        visible = np.logical_and.reduceat(m | ~plan.in_disc, plan.starts)
+        mf = m.astype(np.float32)
+        sums = tuple(np.add.reduceat((g * mf).astype(np.float64), plan.starts) for g in plan.gram)
+        v = v * mf
+    szi = np.add.reduceat((v * plan.z).astype(np.float64), plan.starts)
+    ssi = np.add.reduceat((v * plan.s).astype(np.float64), plan.starts)
+    raw = _solve_pct(szi, ssi, *sums)
+    regions = []
+    for i, (trap, ok) in enumerate(zip(station.traps, visible)):
+        if ok and np.isfinite(raw[i]):
+            regions.append({"region": f"trap{i}", "x_px": round(trap.x_px, 2), "y_px": round(trap.y_px, 2),
+                            "raw_pct": float(raw[i])})
+    return regions, raw
+
+
+def _window_sums(blocks: np.ndarray, k: int) -> np.ndarray:
+    """Sums of every k×k window of a block array (valid windows only): (P−k+1, Q−k+1)."""
+    c = np.zeros((blocks.shape[0] + 1, blocks.shape[1] + 1))
+    c[1:, 1:] = blocks.cumsum(0).cumsum(1)
+    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+
+def _contrast_fit(szi, sbi, sii, sdl, szb, sbb, sc, cnt):
+    """Per region: raw haze (%), residual mean square and the haze noise σ (%).
+
+    The lens image's pattern contrast ``mI`` is fitted as ``q·mB`` (instrument ``mZ``):
+    ``q = ΣmZ·mI / ΣmZ·mB``. With ``c`` the mean of ``S / L(B)``,
+    ``q = (1 − h) / ((1 − h) + h·c)``, so ``h = (1 − q) / (1 − q + q·c)``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = szi / szb
+        c = sc / cnt
+        h = (1.0 - q) / (1.0 - q + q * c)
+        msr = (sii - 2 * q * sbi + q * q * sbb) / cnt
+        sigma_q = np.sqrt(np.maximum(msr, 0) / sbb)
+        # dh/dq = −c / (1 − q + q·c)²
+        sigma_h = sigma_q * c / (1.0 - q + q * c) ** 2
+        return 100.0 * h, msr, 100.0 * sigma_h
+
+
+def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None):
+    """Central-zone haze, the 8 mm region map and its noise, on the pattern sub-grid.
+
+    The pattern contrast of the lens image (``I / L(I) − 1``, ``L`` a one-period local
+    mean) is projected onto the flat's. Dividing by the local mean makes the estimate blind
+    to transmittance changes wider than a period (coating runs and voids, tint gradients)
+    while haze, which adds light in proportion to the surround, still lowers the contrast.
+    Only blocks wholly inside ``mask`` are used, so the flat's block sums are precomputed.
+    """
+    plan: _PatternPlan = _plan(station)
+    st = plan.stride
+    sl = (slice(0, plan.rows * st, st), slice(0, plan.cols * st, st))
+    v = image[sl].astype(np.float32)
+    v -= plan.dark
+    li = _lowpass(v, plan.box)
+    mi = v / np.maximum(li, 1e-3) - 1.0
+    nb = (plan.cols // plan.block, plan.rows // plan.block)
+    spb = plan.block ** 2  # samples per block: block means × spb = sums
+
+    def blocks(x):
+        return cv2.resize(x, nb, interpolation=cv2.INTER_AREA).astype(np.float64)
+
+    lens_stats = (blocks(mi * plan.mz), blocks(mi * plan.mb), blocks(mi * mi), blocks(li))
+    allstats = (*lens_stats, *plan.full)
+    inside = np.ones(nb[::-1], bool) if mask is None else blocks((mask[sl] >= 0.5).astype(np.float32)) >= 0.999
+    k = min(BLOCKS_PER_REGION, nb[0], nb[1])
+    win = [_window_sums(x, k) * spb for x in allstats]
+    valid = _window_sums(inside.astype(np.float64), k) >= k * k - 0.5  # the region lies wholly in the mask
+    hmap, msr, sigma = _contrast_fit(*win)
+    noise = station.noise_model
+    if noise is not None:
+        level = win[3] / win[-1]  # mean local level, DN
+        # the lens frame's relative noise plus the averaged flat's, which the fit also sees
+        expected = (noise[0] * level + noise[1]) / np.maximum(level, 1e-6) ** 2 * (1 + 1 / station.flat_frames)
+    else:
+        expected = np.full(hmap.shape, float(np.median(msr[valid])) if valid.any() else np.inf)
+    # a region whose fit leaves far more residual than noise holds τ texture finer than a
+    # period (mottle, a scratch, a spot) that mimics or masks pattern contrast: not a reading
+    reliable = valid & (msr <= RESIDUAL_LIMIT * expected)
+    station.cache["_ratio"] = np.where(valid, msr / expected, np.nan)
+    hmap = np.where(reliable, hmap, np.nan)
+    # the central value: one fit over every block a reliable region covers (else every
+    # block inside the mask)
+    cover = _window_sums(np.pad(reliable.astype(np.float64), k - 1), k) > 0
+    use = cover if cover.any() else inside
+    if not use.any():
+        central = np.nan
+    else:
+        central = float(_contrast_fit(*(x[use].sum() * spb for x in allstats))[0])
+    cell_px = plan.block * st
+    origin = ((k * cell_px - 1) / 2, (k * cell_px - 1) / 2)
+    return central, hmap, sigma, cell_px, origin
+
+
+def _worst_of_map(hmap: np.ndarray, sigma: np.ndarray, central: float) -> tuple[float, tuple[int, int]] | None:
+    """The worst region, discounted for the noise of a maximum over many noisy windows.
+
+    Each window's haze is lowered by ``WORST_SIGMAS`` times its own noise σ (from its fit
+    residual) before the maximum is taken, and never reported below the central-zone value:
+    a uniform lens reads its central value, a dull spot counts by its excess beyond noise.
+    """
+    ok = np.isfinite(hmap)
+    if not ok.any():
+        return None
+    score = np.where(ok, hmap - WORST_SIGMAS * np.nan_to_num(sigma, nan=0.0), -np.inf)
+    i, j = np.unravel_index(np.argmax(score), hmap.shape)
+    base = central if np.isfinite(central) else -np.inf
+    return max(base, float(score[i, j])), (int(i), int(j))
+
+
+def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = None,
+                 central_mask: np.ndarray | None = None) -> HazeMeasurement:
+    """Measure the haze of a lens image on a calibrated station.
+
+    Parameters
+    ----------
+    image : (M, N) uint8 or uint16 ndarray
+        The lens image (luminance), of the station's size and bit depth.
+    station : goggleqc.calibration.Station
+        With ``traps`` (uniform backlight) or ``pattern`` (pattern backlight).
+    lens_mask : (M, N) ndarray, optional
+        Non-zero (≥ 0.5) on the clear lens. Traps count only when their whole disc is seen
+        through the lens; trap surrounds use lens pixels only. None: the whole field (plates).
+    central_mask : (M, N) ndarray, optional
+        Non-zero on the central zone; pattern regions must lie wholly inside it. Defaults to
+        ``lens_mask``, then to the whole field.
+
+    Returns
+    -------
+    HazeMeasurement
+        ``haze_pct`` is the worst trap or 8 mm region (station-model.md §3), corrected by the
+        station's haze-plate fit when it has one.
+    """
+    station.check_image(image)
+    fit = station.haze_fit
+    fix = fit.apply if fit is not None else (lambda x: x)
+    if station.backlight == "uniform":
+        regions, _ = _trap_haze(image, station, lens_mask)
+        for r in regions:
+            r["haze_pct"] = float(fix(r["raw_pct"]))
+        if not regions:
+            return HazeMeasurement(None, None, "traps", [], None, fit is not None)
+        worst = max(regions, key=lambda r: r["raw_pct"])
+        return HazeMeasurement(worst["haze_pct"], worst["raw_pct"], "traps", regions, None, fit is not None)
+    mask = central_mask if central_mask is not None else lens_mask
+    central, hmap, sigma, cell_px, origin = _pattern_haze(image, station, mask)
+    regions = []
+    central_pct = float(fix(central)) if np.isfinite(central) else None
+    if central_pct is not None:
+        if mask is not None:
+            ys, xs = np.nonzero(mask[:: max(1, mask.shape[0] // 64), :: max(1, mask.shape[1] // 64)] >= 0.5)
+            cy = float(ys.mean() * max(1, mask.shape[0] // 64)) if ys.size else (mask.shape[0] - 1) / 2
+            cx = float(xs.mean() * max(1, mask.shape[1] // 64)) if xs.size else (mask.shape[1] - 1) / 2
+        else:
+            cy, cx = (image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2
+        regions.append({"region": "central", "x_px": round(cx, 1), "y_px": round(cy, 1),
+                        "haze_pct": central_pct, "raw_pct": float(central)})
+    map_pct = fix(hmap) if fit is not None else hmap
+    worst = _worst_of_map(hmap, sigma, central)
+    if worst is None:
+        return HazeMeasurement(None, None, "pattern", regions, map_pct, fit is not None, central_pct, cell_px, origin)
+    raw, (i, j) = worst
+    regions.append({"region": "worst", "x_px": round(origin[0] + j * cell_px, 1),
+                    "y_px": round(origin[1] + i * cell_px, 1), "haze_pct": float(fix(raw)), "raw_pct": raw})
+    return HazeMeasurement(float(fix(raw)), raw, "pattern", regions, map_pct, fit is not None, central_pct,
+                           cell_px, origin)
+
+
+def raw_plate_haze_pct(image: np.ndarray, station) -> float:
+    """Raw haze (%) of a haze reference plate filling the field: the estimator of
+    :func:`measure_haze` over the whole field (the mean over all traps, or one fit over
+    every pattern region). Used by the haze-plate fit."""
+    station.check_image(image)
+    if station.backlight == "uniform":
+        regions, _ = _trap_haze(image, station, None)
+        if not regions:
+            raise InputError("the station has no light traps, so haze cannot be measured")
+        return float(np.mean([r["raw_pct"] for r in regions]))
+    central = _pattern_haze(image, station, None)[0]
+    return float(central)
+
+
+def haze_contrast_index(image: np.ndarray, lens_mask: np.ndarray | None = None) -> float:
+    """A relative contrast index for uncalibrated images: NOT a haze percentage.
+
+    The median local rms contrast (band-passed standard deviation ÷ local mean) of the
+    backlight seen through the lens, computed on a reduced image. Haze and fog lower it; it
+    depends on the backlight and the camera, so only compare it between images of one setup.
+
+    Parameters
+    ----------
+    image : (M, N) uint8 or uint16 ndarray
+    lens_mask : (M, N) ndarray, optional
+        Non-zero on the lens; None uses the whole frame.
+
+    Returns
+    -------
+    float
+        In [0, ~1]; 0 for a featureless field.
+    """
+    if image.ndim != 2 or image.size == 0:
+        raise InputError(f"haze_contrast_index needs a 2-D monochrome image, not shape {image.shape}")
+    h, w = image.shape
+    f = max(1, min(h, w) // 256)
+    small = cv2.resize(image.astype(np.float32), (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    mean = cv2.GaussianBlur(small, (0, 0), 6)
+    bp = small - mean
+    rms = np.sqrt(np.maximum(cv2.GaussianBlur(bp * bp, (0, 0), 6), 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        local = rms / mean
+    sel = mean > 0.02 * max(float(mean.max()), 1e-6)
+    if lens_mask is not None:
+        m = cv2.resize((lens_mask >= 0.5).astype(np.uint8), small.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        sel &= cv2.erode(m, np.ones((5, 5), np.uint8)) > 0
+    return float(np.median(local[sel])) if sel.any() else 0.0

@@ -1,0 +1,467 @@
+"""The lens region: where the clear lens is, its central zone and marginal band, and the
+backlight visible beside the goggle.
+
+The region is found on an image reduced by a power-of-two factor (area averaging), which is
+exact for the low-frequency question "where is the lens" and keeps the work to a few
+milliseconds at 5 MP. Full-resolution masks are produced on first use (nearest-neighbour
+upsampling of the reduced masks), so a caller that only needs zones and contours pays nothing
+for them.
+
+Calibrated mode (a :class:`~goggleqc.calibration.station.Station` is given) classifies the
+flat-corrected transmission ``(I − dark) / B = g·τ`` (station-model.md §2): ``τ ≈ 0`` on the
+opaque frame, lens-like on the lens and ``≈ g ≈ 1`` on the backlight beside the goggle.
+Uncalibrated mode works on the raw frame, whose backlight may be a defocused checker or grid
+and uneven: a grey-level closing wider than the pattern's dark cells (the period is measured
+from the image's spectrum) leaves the frame as the only large dark band, and a threshold
+relative to the local bright envelope copes with uneven light. In both modes the lens is the
+set of large bright regions that do not touch the image border (they are enclosed by the
+frame), with holes (light traps, dust, strong defects) filled.
+
+Zones follow EN 166 §7.1.3 (station-model.md §3): the marginal band is within
+``marginal_mm`` of the lens edge and everything else is central; a defect is central if any of
+its pixels is.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from goggleqc.capture.imagefile import to_luminance
+from goggleqc.errors import InputError
+
+#: the reduced image's longest side is at most this (a power-of-two reduction)
+REDUCED_MAX_SIDE_PX = 320
+#: a bright region smaller than this fraction of the frame is not a lens
+MIN_LENS_AREA_FRAC = 0.02
+#: a second lens must be at least this fraction of the largest (two eye lenses are alike)
+MIN_LENS_AREA_RATIO = 0.2
+#: transmission (τ·g) dividing the opaque frame from the lens, relative to the bright level
+FRAME_THRESHOLD_REL = 0.35
+#: backlight pixels within this distance of the goggle are not used for drift (PSF, frame edge)
+BACKGROUND_MARGIN_MM = 1.5
+#: a frame is saturated when at least this fraction of it is at the full-scale value
+SATURATED_FRAC = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# reduction and per-station reduced maps
+# ---------------------------------------------------------------------------------------------
+def reduction_factor(shape: tuple[int, int], max_side_px: int = REDUCED_MAX_SIDE_PX) -> int:
+    """Power-of-two factor that brings the longest side of ``shape`` to ≤ ``max_side_px``."""
+    factor = 1
+    while max(shape[:2]) / factor > max_side_px:
+        factor *= 2
+    return factor
+
+
+def reduce_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Area-average ``image`` by an integer ``factor`` into float32.
+
+    Parameters
+    ----------
+    image : (M, N) ndarray
+    factor : int
+
+    Returns
+    -------
+    (M // factor, N // factor) float32 ndarray
+        Block means. The last ``M % factor`` rows and ``N % factor`` columns are not used;
+        full-resolution pixel ``(x, y)`` belongs to reduced pixel
+        ``(min(x // factor, n - 1), min(y // factor, m - 1))``.
+    """
+    if factor == 1:
+        return image.astype(np.float32, copy=False)
+    h, w = image.shape[:2]
+    hs, ws = h // factor, w // factor
+    # integer-factor INTER_AREA is an exact block mean; uint8/uint16 results round to the
+    # nearest DN, an unbiased error far below the noise of a block
+    small = cv2.resize(image[: hs * factor, : ws * factor], (ws, hs), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class ReducedStation:
+    """A station's calibration maps reduced by ``factor`` (block means).
+
+    ``dark`` and ``flat`` are in DN; ``valid`` is the fraction of each block where the flat is
+    bright enough to divide by (``inv_flat > 0``); ``scatter_ratio`` is the block mean of
+    ``(B ⊛ K) / B`` over valid pixels (0 elsewhere), with ``K`` approximated by a wide
+    Gaussian: the factor by which haze lifts each part of the backlight (station-model §2).
+    """
+
+    factor: int
+    dark: np.ndarray
+    flat: np.ndarray
+    valid: np.ndarray
+    scatter_ratio: np.ndarray
+
+
+_REDUCED_CACHE: dict[tuple[int, int], tuple[weakref.ref, ReducedStation]] = {}
+
+#: width of the wide-angle scatter kernel assumed when normalising pattern residuals (mm)
+SCATTER_SIGMA_MM = 25.0
+
+
+def reduced_station(station, factor: int) -> ReducedStation:
+    """The station's maps reduced by ``factor``, computed once per station and factor.
+
+    The station is a mutable dataclass (unhashable), so the cache is keyed by identity and
+    holds a weak reference that proves the entry still belongs to the same object.
+    """
+    key = (id(station), factor)
+    hit = _REDUCED_CACHE.get(key)
+    if hit is not None and hit[0]() is station:
+        return hit[1]
+    valid_full = (station.inv_flat > 0).astype(np.float32)
+    flat = reduce_image(station.flat.astype(np.float32, copy=False), factor)
+    valid = reduce_image(valid_full, factor)
+    ps = station.pixel_size_mm
+    # K is much wider than a trap or pattern period, so a blur at the reduced scale is exact
+    # enough; without a pixel scale assume K spans a fifth of the frame
+    sigma_px = (SCATTER_SIGMA_MM / ps / factor) if ps else max(flat.shape) / 5
+    flat_k = cv2.GaussianBlur(flat, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
+    # (B ⊛ K)/B per full-resolution pixel, block-averaged: B ⊛ K is smooth, so it is taken from
+    # the reduced flat and upsampled
+    flat_k_full = cv2.resize(flat_k, (flat.shape[1] * factor, flat.shape[0] * factor), interpolation=cv2.INTER_LINEAR)
+    h, w = flat_k_full.shape
+    ratio = flat_k_full * station.inv_flat[:h, :w]
+    scatter_ratio = reduce_image(ratio, factor)
+    entry = ReducedStation(factor, reduce_image(station.dark.astype(np.float32, copy=False), factor), flat, valid,
+                           scatter_ratio)
+    _REDUCED_CACHE[key] = (weakref.ref(station, lambda _r, k=key: _REDUCED_CACHE.pop(k, None)), entry)
+    return entry
+
+
+def upsample_mask(mask_small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a reduced bool mask to ``shape`` (M, N), as bool."""
+    m = mask_small.astype(np.uint8, copy=False)
+    if factor > 1:
+        m = cv2.resize(m, (m.shape[1] * factor, m.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
+    dy, dx = shape[0] - m.shape[0], shape[1] - m.shape[1]
+    if dy or dx:
+        m = cv2.copyMakeBorder(m, 0, dy, 0, dx, cv2.BORDER_REPLICATE)
+    return m.view(bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# the region
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class LensRegion:
+    """Where the lens is, and its zones.
+
+    Masks are (M, N) bool at full resolution, built on first access from the reduced masks
+    (``*_small``, one pixel per ``factor × factor`` block).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        Full-resolution image shape (M, N).
+    factor : int
+        Reduction factor of the ``*_small`` masks.
+    pixel_size_mm : float or None
+        Millimetres per pixel; None when zones cannot be measured.
+    marginal_mm : float
+        Width of the marginal band (EN 166: 5 mm).
+    contours_px : list of (K, 2) int ndarray
+        Simplified lens outlines, (x, y) full-resolution pixels, for overlays.
+    central_contours_px : list of (K, 2) int ndarray
+        Outlines of the central zone.
+    calibrated : bool
+        True when found from a calibrated station's transmission.
+    """
+
+    shape: tuple[int, int]
+    factor: int
+    lens_small: np.ndarray
+    central_small: np.ndarray
+    goggle_small: np.ndarray
+    background_small: np.ndarray
+    pixel_size_mm: float | None
+    marginal_mm: float
+    contours_px: list = field(default_factory=list)
+    central_contours_px: list = field(default_factory=list)
+    calibrated: bool = True
+
+    # -- full-resolution masks ----------------------------------------------------------------
+    @cached_property
+    def lens(self) -> np.ndarray:
+        """(M, N) bool: the clear lens (holes such as light traps included)."""
+        return upsample_mask(self.lens_small, self.factor, self.shape)
+
+    @cached_property
+    def central(self) -> np.ndarray:
+        """(M, N) bool: lens pixels more than ``marginal_mm`` from the lens edge."""
+        return upsample_mask(self.central_small, self.factor, self.shape)
+
+    @cached_property
+    def marginal(self) -> np.ndarray:
+        """(M, N) bool: lens pixels within ``marginal_mm`` of the lens edge."""
+        return upsample_mask(self.lens_small & ~self.central_small, self.factor, self.shape)
+
+    @cached_property
+    def goggle(self) -> np.ndarray:
+        """(M, N) bool: lens plus opaque frame."""
+        return upsample_mask(self.goggle_small, self.factor, self.shape)
+
+    @cached_property
+    def background(self) -> np.ndarray:
+        """(M, N) bool: backlight seen beside the goggle, away from its edge (may be empty)."""
+        return upsample_mask(self.background_small, self.factor, self.shape)
+
+    # -- measures -----------------------------------------------------------------------------
+    @property
+    def zones_known(self) -> bool:
+        """True when the central zone could be measured (a pixel scale is known)."""
+        return self.pixel_size_mm is not None
+
+    @property
+    def lens_area_px(self) -> float:
+        """Lens area in full-resolution pixels."""
+        return float(np.count_nonzero(self.lens_small)) * self.factor ** 2
+
+    @property
+    def lens_area_mm2(self) -> float | None:
+        return None if self.pixel_size_mm is None else self.lens_area_px * self.pixel_size_mm ** 2
+
+    def to_small(self, x_px, y_px) -> tuple[np.ndarray, np.ndarray]:
+        """Map full-resolution pixel coordinates to (column, row) indices of the reduced masks."""
+        hs, ws = self.lens_small.shape
+        xs = np.clip(np.asarray(x_px, np.int64) // self.factor, 0, ws - 1)
+        ys = np.clip(np.asarray(y_px, np.int64) // self.factor, 0, hs - 1)
+        return xs, ys
+
+    def zone_of(self, pixels, origin: tuple[int, int] | None = None) -> str:
+        """The zone of an object: ``central`` if any of its pixels is central, else ``marginal``.
+
+        Parameters
+        ----------
+        pixels : (M, N) bool ndarray, (m, n) bool ndarray with ``origin``, (K, 2) int ndarray, or bbox
+            The object's pixels: a full-frame mask, a mask patch whose top-left pixel is
+            ``origin = (x0, y0)``, (x, y) pixel coordinates, or a bbox ``[x0, y0, x1, y1)``
+            (any pixel of the box counts, which is conservative).
+
+        Returns
+        -------
+        str
+            ``central``, ``marginal``, or ``unknown`` when no pixel scale is known.
+        """
+        if not self.zones_known:
+            return "unknown"
+        arr = np.asarray(pixels)
+        if arr.dtype == bool:
+            ys, xs = np.nonzero(arr)
+            if origin is not None:
+                xs, ys = xs + origin[0], ys + origin[1]
+            elif arr.shape != tuple(self.shape):
+                raise ValueError(f"a mask of shape {arr.shape} needs an origin; the frame is {self.shape}")
+        elif arr.ndim == 1 and arr.size == 4:
+            x0, y0, x1, y1 = (int(v) for v in arr)
+            (cx0, cx1), (cy0, cy1) = self.to_small([x0, max(x0, x1 - 1)], [y0, max(y0, y1 - 1)])
+            return "central" if self.central_small[cy0:cy1 + 1, cx0:cx1 + 1].any() else "marginal"
+        elif arr.ndim == 2 and arr.shape[1] == 2:
+            xs, ys = arr[:, 0], arr[:, 1]
+        else:
+            raise ValueError(f"zone_of takes a bool mask, (K, 2) pixel coordinates or a bbox, not shape {arr.shape}")
+        if len(xs) == 0:
+            return "marginal"
+        cx, cy = self.to_small(xs, ys)
+        return "central" if self.central_small[cy, cx].any() else "marginal"
+
+
+# ---------------------------------------------------------------------------------------------
+# finding it
+# ---------------------------------------------------------------------------------------------
+def _full_scale(image: np.ndarray) -> float:
+    """The file's full-scale value: 255 for 8 bit; for 16 bit the smallest ``2^k − 1`` (k ≥ 8)
+    at or above the brightest pixel, since 10–14-bit data sit LSB-aligned in 16-bit files."""
+    if image.dtype == np.uint8:
+        return 255.0
+    top = int(image.max()) if image.size else 0
+    k = max(8, top.bit_length())
+    return float((1 << k) - 1)
+
+
+def _check_exposure(small_raw: np.ndarray, full_scale: float) -> None:
+    """Refuse a saturated frame (most of it at full scale)."""
+    if np.count_nonzero(small_raw >= full_scale - 0.5) >= SATURATED_FRAC * small_raw.size:
+        raise InputError(f"the frame is saturated: over {SATURATED_FRAC:.0%} of it is at full scale "
+                         f"({full_scale:.0f} DN); shorten the exposure or dim the backlight")
+
+
+def _bright_uncalibrated(small: np.ndarray) -> np.ndarray:
+    """Bright (lens or backlight) pixels of a raw reduced frame with no calibration.
+
+    A grey-level closing with a square of side ``k`` fills every dark feature narrower than
+    ``k`` (the dark cells of a checker, grid or stripe backlight, dust) and keeps wider ones
+    exactly (the frame). The pattern's scale is not known, so closings of growing ``k`` are
+    tried: while ``k`` is below the dark-cell size the lens is broken into small pieces,
+    between the cell size and the frame width it is one solid region enclosed by the frame,
+    and above the frame width it merges with the backlight around the goggle. The ``k``
+    giving the largest total of enclosed lens area is kept.
+    """
+    low = float(np.percentile(small, 1))
+    big = max(3, min(small.shape) // 6) | 1
+    env_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (big, big))
+    best, best_area = None, 0
+    k = 3
+    while k <= min(small.shape) // 6:
+        closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+        # the local bright level, so that uneven light does not move the frame/lens threshold
+        env = cv2.blur(cv2.dilate(closed, env_kernel), (big, big))
+        bright = closed > low + FRAME_THRESHOLD_REL * (env - low)
+        area = int(_enclosed_areas(bright).sum())
+        if area > best_area:
+            best, best_area = bright, area
+        elif best_area and area == 0:
+            break  # the frame has closed: larger kernels only merge the lens with the backlight
+        k = int(round(k * 1.5)) | 1
+    return best if best is not None else closed > low + FRAME_THRESHOLD_REL * (env - low)
+
+
+def _enclosed_areas(bright: np.ndarray) -> np.ndarray:
+    """Areas (px) of the bright components large enough to be a lens that do not touch the border."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright.astype(np.uint8), connectivity=4)
+    hs, ws = bright.shape
+    x, y, w, h, area = (stats[1:, i] for i in range(5))
+    enclosed = (x > 0) & (y > 0) & (x + w < ws) & (y + h < hs) & (area >= MIN_LENS_AREA_FRAC * hs * ws)
+    return area[enclosed]
+
+
+def _bright_calibrated(small_raw: np.ndarray, red: ReducedStation) -> tuple[np.ndarray, np.ndarray]:
+    """Bright (lens or backlight) and known (divisible) pixels of the reduced transmission."""
+    known = red.valid > 0.5
+    tau = (small_raw - red.dark) / np.maximum(red.flat, 1e-6)
+    tau[~known] = 0.0
+    if not known.any():
+        raise InputError("the station's flat is dark everywhere; recalibrate this station")
+    level = float(np.percentile(tau[known], 99))
+    if level < 0.1:
+        raise InputError(f"the frame is blank: its brightest part transmits {100 * level:.1f} % of the flat; "
+                         "is the backlight on and the lens cap off?")
+    return tau > FRAME_THRESHOLD_REL * min(level, 1.2), known
+
+
+def _check_blank_raw(small: np.ndarray, full_scale: float) -> None:
+    lo, hi = (float(v) for v in np.percentile(small, (1, 99)))
+    if hi < 0.04 * full_scale or hi - lo < 0.25 * hi:
+        raise InputError(f"the frame is blank: it spans only {lo:.0f}–{hi:.0f} DN of {full_scale:.0f}; "
+                         "is the backlight on and the lens cap off?")
+
+
+def _fill_external(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Fill the holes of every component of ``mask``; return the filled mask and its outlines."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.view(bool), list(contours)
+
+
+def _outline_px(contours: Sequence[np.ndarray], factor: int) -> list[np.ndarray]:
+    """Simplified outlines in full-resolution (x, y) pixel coordinates (reduced pixel centres)."""
+    out = []
+    for c in contours:
+        c = cv2.approxPolyDP(c, 1.0, True).reshape(-1, 2).astype(np.float64)
+        out.append(np.round(c * factor + (factor - 1) / 2).astype(np.int32))
+    return out
+
+
+def find_lens(image: np.ndarray, station=None, *, marginal_mm: float = 5.0,
+              pixel_size_mm: float | None = None) -> LensRegion:
+    """Find the clear lens, its central and marginal zones, the goggle and the backlight beside it.
+
+    Parameters
+    ----------
+    image : (M, N) uint8 or uint16 ndarray
+        The raw frame (dark not subtracted); a (M, N, 3) colour frame is turned into luminance.
+    station : Station, optional
+        A calibrated station; without one the region is found from the raw frame alone.
+    marginal_mm : float
+        Width of the marginal band, EN 166 §7.1.3 (station-model.md §3).
+    pixel_size_mm : float, optional
+        Millimetres per pixel; defaults to the station's. When neither is known the zones
+        cannot be measured: the central zone is the whole lens, the marginal band is empty and
+        :meth:`LensRegion.zone_of` returns ``unknown``.
+
+    Returns
+    -------
+    LensRegion
+
+    Raises
+    ------
+    InputError
+        For a blank or saturated frame, a frame that does not match the station, or when no
+        lens is found (``no lens found: ...``), e.g. an empty fixture.
+    """
+    if image.ndim == 3:
+        image = to_luminance(image)
+    if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"a lens image must be an 8- or 16-bit monochrome frame, not {image.dtype} of shape {image.shape}")
+    if min(image.shape) < 32:
+        raise InputError(f"a {image.shape[1]}×{image.shape[0]} frame is too small to hold a lens")
+    if station is not None:
+        station.check_image(image)
+        if pixel_size_mm is None:
+            pixel_size_mm = station.pixel_size_mm
+    factor = reduction_factor(image.shape)
+    small_raw = reduce_image(image, factor)
+    full_scale = _full_scale(image)
+    _check_exposure(small_raw, full_scale)
+    if station is not None:
+        bright, known = _bright_calibrated(small_raw, reduced_station(station, factor))
+    else:
+        _check_blank_raw(small_raw, full_scale)
+        bright, known = _bright_uncalibrated(small_raw), np.ones(small_raw.shape, bool)
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright.astype(np.uint8), connectivity=4)
+    hs, ws = bright.shape
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    touches = (x == 0) | (y == 0) | (x + w >= ws) | (y + h >= hs)
+    touches[0] = True  # label 0 is the dark part
+    candidates = np.flatnonzero(~touches & (area >= MIN_LENS_AREA_FRAC * hs * ws))
+    if len(candidates) == 0:
+        raise InputError("no lens found: no bright region enclosed by a goggle frame; "
+                         "is the fixture empty or the goggle out of the field of view?")
+    candidates = candidates[area[candidates] >= MIN_LENS_AREA_RATIO * area[candidates].max()]
+    is_lens = np.zeros(n, bool)
+    is_lens[candidates] = True
+    lens_small, contours = _fill_external(is_lens[labels])
+
+    # backlight beside the goggle: bright regions connected to the border
+    is_bg = touches.copy()
+    is_bg[0] = False
+    bg_raw = is_bg[labels] & known
+    goggle_small, _ = _fill_external(_component_containing(~bg_raw, lens_small))
+    margin_px = int(np.ceil(BACKGROUND_MARGIN_MM / pixel_size_mm / factor)) if pixel_size_mm else 3
+    background_small = cv2.erode(bg_raw.astype(np.uint8),
+                                 cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1,) * 2)).view(bool)
+
+    if pixel_size_mm is not None:
+        inside = cv2.distanceTransform(lens_small.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        # distance of a reduced pixel centre to the lens edge is (d − ½) reduced pixels; a
+        # full-resolution pixel's distance to the nearest outside pixel centre is that + ½ px
+        inside_mm = ((inside - 0.5) * factor + 0.5) * pixel_size_mm
+        central_small = lens_small & (inside_mm >= marginal_mm)
+        central_contours = _fill_external(central_small)[1]
+    else:
+        central_small = lens_small.copy()
+        central_contours = contours
+    return LensRegion(shape=tuple(image.shape), factor=factor, lens_small=lens_small, central_small=central_small,
+                      goggle_small=goggle_small, background_small=background_small, pixel_size_mm=pixel_size_mm,
+                      marginal_mm=marginal_mm, contours_px=_outline_px(contours, factor),
+                      central_contours_px=_outline_px(central_contours, factor), calibrated=station is not None)
+
+
+def _component_containing(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` that overlap ``seed``."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    keep = np.zeros(n, bool)
+    keep[labels[seed & mask]] = True
+    keep[0] = False
+    return keep[labels] | seed

@@ -1,0 +1,174 @@
+"""One call per lens: region, haze, transmittance, scratches, spots, coating, then the verdict.
+
+``inspect_lens(image, station, spec)`` composes the pure analyses of this package into a
+:class:`~goggleqc.inspect.results.Result` in the schema of station-model.md §3. A bad input
+(wrong size, blank or saturated frame, no lens in the fixture) is not an exception here: it
+gives a Result with ``verdict == "error"`` and a reason that says what is wrong, so a batch
+goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from time import perf_counter
+
+import numpy as np
+
+from goggleqc.capture.imagefile import to_luminance
+from goggleqc.errors import GoggleQCError, InputError
+from goggleqc.inspect.background import relative_image
+from goggleqc.inspect.coating import CoatingParams, find_coating
+from goggleqc.inspect.haze import haze_contrast_index, measure_haze
+from goggleqc.inspect.lens import find_lens
+from goggleqc.inspect.results import Reason, Result
+from goggleqc.inspect.scratches import ScratchParams, find_scratches
+from goggleqc.inspect.spots import SpotParams, find_spots
+from goggleqc.inspect.transmittance import measure_transmittance
+from goggleqc.inspect.verdict import decide
+from goggleqc.spec import Spec
+
+#: more than this fraction of the frame at one top code is a saturated frame
+SATURATED_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class Detectors:
+    """The detector sensitivities used for one station (defaults, or fitted from good lenses)."""
+
+    scratches: ScratchParams = field(default_factory=ScratchParams)
+    spots: SpotParams = field(default_factory=SpotParams)
+    coating: CoatingParams = field(default_factory=CoatingParams)
+
+    @classmethod
+    def from_thresholds(cls, thresholds: dict | None) -> "Detectors":
+        """Build from a station's ``[thresholds]`` table: ``{detector: {param: value}}``."""
+        base = cls()
+        if not thresholds:
+            return base
+        changes = {}
+        for name in ("scratches", "spots", "coating"):
+            values = thresholds.get(name)
+            if values:
+                known = {k: v for k, v in values.items() if k in getattr(base, name).__dataclass_fields__}
+                changes[name] = replace(getattr(base, name), **known)
+        return replace(base, **changes)
+
+
+def check_exposure(image: np.ndarray, name: str = "image") -> None:
+    """Refuse a blank (no light) or saturated frame with a message that says which."""
+    lo, hi = float(image.min()), float(image.max())
+    full = 255.0 if image.dtype == np.uint8 else 65535.0
+    if hi - lo < 0.02 * max(hi, 1.0) or hi < 0.01 * full:
+        raise InputError(f"{name}: the frame is blank (values {lo:g}–{hi:g}); is the backlight on and the lens cap off?")
+    top = np.count_nonzero(image[::4, ::4] == hi) / image[::4, ::4].size
+    if top > SATURATED_FRACTION and hi >= (250 if image.dtype == np.uint8 else 1000):
+        raise InputError(f"{name}: the frame is saturated ({top:.0%} of pixels at {hi:g}); lower the exposure or gain")
+
+
+def error_result(name: str, message: str, *, lens_found: bool = True) -> Result:
+    """A Result for an image that could not be inspected."""
+    return Result(image=name, verdict="error", reasons=[Reason("error", None, None, "", None, message)],
+                  lens_found=lens_found, error=message)
+
+
+def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, pixel_size_mm: float | None = None,
+                 name: str = "", detectors: Detectors | None = None) -> Result:
+    """Inspect one lens image.
+
+    Parameters
+    ----------
+    image : (M, N) or (M, N, 3) uint8 or uint16 ndarray
+        The raw frame (colour is turned into luminance).
+    station : Station, optional
+        The calibrated station. Without one the image is inspected uncalibrated: the
+        background is estimated from the image itself, sizes are in pixels (or mm with
+        ``pixel_size_mm``) and haze is only a relative contrast index.
+    spec : Spec
+        The pass/fail limits.
+    pixel_size_mm : float, optional
+        mm per pixel for an uncalibrated image (a station's own scale wins).
+    name : str
+        The image name written into the result.
+    detectors : Detectors, optional
+        Detector sensitivities; default: the station's fitted thresholds, else the defaults.
+
+    Returns
+    -------
+    Result
+        ``verdict`` is ``pass``, ``fail`` or ``error``; ``reasons`` says why.
+    """
+    if spec is None:
+        from goggleqc.spec import DEFAULT_SPEC, load_spec
+
+        spec = load_spec(DEFAULT_SPEC)
+    timing: dict[str, float] = {}
+    t = perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal t
+        now = perf_counter()
+        timing[stage] = round((now - t) * 1000, 2)
+        t = now
+
+    try:
+        image = to_luminance(image)
+        if station is not None:
+            station.check_image(image, name or "image")
+        check_exposure(image, name or "image")
+        ps = station.pixel_size_mm if station is not None and station.pixel_size_mm else pixel_size_mm
+        if detectors is None:
+            detectors = Detectors.from_thresholds(station.thresholds if station is not None else None)
+        region = find_lens(image, station, marginal_mm=spec.marginal_width_mm, pixel_size_mm=ps)
+        lap("lens")
+    except InputError as exc:
+        return error_result(name, str(exc), lens_found="no lens" not in str(exc))
+
+    try:
+        extra: dict = {}
+        if station is not None:
+            haze = measure_haze(image, station, lens_mask=region.lens, central_mask=region.central)
+            haze_pct, haze_kind, regions = haze.haze_pct, ("calibrated" if haze.corrected else "raw"), haze.regions
+            extra["haze_raw_pct"] = haze.raw_pct
+            lap("haze")
+            trans = measure_transmittance(image, station, region)
+            transmittance_pct = trans.transmittance_pct
+            extra["exposure_drift"] = trans.drift_gain
+            lap("transmittance")
+        else:
+            haze_pct, haze_kind, regions = None, "contrast_index", []
+            extra["haze_contrast_index"] = haze_contrast_index(image, region.lens)
+            transmittance_pct = None
+            lap("haze")
+        rel = relative_image(image, station, region.lens)
+        central = region.central if ps else None
+        lap("background")
+        scratches = find_scratches(rel, central=central, pixel_size_mm=ps, params=detectors.scratches)
+        lap("scratches")
+        spots = find_spots(rel, central=central, pixel_size_mm=ps, params=detectors.spots,
+                           exclude=[s.bbox_px for s in scratches])
+        lap("spots")
+        if station is not None:
+            coating = find_coating(station.transmission(image), region, pixel_size_mm=ps, params=detectors.coating)
+        else:
+            coating = []
+        lap("coating")
+    except GoggleQCError as exc:
+        return error_result(name, str(exc))
+
+    measures = {
+        "haze_pct": haze_pct,
+        "transmittance_pct": transmittance_pct,
+        "scratches": [s.__dict__ for s in scratches],
+        "coating": [c.__dict__ for c in coating],
+        "spots": [s.__dict__ for s in spots],
+    }
+    verdict, reasons, unchecked = decide(measures, spec)
+    lap("verdict")
+    extra["lens_contours_px"] = [c.tolist() for c in region.contours_px]
+    extra["central_contours_px"] = [c.tolist() for c in region.central_contours_px]
+    if unchecked:
+        extra["unchecked_limits"] = unchecked
+    timing["total"] = round(sum(timing.values()), 2)
+    return Result(image=name, verdict=verdict, reasons=reasons, haze_pct=haze_pct, haze_kind=haze_kind,
+                  haze_regions=regions, transmittance_pct=transmittance_pct, scratches=scratches, coating=coating,
+                  spots=spots, pixel_size_mm=ps, timing_ms=timing, extra=extra)

@@ -1,0 +1,387 @@
+"""Scratches: thin dark (or bright) lines and curves in the relative transmittance image.
+
+The detector works on the working grid of :mod:`goggleqc.inspect.background` (half
+resolution, where a thin line keeps its integrated contrast ``c·w`` while the noise halves):
+
+1. ``d = (1 − rel)·weight`` is the whitened departure; its noise ``σ`` is a robust MAD.
+2. A Hessian line measure at two scales (three separable Gaussian-derivative filters each,
+   OpenCV ``sepFilter2D``): with eigenvalues λ1 ≤ λ2, a dark line (a ridge of ``d``) has
+   λ1 ≪ 0 ≈ λ2; ``min(|λ1 + λ2|, λ2 − λ1)`` is ``|λ1| − |λ2|`` for a line and vanishes for a
+   round blob, so spots do not become scratches (Lindeberg 1998; Frangi et al. 1998).
+   Each scale's response is divided by its own response to white noise of the same ``σ``.
+3. A bar test at candidate pixels: the line's centre must be darker than *both* sides at two
+   scales across the line. The rim of a large dark spot or coating flaw is darker on one side
+   only, so it fails; so does the side lobe a second-derivative filter leaves beside a line.
+4. Hysteresis: pixels above ``low_sigma`` grow from seeds above ``high_sigma``; fragments
+   whose ends meet along the same direction are linked, so a broken scratch stays one.
+5. Length along the skeleton (8-connected chain length, plus the width the skeleton loses at
+   its ends, in full-resolution pixels); contrast from the integrated darkening across the
+   line, so a sub-pixel scratch reports the darkening a pixel sees (``c·w``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+from skimage.morphology import skeletonize
+
+from goggleqc.errors import InputError
+from goggleqc.inspect.background import Relative
+from goggleqc.inspect.results import Scratch
+
+
+@dataclass(frozen=True)
+class ScratchParams:
+    """Detector settings; thresholds are in noise standard deviations of the line response.
+
+    Attributes
+    ----------
+    scales : tuple of float
+        Hessian scales on the working grid (working px).
+    high_sigma, low_sigma : float
+        Hysteresis: a scratch needs pixels above ``high_sigma`` and grows through ``low_sigma``.
+    bright_factor : float
+        Bright lines need ``bright_factor ×`` the thresholds.
+    bright : bool
+        Look for bright lines at all. After flat correction a scratch is dark wherever the
+        backlight is bright enough to measure through, so calibrated inspection turns this off;
+        uncalibrated images keep it, since there a scratch over a dark pattern cell shines.
+    min_length_px : float
+        Shorter objects (full-resolution px) are not scratches.
+    min_elongation : float
+        Length over width below this is a spot, not a scratch.
+    link_gap_px : float
+        Fragments whose ends are this close (full-resolution px) and aligned are one scratch.
+    link_angle_deg : float
+        Largest direction difference for linking.
+    min_mean_sigma : float
+        A scratch's mean response along itself must reach this, so a noise chain hanging on
+        one strong pixel is not a scratch.
+    """
+
+    scales: tuple[float, ...] = (1.0, 1.8)
+    high_sigma: float = 7.0
+    low_sigma: float = 3.2
+    bright_factor: float = 1.5
+    bright: bool = True
+    min_length_px: float = 5.0
+    min_elongation: float = 2.5
+    link_gap_px: float = 14.0
+    link_angle_deg: float = 25.0
+    min_mean_sigma: float = 4.2
+
+
+def _kernels(sigma: float):
+    r = int(np.ceil(3 * sigma))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-x ** 2 / (2 * sigma ** 2))
+    g /= g.sum()
+    g1 = -x / sigma ** 2 * g
+    g2 = (x ** 2 / sigma ** 4 - 1 / sigma ** 2) * g
+    g2 -= g2.mean()  # exactly zero response to a constant
+    g1 -= g1.mean()
+    return [k.astype(np.float32).reshape(-1, 1) for k in (g, g1, g2)]
+
+
+def _hessian_line(d: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Signed line measure (positive: ridge of ``d``, a dark line) and the unit normal (nx, ny)."""
+    g, g1, g2 = _kernels(sigma)
+    dxx = cv2.sepFilter2D(d, -1, g2, g, borderType=cv2.BORDER_REFLECT)
+    dyy = cv2.sepFilter2D(d, -1, g, g2, borderType=cv2.BORDER_REFLECT)
+    dxy = cv2.sepFilter2D(d, -1, g1, g1, borderType=cv2.BORDER_REFLECT)
+    tr = dxx + dyy
+    diff = dxx - dyy
+    rad = cv2.magnitude(diff, 2 * dxy)
+    resp = np.minimum(np.abs(tr), rad)
+    signed = np.where(tr < 0, resp, -resp)
+    # the eigenvector of the eigenvalue of largest magnitude is across the line
+    ang = 0.5 * cv2.phase(diff, 2 * dxy)  # direction of λ_max
+    across = np.where(tr < 0, ang + np.float32(np.pi / 2), ang)
+    return signed, np.cos(across), np.sin(across)
+
+
+@lru_cache(maxsize=16)
+def _noise_gain(sigma: float) -> float:
+    """Rms line measure on unit white noise (fixed seed), to express responses in σ units."""
+    rng = np.random.default_rng(1234)
+    d = rng.standard_normal((256, 256)).astype(np.float32)
+    resp, _, _ = _hessian_line(d, sigma)
+    return float(np.sqrt(np.mean(resp[16:-16, 16:-16] ** 2)))
+
+
+def noise_sigma(d: np.ndarray, valid: np.ndarray) -> float:
+    """Robust pixel noise of the whitened departure (MAD of a 2-px difference, / √2)."""
+    diff = d[:, 2:] - d[:, :-2]
+    ok = valid[:, 2:] & valid[:, :-2]
+    vals = diff[::2, ::2][ok[::2, ::2]]
+    if vals.size < 50:
+        return 1.0
+    return float(1.4826 * np.median(np.abs(vals)) / np.sqrt(2)) or 1e-6
+
+
+def line_response(rel: Relative) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Line response ``z`` in noise σ (positive dark, negative bright), normals, and ``ds``.
+
+    Returns ``z``, ``nx``, ``ny`` (unit normal across the line), ``ds`` (lightly smoothed
+    whitened departure, for the bar test) and the pixel noise ``σ``.
+    """
+    d = (np.float32(1.0) - rel.rel) * rel.weight
+    d[~rel.valid] = 0
+    sigma = noise_sigma(d, rel.valid)
+    z = nx = ny = None
+    for s in ((1.0, 1.8) if not hasattr(rel, "_scales") else rel._scales):
+        resp, cx, cy = _hessian_line(d, s)
+        zs = resp / np.float32(sigma * _noise_gain(s))
+        if z is None:
+            z, nx, ny = zs, cx, cy
+        else:
+            better = np.abs(zs) > np.abs(z)
+            z = np.where(better, zs, z)
+            nx = np.where(better, cx, nx)
+            ny = np.where(better, cy, ny)
+    z[~rel.valid] = 0
+    ds = cv2.GaussianBlur(d, (0, 0), 0.7)
+    return z, nx, ny, ds, sigma
+
+
+def _bar_test(ds: np.ndarray, ys: np.ndarray, xs: np.ndarray, nx: np.ndarray, ny: np.ndarray,
+              sign: np.ndarray) -> np.ndarray:
+    """True where the centre is darker (sign +1) / brighter (−1) than both sides at 2 and 3 px."""
+    h, w = ds.shape
+    c = ds[ys, xs] * sign
+    ok = np.ones(len(ys), bool)
+    for k in (2.0, 3.0):
+        for s in (1, -1):
+            x = np.clip(np.rint(xs + s * k * nx).astype(int), 0, w - 1)
+            y = np.clip(np.rint(ys + s * k * ny).astype(int), 0, h - 1)
+            ok &= c > ds[y, x] * sign + 0.35 * np.abs(c)
+    return ok
+
+
+def _chain_length(skel: np.ndarray) -> float:
+    """Length of an 8-connected skeleton: orthogonal links 1, diagonal links √2 (a diagonal
+    link only where no orthogonal two-step path joins the same pixels)."""
+    s = np.pad(skel, 1)
+    c = s[1:-1, 1:-1]
+    right = c & s[1:-1, 2:]
+    down = c & s[2:, 1:-1]
+    dr = c & s[2:, 2:] & ~s[1:-1, 2:] & ~s[2:, 1:-1]
+    dl = c & s[2:, :-2] & ~s[1:-1, :-2] & ~s[2:, 1:-1]
+    return float(right.sum() + down.sum() + np.sqrt(2) * (dr.sum() + dl.sum()))
+
+
+@dataclass
+class _Piece:
+    ys: np.ndarray
+    xs: np.ndarray
+    zmax: float
+    zmean: float
+    polarity: str
+    ends: np.ndarray  # (2, 2) end points (x, y), working px
+    dirs: np.ndarray  # (2, 2) outward unit directions at the ends
+
+
+def _piece(ys, xs, z, polarity) -> _Piece | None:
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    centre = pts.mean(0)
+    cov = np.cov((pts - centre).T) if len(pts) > 2 else np.eye(2)
+    evals, evecs = np.linalg.eigh(cov)
+    axis = evecs[:, 1]
+    t = (pts - centre) @ axis
+    i0, i1 = int(np.argmin(t)), int(np.argmax(t))
+    zz = np.abs(z[ys, xs])
+    return _Piece(ys, xs, float(zz.max()), float(zz.mean()), polarity,
+                  np.array([pts[i0], pts[i1]]), np.array([-axis, axis]))
+
+
+def _hidden_length(valid: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Length of the segment a→b (working px) that runs where nothing can be measured."""
+    n = int(np.ceil(np.hypot(*(b - a)))) + 1
+    t = np.linspace(0, 1, n)
+    x = np.clip(np.rint(a[0] + t * (b[0] - a[0])).astype(int), 0, valid.shape[1] - 1)
+    y = np.clip(np.rint(a[1] + t * (b[1] - a[1])).astype(int), 0, valid.shape[0] - 1)
+    return float((~valid[y, x]).mean() * np.hypot(*(b - a)))
+
+
+def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray) -> list[list[int]]:
+    """Groups of piece indices whose ends meet: close, and aligned with the gap between them.
+
+    A gap may be longer by the part of it that crosses unmeasurable pixels (a light trap, a
+    dark pattern cell): a scratch that runs across a trap is one scratch."""
+    n = len(pieces)
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    cos_max = np.cos(np.deg2rad(angle_deg))
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = pieces[i], pieces[j]
+            if a.polarity != b.polarity:
+                continue
+            best = None
+            for ea in range(2):
+                for eb in range(2):
+                    v = b.ends[eb] - a.ends[ea]
+                    dist = float(np.hypot(*v))
+                    if dist > gap and (dist > 8 * gap or dist - _hidden_length(valid, a.ends[ea], b.ends[eb]) > gap):
+                        continue
+                    if dist < 3.0:
+                        best = True
+                        break
+                    u = v / dist
+                    # a's end points outward towards b, and b's end points back towards a
+                    if a.dirs[ea] @ u >= cos_max and -(b.dirs[eb] @ u) >= cos_max:
+                        best = True
+                if best:
+                    break
+            if best:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return list(groups.values())
+
+
+def find_scratches(rel: Relative, *, central: np.ndarray | None = None, pixel_size_mm: float | None = None,
+                   params: ScratchParams = ScratchParams(), exclude: np.ndarray | None = None) -> list[Scratch]:
+    """Find scratches in a relative transmittance image.
+
+    Parameters
+    ----------
+    rel : Relative
+        From :func:`goggleqc.inspect.background.relative_image` (working grid).
+    central : (M, N) bool ndarray, optional
+        The central zone at full resolution; None when zones are unknown (zone ``unknown``).
+    pixel_size_mm : float, optional
+        mm per full-resolution pixel; without it the mm fields are None.
+    params : ScratchParams
+    exclude : (m, n) bool ndarray, optional
+        Working-grid pixels that belong to found spots: the rim of a round spot answers a
+        line filter, but is not a scratch.
+
+    Returns
+    -------
+    list of Scratch
+        Sizes in full-resolution pixels (and mm); ``bbox_px`` in full-resolution pixels.
+    """
+    if not params.high_sigma >= params.low_sigma > 0:
+        raise InputError("ScratchParams: need high_sigma ≥ low_sigma > 0")
+    f = rel.scale
+    z, nx, ny, ds, _ = line_response(rel)
+    found: list[Scratch] = []
+    pieces: list[_Piece] = []
+    polarities = (("dark", 1.0, 1.0), ("bright", -1.0, params.bright_factor))
+    for polarity, sign, k in polarities[: 2 if params.bright else 1]:
+        zp = z * np.float32(sign)
+        cand = zp > params.low_sigma * k
+        if exclude is not None:
+            cand &= ~exclude
+        ys, xs = np.nonzero(cand)
+        if len(ys) == 0:
+            continue
+        keep = _bar_test(ds, ys, xs, nx[ys, xs], ny[ys, xs], np.full(len(ys), sign, np.float32))
+        cand[ys[~keep], xs[~keep]] = False
+        n, labels = cv2.connectedComponents(cand.view(np.uint8), connectivity=8)
+        if n <= 1:
+            continue
+        ys, xs = np.nonzero(cand)
+        lab = labels[ys, xs]
+        zmax = np.zeros(n, np.float32)
+        np.maximum.at(zmax, lab, zp[ys, xs])
+        seeded = zmax >= params.high_sigma * k
+        sel = seeded[lab]
+        ys, xs, lab = ys[sel], xs[sel], lab[sel]
+        order = np.argsort(lab, kind="stable")
+        ys, xs, lab = ys[order], xs[order], lab[order]
+        splits = np.flatnonzero(np.diff(lab)) + 1
+        for gy, gx in zip(np.split(ys, splits), np.split(xs, splits)):
+            if len(gy) >= 2:
+                p = _piece(gy, gx, z, polarity)
+                if p is not None:
+                    pieces.append(p)
+    for group in _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid):
+        sc = _measure([pieces[i] for i in group], rel, z, ds, f, central, pixel_size_mm, params)
+        if sc is not None:
+            found.append(sc)
+    return found
+
+
+#: equivalent width (full-resolution px) the optics and the 2×2 working grid give a hairline
+BLUR_WIDTH_PX = 3.0
+#: the low threshold reaches past a line's end by about this much (working px) at each end
+END_OVERSHOOT = 0.75
+
+
+def _measure(group: list[_Piece], rel: Relative, z, ds, f: int, central, ps, params) -> Scratch | None:
+    ys = np.concatenate([p.ys for p in group])
+    xs = np.concatenate([p.xs for p in group])
+    zmean = float(np.mean(np.abs(z[ys, xs])))
+    zmax = max(p.zmax for p in group)
+    if zmean < params.min_mean_sigma * (params.bright_factor if group[0].polarity == "bright" else 1.0):
+        return None
+    h, w = rel.rel.shape
+    y0, y1, x0, x1 = max(0, ys.min() - 2), min(h, ys.max() + 3), max(0, xs.min() - 2), min(w, xs.max() + 3)
+    chain = sum(_chain_length(skeletonize(_sub(p, y0, x0, (y1 - y0, x1 - x0)))) for p in group)
+    if len(group) > 1:
+        chain += _gaps(group)  # the gaps of a broken scratch belong to its length along the curve
+    sign = 1.0 if group[0].polarity == "dark" else -1.0
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    mask[ys - y0, xs - x0] = 1
+    near = cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(bool) & rel.valid[y0:y1, x0:x1]
+    dep = np.clip((1.0 - rel.rel[y0:y1, x0:x1]) * sign, 0, None)
+    integrated = float(dep[near].sum()) / max(chain, 1.0) * f  # contrast × width, full-res px
+    peak = float(np.percentile(dep[mask.astype(bool)], 75)) if mask.any() else 0.0
+    eq_width = integrated / max(peak, 1e-6)
+    width_px = float(np.sqrt(max(eq_width ** 2 - BLUR_WIDTH_PX ** 2, 0.0)))
+    # what a pixel sees: the τ drop, diluted by the width when the line is narrower than a pixel
+    contrast = min(integrated / max(width_px, 1.0), 1.0)
+    length_px = float(max(chain - 2 * END_OVERSHOOT, 1.0) * f)
+    if length_px < params.min_length_px or length_px < params.min_elongation * max(width_px, 1.0):
+        return None
+    bbox = [int(xs.min() * f), int(ys.min() * f), int((xs.max() + 1) * f), int((ys.max() + 1) * f)]
+    return Scratch(length_px=length_px, width_px=max(width_px, 0.0), contrast=sign * contrast,
+                   zone=_zone(central, ys, xs, f), bbox_px=bbox,
+                   length_mm=length_px * ps if ps else None, width_mm=width_px * ps if ps else None,
+                   polarity=group[0].polarity, score=zmax / params.high_sigma)
+
+
+def _sub(p: _Piece, y0: int, x0: int, shape) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[p.ys - y0, p.xs - x0] = True
+    return m
+
+
+def _gaps(group: list[_Piece]) -> float:
+    """Sum of the shortest end-to-end gaps that join the fragments into one chain (a tree)."""
+    n = len(group)
+    joined = {0}
+    total = 0.0
+    while len(joined) < n:
+        best = None
+        for i in joined:
+            for j in range(n):
+                if j in joined:
+                    continue
+                d = min(float(np.hypot(*(group[i].ends[a] - group[j].ends[b]))) for a in range(2) for b in range(2))
+                if best is None or d < best[0]:
+                    best = (d, j)
+        total += best[0]
+        joined.add(best[1])
+    return total
+
+
+def _zone(central: np.ndarray | None, ys: np.ndarray, xs: np.ndarray, f: int) -> str:
+    if central is None:
+        return "unknown"
+    h, w = central.shape
+    yy = np.clip(ys * f + f // 2, 0, h - 1)
+    xx = np.clip(xs * f + f // 2, 0, w - 1)
+    return "central" if central[yy, xx].any() else "marginal"

@@ -1,0 +1,154 @@
+"""Anti-fog coating defects (goggleqc.inspect.coating) against the simulator's truth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from goggleqc.calibration.station import Station
+from goggleqc.inspect.coating import CoatingParams, find_coating
+from goggleqc.inspect.lens import find_lens
+from goggleqc.synth import SimStation, random_lens, random_station, render_lens
+from goggleqc.synth.lens import render_masks
+from goggleqc.synth.scenes import random_coating
+
+
+def sim_station(seed: int, backlight: str, bits: int = 8, size=(320, 256), ps: float = 0.2):
+    """A simulated station and a calibrated Station built from its averaged dark and flats."""
+    params = random_station(np.random.default_rng(seed), width=size[0], height=size[1], pixel_size_mm=ps,
+                            backlight=backlight, bits=bits)
+    sim = SimStation(params)
+    rng = np.random.default_rng([seed, 7])
+    flat = np.mean([sim.flat_frame(rng).astype(np.float32) for _ in range(4)], axis=0) - sim.dark_map
+    return sim, Station(dark=sim.dark_map.astype(np.float32), flat=flat.astype(np.float32), bits=bits,
+                        pixel_size_mm=ps, backlight=backlight)
+
+
+def detect(image, station):
+    region = find_lens(image, station)
+    return find_coating(station.transmission(image), region, station=station)
+
+
+def overlaps(a, b) -> bool:
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+@pytest.mark.parametrize("backlight", ["uniform", "pattern"])
+def test_recall_false_alarms_and_area(backlight):
+    """≥ 90 % recall for ≥ 4 mm² and ≥ 1.5 % contrast; ≤ 0.05 false defects per clean lens."""
+    hits = eligible = false = clean = 0
+    area_ratio = []
+    for seed in range(10):
+        sim, station = sim_station(seed, backlight)
+        for j in range(6):
+            rng = np.random.default_rng([seed, j, 3])
+            spec = random_lens(rng, sim, defects=0 if j < 3 else 1, kinds=("coating",))
+            image, truth = render_lens(sim, spec, rng)
+            found = detect(image, station)
+            matched = set()
+            for t in truth["coating"]:
+                ok = [k for k, f in enumerate(found) if overlaps(f.bbox_px, t["bbox_px"])]
+                matched.update(ok)
+                if t["area_mm2"] >= 4.0 and abs(t["contrast"]) >= 0.015:
+                    eligible += 1
+                    if ok:
+                        hits += 1
+                        if t["kind"] != "mottle":  # mottle's area is where the texture shows
+                            best = max((found[k] for k in ok), key=lambda f: f.area_mm2)
+                            area_ratio.append(best.area_mm2 / t["area_mm2"])
+                            assert best.zone == t["zone"] or best.zone == "central"
+                            assert np.sign(best.contrast) == np.sign(t["contrast"])
+            if not truth["coating"]:
+                clean += 1
+                false += len(found)
+            else:
+                assert len(found) - len(matched) <= 1
+    assert eligible >= 15 and hits / eligible >= 0.90
+    assert clean >= 30 and false / clean <= 0.05
+    assert abs(float(np.median(area_ratio)) - 1.0) <= 0.3
+
+
+def _lens_with(sim, seed, **coating):
+    rng = np.random.default_rng(seed)
+    spec = random_lens(rng, sim, defects=0)
+    masks = render_masks(sim.params, spec.pose)
+    defect = random_coating(rng, masks, sim.params.pixel_size_mm, **coating)
+    return dataclasses.replace(spec, coating=(defect,))
+
+
+@pytest.mark.parametrize("kind", ["run", "void", "mottle"])
+def test_each_kind_is_found_and_measured(kind):
+    sim, station = sim_station(2, "uniform")
+    area = {"run": 20.0, "void": 20.0, "mottle": 120.0}[kind]  # a 20 mm² run is ≥ 2.2× longer than wide
+    spec = _lens_with(sim, 4, kind=kind, area_mm2=area, contrast=0.03)
+    image, truth = render_lens(sim, spec, np.random.default_rng(0))
+    found = [f for f in detect(image, station) if overlaps(f.bbox_px, truth["coating"][0]["bbox_px"])]
+    assert found
+    best = max(found, key=lambda f: f.area_mm2)
+    if kind != "mottle":
+        assert best.kind == kind
+        assert best.area_mm2 == pytest.approx(area, rel=0.3)
+        assert best.contrast == pytest.approx(0.03, abs=0.01)
+        assert best.area_px == pytest.approx(best.area_mm2 / 0.2 ** 2)
+    assert best.score >= 1.0
+
+
+def test_gain_change_changes_nothing():
+    sim, station = sim_station(5, "pattern")
+    spec = _lens_with(sim, 8, kind="void", area_mm2=10.0, contrast=0.025)
+    results = []
+    for gain in (0.95, 1.05):
+        image, _ = render_lens(sim, dataclasses.replace(spec, gain=gain), np.random.default_rng(1))
+        results.append(detect(image, station))
+    assert len(results[0]) == len(results[1]) == 1
+    a, b = results[0][0], results[1][0]
+    assert a.kind == b.kind and a.zone == b.zone
+    assert a.area_mm2 == pytest.approx(b.area_mm2, rel=0.15)
+    assert a.contrast == pytest.approx(b.contrast, abs=0.003)
+
+
+def test_flip_mirrors_defects():
+    sim, station = sim_station(6, "uniform")
+    spec = _lens_with(sim, 3, kind="run", area_mm2=10.0, contrast=0.03)
+    image, _ = render_lens(sim, spec, np.random.default_rng(2))
+    flipped = Station(dark=station.dark[:, ::-1].copy(), flat=station.flat[:, ::-1].copy(), bits=8, pixel_size_mm=0.2,
+                      backlight="uniform")
+    a = detect(image, station)
+    b = detect(np.ascontiguousarray(image[:, ::-1]), flipped)
+    assert len(a) == len(b) == 1
+    w = image.shape[1]
+    x0, y0, x1, y1 = a[0].bbox_px
+    mirrored = [w - x1, y0, w - x0, y1]
+    assert np.abs(np.subtract(mirrored, b[0].bbox_px)).max() <= 2
+    assert a[0].area_mm2 == pytest.approx(b[0].area_mm2, rel=0.1)
+
+
+def test_8_and_16_bit_agree():
+    found = []
+    for bits in (8, 16):
+        sim, station = sim_station(7, "pattern", bits=bits)
+        spec = _lens_with(sim, 5, kind="void", area_mm2=15.0, contrast=0.02)
+        image, _ = render_lens(sim, spec, np.random.default_rng(3))
+        found.append(detect(image, station))
+    assert len(found[0]) == len(found[1]) == 1
+    assert found[0][0].area_mm2 == pytest.approx(found[1][0].area_mm2, rel=0.2)
+
+
+def test_without_station_or_pixel_size():
+    """Uniform backlight, no station: traps (transmission 0) still give nothing; sizes in px."""
+    sim, station = sim_station(1, "uniform")
+    spec = _lens_with(sim, 2, kind="void", area_mm2=15.0, contrast=0.03)
+    image, truth = render_lens(sim, spec, np.random.default_rng(4))
+    region = find_lens(image, station)
+    region = dataclasses.replace(region, pixel_size_mm=None)
+    found = find_coating(station.transmission(image), region)
+    assert len(found) == 1
+    assert found[0].area_mm2 is None and found[0].zone == "unknown"
+    assert found[0].area_px == pytest.approx(truth["coating"][0]["area_px"], rel=0.3)
+
+
+def test_params_from_dict():
+    p = CoatingParams.from_dict({"k_high": 7, "unknown": 1})
+    assert p.k_high == 7.0 and p.k_low == CoatingParams().k_low
