@@ -164,7 +164,7 @@ def _shape(ys: np.ndarray, xs: np.ndarray) -> tuple[float, float]:
 
 
 def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm: float | None = None,
-                 params: CoatingParams = CoatingParams(), station=None) -> list[CoatingDefect]:
+                 params: CoatingParams = CoatingParams(), station=None, scale: int = 1) -> list[CoatingDefect]:
     """Find anti-fog coating defects in a flat-corrected lens image.
 
     Parameters
@@ -182,6 +182,9 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
         The calibrated station. For a patterned backlight it supplies ``S = (B ⊛ K)/B`` so
         that haze (which lifts dark pattern cells) is not mistaken for a coating flaw, and the
         flat's brightness for per-pixel noise weights. Strongly recommended for patterns.
+    scale : int
+        ``transmission`` is already reduced by this power of two (block means), which saves
+        the work of reducing a full frame twice.
 
     Returns
     -------
@@ -192,10 +195,10 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     """
     ps = pixel_size_mm if pixel_size_mm is not None else region.pixel_size_mm
     ps_eff = ps if ps else 0.1
-    shape = transmission.shape
-    factor = _coating_factor(shape, ps, params.reduced_mm)
+    shape = tuple(region.shape)
+    factor = max(_coating_factor(shape, ps, params.reduced_mm), scale)
     mm_px = ps_eff * factor  # mm per reduced pixel
-    t = reduce_image(transmission, factor)
+    t = reduce_image(transmission, factor // scale)
     hs, ws = t.shape
 
     lens = cv2.resize(region.lens_small.astype(np.uint8), (ws, hs), interpolation=cv2.INTER_NEAREST)

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from goggleqc.capture.imagefile import to_luminance
+from goggleqc.inspect.grid import reduce_image
 from goggleqc.errors import InputError
 
 #: the reduced image's longest side is at most this (a power-of-two reduction)
@@ -58,31 +59,6 @@ def reduction_factor(shape: tuple[int, int], max_side_px: int = REDUCED_MAX_SIDE
     while max(shape[:2]) / factor > max_side_px:
         factor *= 2
     return factor
-
-
-def reduce_image(image: np.ndarray, factor: int) -> np.ndarray:
-    """Area-average ``image`` by an integer ``factor`` into float32.
-
-    Parameters
-    ----------
-    image : (M, N) ndarray
-    factor : int
-
-    Returns
-    -------
-    (M // factor, N // factor) float32 ndarray
-        Block means. The last ``M % factor`` rows and ``N % factor`` columns are not used;
-        full-resolution pixel ``(x, y)`` belongs to reduced pixel
-        ``(min(x // factor, n - 1), min(y // factor, m - 1))``.
-    """
-    if factor == 1:
-        return image.astype(np.float32, copy=False)
-    h, w = image.shape[:2]
-    hs, ws = h // factor, w // factor
-    # integer-factor INTER_AREA is an exact block mean; uint8/uint16 results round to the
-    # nearest DN, an unbiased error far below the noise of a block
-    small = cv2.resize(image[: hs * factor, : ws * factor], (ws, hs), interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,17 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from time import perf_counter
 
+import cv2
 import numpy as np
 
 from goggleqc.capture.imagefile import to_luminance
 from goggleqc.errors import GoggleQCError, InputError
-from goggleqc.inspect.background import relative_image
+from goggleqc.inspect.background import relative_image, station_maps, working_scale
+from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.coating import CoatingParams, find_coating
 from goggleqc.inspect.haze import haze_contrast_index, measure_haze
 from goggleqc.inspect.lens import find_lens
 from goggleqc.inspect.results import Reason, Result
-from goggleqc.inspect.scratches import ScratchParams, find_scratches
-from goggleqc.inspect.spots import SpotParams, find_spots
+from goggleqc.inspect.scratches import ScratchParams
+from goggleqc.inspect.spots import SpotParams, separate
 from goggleqc.inspect.transmittance import measure_transmittance
 from goggleqc.inspect.verdict import decide
 from goggleqc.spec import Spec
@@ -52,6 +54,18 @@ class Detectors:
                 known = {k: v for k, v in values.items() if k in getattr(base, name).__dataclass_fields__}
                 changes[name] = replace(getattr(base, name), **known)
         return replace(base, **changes)
+
+
+def _covers_found(defect, scratches, spots) -> bool:
+    """True when a coating defect is only the low-contrast halo of a found scratch or spot:
+    its box lies within theirs (grown by a few pixels)."""
+    x0, y0, x1, y1 = defect.bbox_px
+    for obj in (*scratches, *spots):
+        bx0, by0, bx1, by1 = obj.bbox_px
+        pad = 6
+        if x0 >= bx0 - pad and y0 >= by0 - pad and x1 <= bx1 + pad and y1 <= by1 + pad:
+            return True
+    return False
 
 
 def check_exposure(image: np.ndarray, name: str = "image") -> None:
@@ -139,16 +153,24 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
             extra["haze_contrast_index"] = haze_contrast_index(image, region.lens)
             transmittance_pct = None
             lap("haze")
-        rel = relative_image(image, station, region.lens)
-        central = region.central if ps else None
+        scale = working_scale(image.shape)
+        reduced = reduce_image(image, scale)
+        work_shape = (reduced.shape[1], reduced.shape[0])
+        lens_work = cv2.resize(region.lens_small.view(np.uint8), work_shape, interpolation=cv2.INTER_NEAREST)
+        rel = relative_image(image, station, lens_work.view(bool), scale=scale, reduced=reduced)
+        zone_of = region.zone_of if ps else None
         lap("background")
-        scratches = find_scratches(rel, central=central, pixel_size_mm=ps, params=detectors.scratches)
-        lap("scratches")
-        spots = find_spots(rel, central=central, pixel_size_mm=ps, params=detectors.spots,
-                           exclude=[s.bbox_px for s in scratches])
-        lap("spots")
+        # after flat correction a scratch is dark wherever light passes; bright lines only
+        # mean something in uncalibrated images (a scratch shining over a dark pattern cell)
+        scratch_params = replace(detectors.scratches, bright=station is None and detectors.scratches.bright)
+        scratches, spots = separate(rel, zone_of=zone_of, pixel_size_mm=ps, scratch_params=scratch_params,
+                                    spot_params=detectors.spots)
+        lap("scratches_spots")
         if station is not None:
-            coating = find_coating(station.transmission(image), region, pixel_size_mm=ps, params=detectors.coating)
+            maps = station_maps(station, scale)
+            coating = find_coating((reduced - maps.dark) * maps.inv, region, pixel_size_mm=ps,
+                                   params=detectors.coating, station=station, scale=scale)
+            coating = [c for c in coating if not _covers_found(c, scratches, spots)]
         else:
             coating = []
         lap("coating")

@@ -72,6 +72,7 @@ class ScratchParams:
     link_gap_px: float = 14.0
     link_angle_deg: float = 25.0
     min_mean_sigma: float = 4.2
+    long_px: int = 14
 
 
 def _kernels(sigma: float):
@@ -86,21 +87,25 @@ def _kernels(sigma: float):
     return [k.astype(np.float32).reshape(-1, 1) for k in (g, g1, g2)]
 
 
-def _hessian_line(d: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Signed line measure (positive: ridge of ``d``, a dark line) and the unit normal (nx, ny)."""
+def _hessian(d: np.ndarray, sigma: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Signed line measure (positive: ridge of ``d``, a dark line) and the Hessian (dxx, dyy, dxy)."""
     g, g1, g2 = _kernels(sigma)
     dxx = cv2.sepFilter2D(d, -1, g2, g, borderType=cv2.BORDER_REFLECT)
     dyy = cv2.sepFilter2D(d, -1, g, g2, borderType=cv2.BORDER_REFLECT)
     dxy = cv2.sepFilter2D(d, -1, g1, g1, borderType=cv2.BORDER_REFLECT)
-    tr = dxx + dyy
-    diff = dxx - dyy
-    rad = cv2.magnitude(diff, 2 * dxy)
-    resp = np.minimum(np.abs(tr), rad)
-    signed = np.where(tr < 0, resp, -resp)
-    # the eigenvector of the eigenvalue of largest magnitude is across the line
-    ang = 0.5 * cv2.phase(diff, 2 * dxy)  # direction of λ_max
-    across = np.where(tr < 0, ang + np.float32(np.pi / 2), ang)
-    return signed, np.cos(across), np.sin(across)
+    tr = cv2.add(dxx, dyy)
+    rad = cv2.magnitude(cv2.subtract(dxx, dyy), cv2.multiply(dxy, 2.0))
+    resp = cv2.min(cv2.absdiff(tr, 0.0), rad)
+    return np.copysign(resp, -tr), (dxx, dyy, dxy)
+
+
+def _normals(hessian, ys, xs) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normal across the line at the given pixels: the eigenvector of the Hessian
+    eigenvalue of largest magnitude."""
+    dxx, dyy, dxy = (h[ys, xs] for h in hessian)
+    ang = 0.5 * np.arctan2(2 * dxy, dxx - dyy)  # direction of λ_max
+    ang = np.where(dxx + dyy < 0, ang + np.pi / 2, ang)
+    return np.cos(ang), np.sin(ang)
 
 
 @lru_cache(maxsize=16)
@@ -108,7 +113,7 @@ def _noise_gain(sigma: float) -> float:
     """Rms line measure on unit white noise (fixed seed), to express responses in σ units."""
     rng = np.random.default_rng(1234)
     d = rng.standard_normal((256, 256)).astype(np.float32)
-    resp, _, _ = _hessian_line(d, sigma)
+    resp, _ = _hessian(d, sigma)
     return float(np.sqrt(np.mean(resp[16:-16, 16:-16] ** 2)))
 
 
@@ -122,29 +127,62 @@ def noise_sigma(d: np.ndarray, valid: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(vals)) / np.sqrt(2)) or 1e-6
 
 
-def line_response(rel: Relative) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Line response ``z`` in noise σ (positive dark, negative bright), normals, and ``ds``.
+#: window (working px) over which the local noise level is measured
+_LOCAL_NOISE_WINDOW = 15
 
-    Returns ``z``, ``nx``, ``ny`` (unit normal across the line), ``ds`` (lightly smoothed
-    whitened departure, for the bar test) and the pixel noise ``σ``.
+
+def local_noise(d: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Local noise σ of ``d``, never below the global ``sigma``.
+
+    Where the background model leaves structure behind (the edges of an uncalibrated
+    backlight pattern, a shadowed rim), the residual is larger than the pixel noise; judging
+    responses against the local level there keeps that structure from becoming defects. The
+    mean absolute value is clipped at 3σ first, so a scratch does not raise its own level.
+    """
+    a = np.minimum(np.abs(d), np.float32(3 * sigma))
+    k = (_LOCAL_NOISE_WINDOW, _LOCAL_NOISE_WINDOW)
+    num = cv2.boxFilter(a, -1, k, borderType=cv2.BORDER_REFLECT)
+    den = cv2.boxFilter(valid.astype(np.float32), -1, k, borderType=cv2.BORDER_REFLECT)
+    mean_abs = num / np.maximum(den, np.float32(1e-3))
+    return np.maximum(mean_abs * np.float32(1.2533), np.float32(sigma))  # E|x| = σ·√(2/π)
+
+
+def line_response(rel: Relative, scales: tuple[float, ...] = (1.0, 1.8)):
+    """Line response ``z`` in noise σ (positive dark, negative bright) over ``scales``.
+
+    Returns ``z``, a function ``normals(ys, xs) -> (nx, ny)`` giving the unit normal across
+    the line at any pixels (from the scale that answered best there), ``ds`` (the lightly
+    smoothed whitened departure, for the bar test) and the pixel noise ``σ``.
     """
     d = (np.float32(1.0) - rel.rel) * rel.weight
     d[~rel.valid] = 0
     sigma = noise_sigma(d, rel.valid)
-    z = nx = ny = None
-    for s in ((1.0, 1.8) if not hasattr(rel, "_scales") else rel._scales):
-        resp, cx, cy = _hessian_line(d, s)
-        zs = resp / np.float32(sigma * _noise_gain(s))
+    local = local_noise(d, rel.valid, sigma)
+    z = best = None
+    hessians = []
+    for i, s in enumerate(scales):
+        resp, hess = _hessian(d, s)
+        hessians.append(hess)
+        zs = cv2.divide(resp, local, scale=1.0 / _noise_gain(s))
         if z is None:
-            z, nx, ny = zs, cx, cy
+            z, best = zs, np.zeros(zs.shape, np.uint8)
         else:
-            better = np.abs(zs) > np.abs(z)
+            better = cv2.absdiff(zs, 0.0) > cv2.absdiff(z, 0.0)
             z = np.where(better, zs, z)
-            nx = np.where(better, cx, nx)
-            ny = np.where(better, cy, ny)
+            best[better] = i
     z[~rel.valid] = 0
+
+    def normals(ys, xs):
+        nx = np.empty(len(ys))
+        ny = np.empty(len(ys))
+        b = best[ys, xs]
+        for i, hess in enumerate(hessians):
+            sel = b == i
+            nx[sel], ny[sel] = _normals(hess, ys[sel], xs[sel])
+        return nx, ny
+
     ds = cv2.GaussianBlur(d, (0, 0), 0.7)
-    return z, nx, ny, ds, sigma
+    return z, normals, ds, sigma
 
 
 def _bar_test(ds: np.ndarray, ys: np.ndarray, xs: np.ndarray, nx: np.ndarray, ny: np.ndarray,
@@ -250,22 +288,27 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
     return list(groups.values())
 
 
-def find_scratches(rel: Relative, *, central: np.ndarray | None = None, pixel_size_mm: float | None = None,
-                   params: ScratchParams = ScratchParams(), exclude: np.ndarray | None = None) -> list[Scratch]:
+def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = None,
+                   params: ScratchParams = ScratchParams(), exclude: np.ndarray | None = None,
+                   claimed: np.ndarray | None = None) -> list[Scratch]:
     """Find scratches in a relative transmittance image.
 
     Parameters
     ----------
     rel : Relative
         From :func:`goggleqc.inspect.background.relative_image` (working grid).
-    central : (M, N) bool ndarray, optional
-        The central zone at full resolution; None when zones are unknown (zone ``unknown``).
+    zone_of : callable, optional
+        ``zone_of(xy)`` gives the zone of an object from its (K, 2) full-resolution pixel
+        coordinates (:meth:`goggleqc.inspect.lens.LensRegion.zone_of`); None gives ``unknown``.
     pixel_size_mm : float, optional
         mm per full-resolution pixel; without it the mm fields are None.
     params : ScratchParams
     exclude : (m, n) bool ndarray, optional
         Working-grid pixels that belong to found spots: the rim of a round spot answers a
         line filter, but is not a scratch.
+    claimed : (m, n) bool ndarray, optional
+        Filled with the working-grid pixels of the reported scratches (grown by 2 px), so the
+        spot detector can leave the pieces of a scratch alone.
 
     Returns
     -------
@@ -275,7 +318,7 @@ def find_scratches(rel: Relative, *, central: np.ndarray | None = None, pixel_si
     if not params.high_sigma >= params.low_sigma > 0:
         raise InputError("ScratchParams: need high_sigma ≥ low_sigma > 0")
     f = rel.scale
-    z, nx, ny, ds, _ = line_response(rel)
+    z, normals, ds, _ = line_response(rel, params.scales)
     found: list[Scratch] = []
     pieces: list[_Piece] = []
     polarities = (("dark", 1.0, 1.0), ("bright", -1.0, params.bright_factor))
@@ -287,7 +330,8 @@ def find_scratches(rel: Relative, *, central: np.ndarray | None = None, pixel_si
         ys, xs = np.nonzero(cand)
         if len(ys) == 0:
             continue
-        keep = _bar_test(ds, ys, xs, nx[ys, xs], ny[ys, xs], np.full(len(ys), sign, np.float32))
+        nx, ny = normals(ys, xs)
+        keep = _bar_test(ds, ys, xs, nx, ny, np.full(len(ys), sign, np.float32))
         cand[ys[~keep], xs[~keep]] = False
         n, labels = cv2.connectedComponents(cand.view(np.uint8), connectivity=8)
         if n <= 1:
@@ -296,7 +340,9 @@ def find_scratches(rel: Relative, *, central: np.ndarray | None = None, pixel_si
         lab = labels[ys, xs]
         zmax = np.zeros(n, np.float32)
         np.maximum.at(zmax, lab, zp[ys, xs])
-        seeded = zmax >= params.high_sigma * k
+        size = np.bincount(lab, minlength=n)
+        # a seed above high_sigma, or a long faint line: noise does not chain that far
+        seeded = (zmax >= params.high_sigma * k) | (size >= params.long_px)
         sel = seeded[lab]
         ys, xs, lab = ys[sel], xs[sel], lab[sel]
         order = np.argsort(lab, kind="stable")
@@ -308,19 +354,26 @@ def find_scratches(rel: Relative, *, central: np.ndarray | None = None, pixel_si
                 if p is not None:
                     pieces.append(p)
     for group in _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid):
-        sc = _measure([pieces[i] for i in group], rel, z, ds, f, central, pixel_size_mm, params)
+        members = [pieces[i] for i in group]
+        sc = _measure(members, rel, z, ds, f, zone_of, pixel_size_mm, params)
         if sc is not None:
             found.append(sc)
+            if claimed is not None:
+                for p in members:
+                    claimed[p.ys, p.xs] = True
+    if claimed is not None:
+        claimed[:] = cv2.dilate(claimed.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
     return found
 
 
-#: equivalent width (full-resolution px) the optics and the 2×2 working grid give a hairline
-BLUR_WIDTH_PX = 3.0
+#: squared equivalent width (full-resolution px²) the optics give a hairline; the working
+#: grid adds the square of its cell size
+OPTICS_WIDTH2_PX2 = 5.0
 #: the low threshold reaches past a line's end by about this much (working px) at each end
 END_OVERSHOOT = 0.75
 
 
-def _measure(group: list[_Piece], rel: Relative, z, ds, f: int, central, ps, params) -> Scratch | None:
+def _measure(group: list[_Piece], rel: Relative, z, ds, f: int, zone_of, ps, params) -> Scratch | None:
     ys = np.concatenate([p.ys for p in group])
     xs = np.concatenate([p.xs for p in group])
     zmean = float(np.mean(np.abs(z[ys, xs])))
@@ -340,15 +393,16 @@ def _measure(group: list[_Piece], rel: Relative, z, ds, f: int, central, ps, par
     integrated = float(dep[near].sum()) / max(chain, 1.0) * f  # contrast × width, full-res px
     peak = float(np.percentile(dep[mask.astype(bool)], 75)) if mask.any() else 0.0
     eq_width = integrated / max(peak, 1e-6)
-    width_px = float(np.sqrt(max(eq_width ** 2 - BLUR_WIDTH_PX ** 2, 0.0)))
+    width_px = float(np.sqrt(max(eq_width ** 2 - OPTICS_WIDTH2_PX2 - f * f, 0.0)))
     # what a pixel sees: the τ drop, diluted by the width when the line is narrower than a pixel
     contrast = min(integrated / max(width_px, 1.0), 1.0)
     length_px = float(max(chain - 2 * END_OVERSHOOT, 1.0) * f)
     if length_px < params.min_length_px or length_px < params.min_elongation * max(width_px, 1.0):
         return None
-    bbox = [int(xs.min() * f), int(ys.min() * f), int((xs.max() + 1) * f), int((ys.max() + 1) * f)]
+    ox, oy = rel.origin
+    bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
     return Scratch(length_px=length_px, width_px=max(width_px, 0.0), contrast=sign * contrast,
-                   zone=_zone(central, ys, xs, f), bbox_px=bbox,
+                   zone=_zone(zone_of, rel, ys, xs), bbox_px=bbox,
                    length_mm=length_px * ps if ps else None, width_mm=width_px * ps if ps else None,
                    polarity=group[0].polarity, score=zmax / params.high_sigma)
 
@@ -378,10 +432,9 @@ def _gaps(group: list[_Piece]) -> float:
     return total
 
 
-def _zone(central: np.ndarray | None, ys: np.ndarray, xs: np.ndarray, f: int) -> str:
-    if central is None:
+def _zone(zone_of, rel: Relative, ys: np.ndarray, xs: np.ndarray) -> str:
+    if zone_of is None:
         return "unknown"
-    h, w = central.shape
-    yy = np.clip(ys * f + f // 2, 0, h - 1)
-    xx = np.clip(xs * f + f // 2, 0, w - 1)
-    return "central" if central[yy, xx].any() else "marginal"
+    f = rel.scale
+    xy = np.stack([(xs + rel.origin[0]) * f + f // 2, (ys + rel.origin[1]) * f + f // 2], 1)
+    return zone_of(xy)

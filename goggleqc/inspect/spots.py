@@ -8,7 +8,7 @@ answered best. Elongated candidates are scratches, not spots.
 Size and contrast come from the departure ``1 − rel`` around the blob: the integrated
 departure ``I`` (full-resolution px²) and its second moment. A disc of diameter ``D`` has
 variance ``D²/16`` per axis; the camera PSF and the 2×2 working grid add about
-``BLUR_VAR_PX2``, which is subtracted, so ``D = 4·√(σ² − blur)`` holds down to spots of a
+``OPTICS_VAR_PX2`` plus ``f²/12`` for a working cell of ``f`` px, which is subtracted, so ``D = 4·√(σ² − blur)`` holds down to spots of a
 pixel or two. ``contrast = I / (πD²/4)`` is then the mean τ drop over the disc.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import Relative
 from goggleqc.inspect.results import Spot
-from goggleqc.inspect.scratches import noise_sigma
+from goggleqc.inspect.scratches import local_noise, noise_sigma
 
-#: variance (full-resolution px²) the optics and the 2×2 working grid add to a point
-BLUR_VAR_PX2 = 1.1
+#: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
+OPTICS_VAR_PX2 = 0.8
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,10 @@ def blob_response(rel: Relative, scales: tuple[float, ...]) -> tuple[np.ndarray,
     d = (np.float32(1.0) - rel.rel) * rel.weight
     d[~rel.valid] = 0
     sigma = noise_sigma(d, rel.valid)
+    local = local_noise(d, rel.valid, sigma)
     z = best = None
     for i, s in enumerate(scales):
-        zs = _dog(d, s) / np.float32(sigma * _gain(s))
+        zs = _dog(d, s) / (local * np.float32(_gain(s)))
         if z is None:
             z, best = zs, np.zeros(zs.shape, np.uint8)
         else:
@@ -90,19 +91,23 @@ def blob_response(rel: Relative, scales: tuple[float, ...]) -> tuple[np.ndarray,
     return z, best, sigma
 
 
-def find_spots(rel: Relative, *, central: np.ndarray | None = None, pixel_size_mm: float | None = None,
-               params: SpotParams = SpotParams()) -> list[Spot]:
+def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = None,
+               params: SpotParams = SpotParams(), exclude: np.ndarray | None = None) -> list[Spot]:
     """Find spots in a relative transmittance image.
 
     Parameters
     ----------
     rel : Relative
         From :func:`goggleqc.inspect.background.relative_image`.
-    central : (M, N) bool ndarray, optional
-        The central zone at full resolution; None gives zone ``unknown``.
+    zone_of : callable, optional
+        ``zone_of(xy)`` gives the zone from (K, 2) full-resolution pixel coordinates; None
+        gives ``unknown``.
     pixel_size_mm : float, optional
         mm per full-resolution pixel.
     params : SpotParams
+    exclude : (m, n) bool ndarray, optional
+        Working-grid pixels claimed by found scratches: a blob peaking there is a piece of a
+        scratch, not a spot.
 
     Returns
     -------
@@ -120,6 +125,8 @@ def find_spots(rel: Relative, *, central: np.ndarray | None = None, pixel_size_m
     for polarity, sign, k in (("dark", 1.0, 1.0), ("bright", -1.0, params.bright_factor)):
         zp = z * np.float32(sign)
         peaks = (zp >= params.high_sigma * k) & (zp >= cv2.dilate(zp, np.ones((3, 3), np.uint8)))
+        if exclude is not None:
+            peaks &= ~exclude
         ys, xs = np.nonzero(peaks)
         order = np.argsort(-zp[ys, xs])
         taken: list[tuple[float, float, float]] = []
@@ -139,32 +146,68 @@ def find_spots(rel: Relative, *, central: np.ndarray | None = None, pixel_size_m
             cov = np.array([[(win * (xx - cx) ** 2).sum(), (win * (xx - cx) * (yy - cy)).sum()],
                             [(win * (xx - cx) * (yy - cy)).sum(), (win * (yy - cy) ** 2).sum()]]) / total
             ev = np.linalg.eigvalsh(cov * f * f)
-            ev = np.maximum(ev - BLUR_VAR_PX2, 0.0)
+            ev = np.maximum(ev - OPTICS_VAR_PX2 - f * f / 12.0, 0.0)
             if ev[1] > 4.0 and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
                 continue  # a line: the scratch detector's
             diameter = float(4.0 * np.sqrt(max(ev.mean(), 0.0625)))
             contrast = min(total * f * f / (np.pi * diameter ** 2 / 4), 1.0)
             if not params.min_diameter_px <= diameter <= params.max_diameter_px or contrast < params.min_contrast:
                 continue
-            fx, fy = cx * f + (f - 1) / 2, cy * f + (f - 1) / 2  # working-grid centre → full-res px
+            fx, fy = rel.to_full(cx, cy)
             r = diameter / 2
             bbox = [int(np.floor(fx - r)), int(np.floor(fy - r)), int(np.ceil(fx + r)) + 1, int(np.ceil(fy + r)) + 1]
-            zone = "unknown"
-            if central is not None:
-                cy0, cx0 = max(0, bbox[1]), max(0, bbox[0])
-                zone = "central" if central[cy0:bbox[3], cx0:bbox[2]].any() else "marginal"
+            ring = np.stack([fx + r * np.cos(_RING), fy + r * np.sin(_RING)], 1).round().astype(int)
+            zone = zone_of(ring) if zone_of is not None else "unknown"
             out.append(Spot(diameter_px=diameter, contrast=sign * contrast, zone=zone, bbox_px=bbox,
                             diameter_mm=diameter * pixel_size_mm if pixel_size_mm else None,
                             polarity=polarity, score=float(zp[y, x]) / params.high_sigma))
     return out
 
 
-def spot_mask(spots: list[Spot], shape: tuple[int, int], scale: int, grow: float = 1.5) -> np.ndarray:
-    """Working-grid mask of found spots (discs ``grow``× their diameter), to keep their rims
-    out of the scratch detector."""
+#: points on a spot's rim, for its zone: central if any part of it is central
+_RING = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+
+#: spots at least this wide (full-resolution px) have rims a line filter answers to
+RIM_DIAMETER_PX = 6.0
+
+
+def spot_mask(spots: list[Spot], shape: tuple[int, int], scale: int, origin: tuple[int, int] = (0, 0),
+              grow: float = 1.5) -> np.ndarray:
+    """Working-grid mask of the wider found spots (discs ``grow``× their diameter), to keep
+    their rims out of the scratch detector."""
     mask = np.zeros(shape, np.uint8)
     for sp in spots:
-        cx = (sp.bbox_px[0] + sp.bbox_px[2]) / 2 / scale
-        cy = (sp.bbox_px[1] + sp.bbox_px[3]) / 2 / scale
+        if sp.diameter_px < RIM_DIAMETER_PX:
+            continue
+        cx = (sp.bbox_px[0] + sp.bbox_px[2]) / 2 / scale - origin[0]
+        cy = (sp.bbox_px[1] + sp.bbox_px[3]) / 2 / scale - origin[1]
         cv2.circle(mask, (int(round(cx)), int(round(cy))), int(np.ceil(grow * sp.diameter_px / 2 / scale)) + 1, 1, -1)
     return mask.astype(bool)
+
+
+def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=None, spot_params=None):
+    """Scratches and spots of one image, each object found by the detector it belongs to.
+
+    The wider spots are found first and their rims kept from the line filter; then the
+    scratches; then spots lying on a scratch are dropped as pieces of it.
+
+    Returns
+    -------
+    scratches : list of Scratch
+    spots : list of Spot
+    """
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    scratch_params = scratch_params or ScratchParams()
+    spot_params = spot_params or SpotParams()
+    first = find_spots(rel, zone_of=zone_of, pixel_size_mm=pixel_size_mm, params=spot_params)
+    claimed = np.zeros(rel.rel.shape, bool)
+    scratches = find_scratches(rel, zone_of=zone_of, pixel_size_mm=pixel_size_mm, params=scratch_params,
+                               exclude=spot_mask(first, rel.rel.shape, rel.scale, rel.origin), claimed=claimed)
+    f = rel.scale
+    h, w = claimed.shape
+    ox, oy = rel.origin
+    spots = [sp for sp in first
+             if not claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
+                            min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))]]
+    return scratches, spots
