@@ -97,3 +97,65 @@ def add_passes(benchmark, ref: dict[str, float]) -> None:
     benchmark.extra_info["memcpy_ms"] = round(ref["memcpy_ms"], 3)
     benchmark.extra_info["blur_passes"] = round(median_ms / ref["gaussian_ms"], 2)
     benchmark.extra_info["memcpy_passes"] = round(median_ms / ref["memcpy_ms"], 1)
+
+
+#: the analyses as the pipeline calls them: (label, module, function name). The pipeline's own
+#: calls are recorded (arguments included) and replayed, so a benchmark times exactly what
+#: ``inspect_lens`` does even while the analyses' signatures evolve.
+STAGES = (
+    ("lens", "goggleqc.inspect.pipeline", "find_lens"),
+    ("haze", "goggleqc.inspect.pipeline", "measure_haze"),
+    ("transmittance", "goggleqc.inspect.pipeline", "measure_transmittance"),
+    ("background", "goggleqc.inspect.pipeline", "relative_image"),
+    ("scratches+spots", "goggleqc.inspect.pipeline", "separate"),
+    ("spots", "goggleqc.inspect.spots", "find_spots"),
+    ("scratches", "goggleqc.inspect.scratches", "find_scratches"),
+    ("coating", "goggleqc.inspect.pipeline", "find_coating"),
+    ("verdict", "goggleqc.inspect.pipeline", "decide"),
+)
+
+
+class StageCall:
+    """One recorded call of an analysis: ``call()`` repeats it with the same arguments."""
+
+    def __init__(self, label, fn, args, kwargs, result):
+        self.label, self.fn, self.args, self.kwargs, self.result = label, fn, args, kwargs, result
+
+    def call(self):
+        return self.fn(*self.args, **self.kwargs)
+
+
+def record_stage_calls(image, station, spec) -> dict[str, StageCall]:
+    """Run ``inspect_lens`` once and record the first call of every analysis in :data:`STAGES`.
+
+    Stages the pipeline does not call (or whose function no longer exists) are absent.
+    """
+    import importlib
+
+    from goggleqc.inspect.pipeline import inspect_lens
+
+    calls: dict[str, StageCall] = {}
+    patched = []
+
+    def wrap(label, fn):
+        def recorder(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            calls.setdefault(label, StageCall(label, fn, args, kwargs, result))
+            return result
+        return recorder
+
+    try:
+        for label, module_name, name in STAGES:
+            module = importlib.import_module(module_name)
+            fn = getattr(module, name, None)
+            if fn is None:
+                continue
+            patched.append((module, name, fn))
+            setattr(module, name, wrap(label, fn))
+        result = inspect_lens(image, station, spec)
+    finally:
+        for module, name, fn in reversed(patched):
+            setattr(module, name, fn)
+    if result.verdict == "error":
+        raise RuntimeError(f"the pipeline refused the benchmark frame: {result.error}")
+    return calls

@@ -28,12 +28,10 @@ import pytest
 from skimage.filters import apply_hysteresis_threshold, sato
 from skimage.measure import label, regionprops
 
-from bench_data import SIZES, load_or_render
+from bench_data import SIZES, load_or_render, record_stage_calls
 from goggleqc.benchmarking import median_time_s
-from goggleqc.inspect.background import Relative, relative_image
-from goggleqc.inspect.haze import measure_haze
-from goggleqc.inspect.lens import find_lens
-from goggleqc.inspect.scratches import find_scratches
+from goggleqc.inspect.background import Relative
+from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import DEFAULT_SPEC, load_spec
 from goggleqc.synth.scoring import evaluate
 
@@ -76,12 +74,14 @@ def skimage_scratches(rel, sigmas_px: tuple[float, ...] = SATO_SIGMAS_PX) -> lis
     z = np.where(valid, (response - centre) / noise, 0.0)
     mask = apply_hysteresis_threshold(z, SATO_LOW, SATO_HIGH)
     f = rel.scale
+    ox, oy = getattr(rel, "origin", (0, 0))  # the working grid may be a crop around the lens
     found = []
     for reg in regionprops(label(mask)):
         major, minor = reg.axis_major_length * f, reg.axis_minor_length * f
         if major >= MIN_LENGTH_PX and major >= MIN_ELONGATION * max(minor, 1.0):
             r0, c0, r1, c1 = reg.bbox
-            found.append({"bbox_px": [c0 * f, r0 * f, c1 * f, r1 * f], "length_px": float(major), "contrast": 0.0})
+            found.append({"bbox_px": [(c0 + ox) * f, (r0 + oy) * f, (c1 + ox) * f, (r1 + oy) * f],
+                          "length_px": float(major), "contrast": 0.0})
     return found
 
 
@@ -89,35 +89,44 @@ def full_resolution(rel, transmission: np.ndarray) -> Relative:
     """The same relative image at full resolution, for a baseline that works there.
 
     The working grid's background ``τ_bg = reduce(T) / rel`` is brought to full size
-    (bilinear) and the full-resolution flat-corrected frame ``T`` divided by it; ``valid``
-    and the noise weight are enlarged (nearest) from the working grid.
+    (bilinear) and the full-resolution flat-corrected frame ``T`` divided by it, over the same
+    crop; ``valid`` and the noise weight are enlarged (nearest) from the working grid.
     """
-    h, w = transmission.shape
     f = rel.scale
-    small = cv2.resize(transmission, (rel.rel.shape[1], rel.rel.shape[0]), interpolation=cv2.INTER_AREA)
+    ox, oy = getattr(rel, "origin", (0, 0))
+    m, n = rel.rel.shape
+    crop = transmission[oy * f:(oy + m) * f, ox * f:(ox + n) * f]
+    h, w = crop.shape
+    small = cv2.resize(crop, (n, m), interpolation=cv2.INTER_AREA)
     with np.errstate(divide="ignore", invalid="ignore"):
         bg = np.where(rel.valid, small / rel.rel, 0.0).astype(np.float32)
     bg_full = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
     valid = cv2.resize(rel.valid.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    valid &= bg_full > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        full = np.where(valid & (bg_full > 0), transmission / bg_full, 1.0).astype(np.float32)
+        full = np.where(valid, crop / bg_full, 1.0).astype(np.float32)
     weight = cv2.resize(rel.weight, (w, h), interpolation=cv2.INTER_NEAREST) / f  # one pixel: f× the noise
-    return Relative(rel=full, valid=valid & (bg_full > 0), weight=weight.astype(np.float32), scale=1)
+    return Relative(rel=full, valid=valid, weight=weight.astype(np.float32), scale=1, origin=(ox * f, oy * f))
 
 
 class ScratchCase:
-    """One lens prepared for scratch detection exactly as the pipeline prepares it."""
+    """One lens, with the scratch detection exactly as ``inspect_lens`` runs it (recorded and replayed).
+
+    goggleqc's detection is the pipeline's ``scratches`` call (``find_scratches`` with the
+    arguments ``separate`` gives it); its output for recall is the pipeline's reported
+    scratches. The baselines get the same working-grid relative image.
+    """
 
     def __init__(self, station, image, truth):
-        region = find_lens(image, station, marginal_mm=SPEC.marginal_width_mm, pixel_size_mm=station.pixel_size_mm)
-        self.rel = relative_image(image, station, region.lens)
+        calls = record_stage_calls(image, station, SPEC)
+        self.scratch_call = calls["scratches"]
+        self.rel = calls["scratches+spots"].args[0] if "scratches+spots" in calls else self.scratch_call.args[0]
+        self.reported = [s.__dict__ for s in inspect_lens(image, station, SPEC).scratches]
         self.rel_full = full_resolution(self.rel, station.transmission(image))
-        self.central = region.central
-        self.ps = station.pixel_size_mm
         self.truth = truth
 
     def ours(self) -> list[dict]:
-        return [s.__dict__ for s in find_scratches(self.rel, central=self.central, pixel_size_mm=self.ps)]
+        return [s.__dict__ for s in self.scratch_call.call()]
 
     def baseline(self) -> list[dict]:
         return skimage_scratches(self.rel)
@@ -141,7 +150,8 @@ def scratch_accuracy(scratch_cases):
     """Recall and false alarms of both detectors on the same lenses."""
     out = {}
     for name in DETECTORS:
-        pairs = [(c.truth, {"verdict": "pass", "scratches": getattr(c, DETECTORS[name])()}) for c in scratch_cases]
+        found = (lambda c: c.reported) if name == "goggleqc" else (lambda c: getattr(c, DETECTORS[name])())
+        pairs = [(c.truth, {"verdict": "pass", "scratches": found(c)}) for c in scratch_cases]
         m = evaluate(pairs, SPEC)
         out[name] = {"recall_scratch_1mm": m["recall_scratch_1mm"], "n_scratch_1mm": m["n_scratch_1mm"],
                      "false_scratches_per_clean_lens": m["false_scratches_per_clean_lens"]}
@@ -247,12 +257,11 @@ _haze_median: dict = {}
 def test_trap_haze_5mp(benchmark, frame_sets, impl):
     data = frame_sets("5MP", 8)
     st, image = data.station, data.frames[0]
-    region = find_lens(image, st, marginal_mm=SPEC.marginal_width_mm, pixel_size_mm=st.pixel_size_mm)
-    lens, central = region.lens, region.central
+    calls = record_stage_calls(image, st, SPEC)  # also builds the per-station haze plan
+    lens = calls["lens"].result.lens
     instrument = _instrument(st.flat)  # per station in both implementations
     if impl == "goggleqc":
-        measure_haze(image, st, lens_mask=lens, central_mask=central)  # builds the per-station plan
-        fn = lambda: measure_haze(image, st, lens_mask=lens, central_mask=central)  # noqa: E731
+        fn = calls["haze"].call
     else:
         fn = lambda: naive_trap_haze(image, st, lens, instrument)  # noqa: E731
     benchmark.group = "trap haze vs naive numpy, 5 MP 8-bit"
@@ -261,7 +270,7 @@ def test_trap_haze_5mp(benchmark, frame_sets, impl):
     _haze_median[impl] = median
     benchmark.extra_info.update(impl=impl, median_ms=round(median * 1e3, 2), traps=len(st.traps))
     if impl == "naive-numpy" and "goggleqc" in _haze_median:
-        ours = measure_haze(image, st, lens_mask=lens, central_mask=central)
+        ours = calls["haze"].call()
         naive = naive_trap_haze(image, st, lens, instrument)
         benchmark.extra_info.update(speed_ratio=round(median / _haze_median["goggleqc"], 1),
                                     raw_haze_pct_goggleqc=round(float(ours.raw_pct), 3),

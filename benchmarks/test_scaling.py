@@ -1,7 +1,9 @@
 """Scaling: ``inspect_lens`` time against megapixels, 1–12 MP, with a linear fit and R².
 
-The same goggle (a 120 mm field of view) is imaged at each size, 5:4 frames, 8-bit, uniform
-backlight: more pixels of the same scene. Each size is its own benchmark; the last one fits
+The same station and goggle (a 120 mm field of view, the same random seed) are imaged at each
+size, 5:4 frames, 8-bit, uniform backlight: more pixels of the same scene. The lenses are
+defect-free, so the time is the per-pixel work; with defects, the random scene would differ
+from size to size (per-object costs are in ``test_analyses.py``). Each size is its own benchmark; the last one fits
 ``ms = slope·MP + intercept`` over all sizes of the run and reports R² (target ≥ 0.98), and
 also fits a quadratic, reporting how much of the 12 MP time its MP² term explains — a
 super-linear term is a bug to fix.
@@ -37,7 +39,7 @@ _stages: dict = {}
 @pytest.mark.parametrize("mp", MEGAPIXELS)
 def test_scaling(benchmark, mp):
     w, h = frame_size(mp)
-    data = load_or_render(w, h, bits=8, count=2, tag="scaling")
+    data = load_or_render(w, h, bits=8, count=3, defects=0, tag="scaling-clean")
     frames, station = data.frames, data.station
     turn = itertools.cycle(range(len(frames)))
     results = []

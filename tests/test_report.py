@@ -150,3 +150,18 @@ def test_charts():
     assert sum(int(m) for m in re.findall(r": (\d+)</title>", hist)) == 4
     assert "no values" in histogram_svg([None], title="Haze", unit="%")
     assert collect([]).counts == Counter()
+
+
+def test_haze_charts_keep_percent_and_relative_index_apart(tmp_path):
+    from goggleqc.inspect.results import Result
+    from goggleqc.report.records import make_record
+
+    recs = [make_record(Result(image=f"{i}.png", verdict="pass", haze_pct=1.0 + i, haze_kind="raw"),
+                        path=f"/c/{i}.png", content_hash=None) for i in range(3)]
+    recs += [make_record(Result(image=f"u{i}.png", verdict="pass", haze_pct=None, haze_kind="contrast_index",
+                                extra={"haze_contrast_index": 0.1 * i}), path=f"/u/{i}.png", content_hash=None)
+             for i in range(4)]
+    write_report(tmp_path / "r.html", recs, spec=load_spec("en166-clear"))
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Haze (3 without haze-plate correction) (n = 3)" in page
+    assert "Haze contrast index (uncalibrated, relative) (n = 4)" in page

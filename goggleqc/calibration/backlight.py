@@ -19,9 +19,11 @@ from goggleqc.calibration.station import Pattern, Trap
 #: light traps are 4–8 mm across (station-model.md §1); accept 2–16 mm
 TRAP_DIAMETER_MM = (2.0, 16.0)
 #: a pattern's strongest Fourier peak holds at least this share of the band's power ...
-MIN_PEAK_SHARE = 0.3
+MIN_PEAK_SHARE = 0.15
 #: ... and its amplitude is present across the frame (median ÷ mean over blocks)
-MIN_COVERAGE = 0.5
+MIN_COVERAGE = 0.85
+#: the longest pattern period searched (mm): slower variation is panel shading
+MAX_PERIOD_MM = 12.0
 
 
 def bright_envelope(flat: np.ndarray, feature_px: float) -> np.ndarray:
@@ -169,7 +171,7 @@ def find_pattern(flat: np.ndarray, pixel_size_mm: float) -> tuple[Pattern | None
     fx = np.fft.rfftfreq(size)[None, :]
     fr = np.hypot(fx, fy)
     spec[fr < 3.0 / size] = 0  # the mean and the slow vignetting left after normalising
-    spec[fr < pixel_size_mm / 20.0] = 0  # periods above 20 mm are not a pattern
+    spec[fr < pixel_size_mm / MAX_PERIOD_MM] = 0  # slower shading is not a pattern
     iy, ix = np.unravel_index(np.argmax(spec), spec.shape)
     peak = spec[iy, ix]
     power = spec.astype(np.float64) ** 2

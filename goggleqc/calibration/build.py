@@ -82,7 +82,8 @@ def build_station(dark: list[str | Path], flat: list[str | Path], *, pixel_size_
         Image of a chessboard in the lens plane with ``square_mm`` squares and ``board``
         inner corners (columns, rows).
     haze_standards : list of (path, float)
-        Haze reference plate images and their certified haze (%).
+        Haze reference plate images and their certified haze (%). Several images with the
+        same certified value are taken as frames of one plate and averaged.
     out_dir : path, optional
         Only used to record input paths relative to the station folder.
     created : str, optional
@@ -151,15 +152,18 @@ def build_station(dark: list[str | Path], flat: list[str | Path], *, pixel_size_
                                    "cannot be measured; check the flat frames")
         from goggleqc.inspect.haze import raw_plate_haze_pct
 
-        names, cert, raw = [], [], []
+        # several images of one plate (the same certified value) are averaged into one point
+        groups: dict[float, list[tuple[str, float]]] = {}
         for path, pct in haze_standards:
             image = same_format(path, "haze plate")
             try:
-                raw.append(raw_plate_haze_pct(image, station))
+                value = raw_plate_haze_pct(image, station)
             except InputError as exc:
                 raise CalibrationError(f"{path}: {exc}") from None
-            names.append(_rel(path, base))
-            cert.append(float(pct))
+            groups.setdefault(float(pct), []).append((_rel(path, base), value))
+        names = [" + ".join(name for name, _ in group) for group in groups.values()]
+        cert = list(groups)
+        raw = [float(np.mean([value for _, value in group])) for group in groups.values()]
         station.haze_fit = fit_haze(names, cert, raw)
         station.cache.clear()
     return station

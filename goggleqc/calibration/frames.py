@@ -109,9 +109,13 @@ def average(frames: list[tuple[Path, np.ndarray]]) -> FrameStack:
                       noise_gain=float(np.sqrt(n)), pair=model)
 
 
-def _noise_model(level: np.ndarray, diff: np.ndarray) -> tuple[float, float] | None:
-    """Fit ``var = gain·level + offset`` (DN², DN) over brightness bins of one frame pair;
-    ``level`` is dark-subtracted, so the offset is the read noise variance."""
+def _noise_model(level: np.ndarray, diff: np.ndarray, read_var: float | None) -> tuple[float, float] | None:
+    """Fit ``var = gain·level + offset`` (DN², DN) over brightness bins of one flat pair.
+
+    ``level`` is dark-subtracted, so the offset is the read-noise variance; it is taken from
+    the dark frames when known (a flat spans too narrow a range of levels to pin it), and
+    the gain is then the least-squares slope through it.
+    """
     lv = level.ravel()
     dv = diff.ravel().astype(np.float64) ** 2
     edges = np.quantile(lv, np.linspace(0.02, 0.98, 12))
@@ -121,10 +125,17 @@ def _noise_model(level: np.ndarray, diff: np.ndarray) -> tuple[float, float] | N
         if sel.sum() > 100:
             means.append(float(lv[sel].mean()))
             variances.append(float(dv[sel].mean()))  # a difference of frames holds no fixed pattern, only noise
-    if len(means) < 2 or np.ptp(means) <= 0:
-        return (0.0, float(np.mean(variances))) if variances else None
-    gain, offset = np.polyfit(means, variances, 1)
-    return float(max(gain, 0.0)), float(max(offset, 1e-6))
+    if not means:
+        return None
+    m, v = np.asarray(means), np.asarray(variances)
+    if read_var is not None:
+        offset = float(read_var)
+        gain = float(np.dot(v - offset, m) / max(float(np.dot(m, m)), 1e-12))
+    elif np.ptp(m) > 0:
+        gain, offset = (float(x) for x in np.polyfit(m, v, 1))
+    else:
+        return 0.0, float(v.mean())
+    return max(gain, 0.0), max(offset, 1e-6)
 
 
 def dark_and_flat(dark_paths: list[str | Path], flat_paths: list[str | Path]):
@@ -151,7 +162,8 @@ def dark_and_flat(dark_paths: list[str | Path], flat_paths: list[str | Path]):
     signal = flat.mean - dark.mean
     model = None
     if flat.pair is not None:
-        model = _noise_model(flat.pair[0] - dark.mean, flat.pair[1])
+        model = _noise_model(flat.pair[0] - dark.mean, flat.pair[1],
+                             dark.noise_dn ** 2 if dark.noise_dn is not None else None)
     dark_level = float(np.median(dark.mean))
     flat_level = float(np.median(flat.mean))
     if flat_level <= dark_level:

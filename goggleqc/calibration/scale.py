@@ -34,16 +34,16 @@ def _to_8bit(image: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _similarity(obj: np.ndarray, img: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares ``img ≈ s·R·obj + t``; returns (s, rms residual px, angle deg)."""
+def _similarity(obj: np.ndarray, img: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+    """Least-squares ``img ≈ s·R·obj + t``; returns (s, rms residual px, angle deg, residuals)."""
     mo, mi = obj.mean(0), img.mean(0)
     a, b = obj - mo, img - mi
     u, sv, vt = np.linalg.svd(b.T @ a)
     d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
     rot = u @ d @ vt
     s = float((sv * np.diag(d)).sum() / (a ** 2).sum())
-    resid = b - s * a @ rot.T
-    return s, float(np.sqrt((resid ** 2).sum(1).mean())), float(np.degrees(np.arctan2(rot[1, 0], rot[0, 0])))
+    resid = np.sqrt(((b - s * a @ rot.T) ** 2).sum(1))
+    return s, float(np.sqrt((resid ** 2).mean())), float(np.degrees(np.arctan2(rot[1, 0], rot[0, 0]))), resid
 
 
 def measure_pixel_size(image: np.ndarray, square_mm: float, board: tuple[int, int] = (9, 6),
@@ -81,7 +81,12 @@ def measure_pixel_size(image: np.ndarray, square_mm: float, board: tuple[int, in
     pts = corners.reshape(-1, 2).astype(np.float64)
     cols, rows = pattern
     grid = np.stack(np.meshgrid(np.arange(cols), np.arange(rows)), -1).reshape(-1, 2).astype(np.float64) * square_mm
-    s, resid, angle = _similarity(grid, pts)
+    s, resid, angle, each = _similarity(grid, pts)
+    # on a poor fit, corners caught on dust or a print flaw are dropped (at most a tenth)
+    keep = each <= max(3.0 * float(np.median(each)), 0.5)
+    if resid > 0.5 and not keep.all() and keep.sum() >= 0.9 * len(pts):
+        s, resid, angle, _ = _similarity(grid[keep], pts[keep])
+        pts = pts[keep]
     if resid > 1.0:
         raise CalibrationError(f"{name}: the chessboard corners fit a flat square grid badly (rms {resid:.2f} px); "
                                "is the board flat, square-printed and in the lens plane?")

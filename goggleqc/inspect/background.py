@@ -58,6 +58,10 @@ _FIT_WINDOW = 5
 _MIN_FLAT_FRAC = 0.08
 #: the lens mask is eroded by this many working px, so its edge never looks like a line
 _EDGE_MARGIN = 3
+#: misregistration (full-resolution px) allowed between flat and lens frames, and the
+#: nominal relative pixel noise of a bright backlight it is weighed against
+_MISREGISTRATION_PX = 0.3
+_REL_NOISE = 0.01
 #: uncalibrated: the local-quadratic window radius (working px) and the level below which
 #: a pixel is not lens
 _SG_RADIUS = 3
@@ -132,7 +136,15 @@ class _StationMaps:
         self.inv = np.where(usable, 1.0 / np.maximum(flat, 1e-6), 0).astype(np.float32)
         self.bp = np.where(usable, bp, 0).astype(np.float32)
         self.u = np.where(usable, 1.0 / np.maximum(bp, 1e-6), 0).astype(np.float32)
-        self.weight = np.sqrt(np.minimum(self.bp, 1.5)).astype(np.float32)
+        # Noise of rel: shot noise grows as 1/√B, and where B changes steeply a fraction of a
+        # pixel of misregistration between flat and lens frame (vibration, the lens' own
+        # refraction) shows as a departure ∝ |∇ log B|. The weight whitens both.
+        logb = np.log(np.maximum(flat, 1e-3 * ref))
+        gx = cv2.Sobel(logb, cv2.CV_32F, 1, 0, ksize=3) / 8
+        gy = cv2.Sobel(logb, cv2.CV_32F, 0, 1, ksize=3) / 8
+        shift = np.float32(_MISREGISTRATION_PX / scale) * cv2.magnitude(gx, gy)
+        var = np.float32(_REL_NOISE ** 2) / np.maximum(self.bp, 1e-3) + shift ** 2
+        self.weight = np.where(usable, np.float32(_REL_NOISE) / np.sqrt(var), 0).astype(np.float32)
         self.usable = usable
 
 
@@ -267,8 +279,9 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         maps = station_maps(station, scale)
         t = (small - maps.dark[crop]) * maps.inv[crop]
         usable = maps.usable[crop]
-        valid = usable if lens is None else (usable & lens)
-        valid = _erode(valid, _EDGE_MARGIN)
+        # keep clear of the lens edge (a boundary a pixel off would look like a line), but not
+        # of dark pattern cells: their edges are in the flat and divide out
+        valid = usable if lens is None else (usable & _erode(lens, _EDGE_MARGIN))
         u = maps.u[crop]
         a, b = _fit_background(t, maps.bp[crop], u, valid)
         bg = _enlarge(a, t.shape, _FIT_REDUCE) + _enlarge(b, t.shape, _FIT_REDUCE) * u

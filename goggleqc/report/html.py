@@ -41,6 +41,7 @@ class _Row:
     transmittance_pct: float | None
     kinds: tuple[str, ...]
     time_ms: float | None
+    haze_index: float | None = None
 
 
 @dataclass
@@ -63,6 +64,7 @@ class ReportData:
             transmittance_pct=record.get("transmittance_pct"),
             kinds=kinds,
             time_ms=total_ms(record),
+            haze_index=(record.get("extra") or {}).get("haze_contrast_index"),
         )
 
     @property
@@ -281,8 +283,11 @@ def render_report(data: ReportData, *, spec: Any = None, station: dict[str, Any]
     total = inspected + n_error
     yield_pct = 100.0 * n_pass / inspected if inspected else None
     rows = data.rows
-    relative = [r for r in rows.values() if r.haze_pct is not None and r.haze_kind not in (None, "calibrated")]
-    haze_values = [r.haze_pct for r in rows.values() if r.haze_pct is not None and r.haze_kind in (None, "calibrated")]
+    # haze in % (plate-corrected, or raw when the station has no plate fit); uncalibrated
+    # images only have a relative contrast index, which is never mixed with %
+    haze_values = [r.haze_pct for r in rows.values() if r.haze_pct is not None]
+    n_raw = sum(1 for r in rows.values() if r.haze_pct is not None and r.haze_kind == "raw")
+    index_values = [r.haze_index for r in rows.values() if r.haze_pct is None and r.haze_index is not None]
     trans_values = [r.transmittance_pct for r in rows.values() if r.transmittance_pct is not None]
     haze_lim = next((lim.value for lim in spec.limits if lim.field == "haze_pct"), None) if spec else None
     trans_lim = next((lim.value for lim in spec.limits if lim.field == "transmittance_pct"), None) if spec else None
@@ -291,11 +296,12 @@ def render_report(data: ReportData, *, spec: Any = None, station: dict[str, Any]
     reason_items = sorted(data.reason_counts.items(),
                           key=lambda kv: (-kv[1], REASON_ORDER.index(kv[0]) if kv[0] in REASON_ORDER else 99))
     charts = [bar_chart_svg(reason_items, title="Failed lenses by reason"), pareto_svg(data.kind_counts),
-              histogram_svg(haze_values, title="Haze", unit="haze, %", limit=haze_lim, limit_label="max"),
+              histogram_svg(haze_values, title="Haze" + (f" ({n_raw} without haze-plate correction)" if n_raw else ""),
+                            unit="haze, %", limit=haze_lim, limit_label="max"),
               histogram_svg(trans_values, title="Transmittance", unit="luminous transmittance, %", limit=trans_lim,
                             limit_label="min")]
-    if relative:
-        charts.append(histogram_svg([r.haze_pct for r in relative], title="Haze index (uncalibrated, relative)",
+    if index_values:
+        charts.append(histogram_svg(index_values, title="Haze contrast index (uncalibrated, relative)",
                                     unit="relative contrast index"))
 
     reasons_table = "".join(f"<tr><td>{_e(code)}</td><td class=num>{n}</td><td class=num>{100 * n / max(n_fail, 1):.1f}%</td></tr>"
