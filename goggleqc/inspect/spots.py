@@ -137,7 +137,10 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             taken.append((y, x, radius))
             ya, yb, xa, xb = max(0, y - radius), min(h, y + radius + 1), max(0, x - radius), min(w, x + radius + 1)
             d_win = dep[ya:yb, xa:xb] * np.float32(sign)
-            win = np.where((d_win > 2 * noise[ya:yb, xa:xb]) & rel.valid[ya:yb, xa:xb], d_win, 0)
+            # the blob's own pixels: above the noise and above a fraction of its peak, so a
+            # halo or the noise around a small spot does not inflate its size
+            floor = np.maximum(2 * noise[ya:yb, xa:xb], np.float32(0.1) * float(d_win.max()))
+            win = np.where((d_win > floor) & rel.valid[ya:yb, xa:xb], d_win, 0)
             total = float(win.sum())
             if total <= 0:
                 continue
@@ -149,8 +152,10 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             ev = np.maximum(ev - OPTICS_VAR_PX2 - f * f / 12.0, 0.0)
             if ev[1] > 4.0 and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
                 continue  # a line: the scratch detector's
-            diameter = float(4.0 * np.sqrt(max(ev.mean(), 0.0625)))
-            contrast = min(total * f * f / (np.pi * diameter ** 2 / 4), 1.0)
+            # a spot can darken by at most 100 %, so its integrated departure bounds it below
+            integrated = total * f * f
+            diameter = float(max(4.0 * np.sqrt(max(ev.mean(), 0.0)), np.sqrt(4 * integrated / np.pi)))
+            contrast = min(integrated / (np.pi * diameter ** 2 / 4), 1.0)
             if not params.min_diameter_px <= diameter <= params.max_diameter_px or contrast < params.min_contrast:
                 continue
             fx, fy = rel.to_full(cx, cy)
