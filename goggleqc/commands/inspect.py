@@ -158,12 +158,25 @@ def inspect(
     db: Path = typer.Option(None, "--db", help="SQLite results store (default OUT_DIR/results.sqlite).", metavar="PATH"),
     overlays: str = typer.Option("fail", "--overlays", help="Overlay PNGs for: fail, all or none.",
                                  metavar="fail|all|none"),
+    executor: str = typer.Option("local", "--executor", help="local: a pool on this machine; dask: Dask distributed "
+                                 "(a LocalCluster of --workers processes, or the --scheduler's cluster; see "
+                                 "docs/cluster.md).", metavar="local|dask"),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler to connect to, with --executor dask.",
+                                  metavar="tcp://HOST:8786"),
 ) -> None:
     try:
         if workers < 1:
             raise InputError(f"--workers must be 1 or more, not {workers}")
         if overlays not in OVERLAY_MODES:
             raise InputError(f"--overlays {overlays!r}: use one of {', '.join(OVERLAY_MODES)}")
+        if executor not in ("local", "dask"):
+            raise InputError(f"--executor {executor!r}: use local or dask")
+        if scheduler is not None and executor != "dask":
+            raise InputError("--scheduler is for --executor dask; add --executor dask")
+        if executor == "dask":
+            from goggleqc.dask_executor import require_dask
+
+            require_dask()  # says how to install it, before any work
         if pixel_size is not None and not 0 < pixel_size <= 10:
             raise InputError(f"--pixel-size {pixel_size} mm is not a plausible pixel size (0–10 mm)")
         check_inputs(paths)
@@ -188,6 +201,12 @@ def inspect(
             raise InputError(f"no images found in {', '.join(paths)} (looked for png, jpg, bmp and tif files)")
         (out / RUN_STATE).write_text(json.dumps(state, indent=1, ensure_ascii=False), encoding="utf-8")
         store = ResultStore(db_path)
+        runner = run_batch
+        if executor == "dask":
+            from goggleqc.dask_executor import DaskRunner
+
+            runner = DaskRunner(scheduler, n_workers=workers, total=total)
+            console.print(runner.describe(), highlight=False, soft_wrap=True)
     except GoggleQCError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -196,7 +215,8 @@ def inspect(
     store.start_run(command=shlex.join(["goggleqc", "inspect", *sys.argv[2:]]) if len(sys.argv) > 1 else "goggleqc inspect",
                     out_dir=str(out), spec_name=spec.name, spec=spec.source,
                     station=str(station_dir) if station_dir else None,
-                    pixel_size_mm=station.pixel_size_mm if station is not None else pixel_size, workers=workers,
+                    pixel_size_mm=station.pixel_size_mm if station is not None else pixel_size,
+                    workers=getattr(runner, "n_threads", workers),
                     version=_version())
     jsonl = JsonlWriter(out / "results.jsonl", append=resume)
     csv = CsvWriter(out / "results.csv", append=resume)
@@ -215,7 +235,7 @@ def inspect(
             bar.update(task, advance=1, skipped=f"{s.n_skipped} already done")
 
         try:
-            summary = run_batch(iter_image_paths(paths, exclude=[out]), inspect_fn, [jsonl, csv, store], workers,
+            summary = runner(iter_image_paths(paths, exclude=[out]), inspect_fn, [jsonl, csv, store], workers,
                                 overlays=overlays, out_dir=out, done=done, on_record=on_record, on_skip=on_skip,
                                 error_log=out / "errors.log")
         except OutputError as exc:
@@ -223,6 +243,8 @@ def inspect(
         finally:
             jsonl.close()
             csv.close()
+            if runner is not run_batch:
+                runner.close()
     if summary is not None:
         store.finish_run(status="interrupted" if summary.interrupted else "finished", n_images=summary.n_done,
                          n_pass=summary.n_pass, n_fail=summary.n_fail, n_error=summary.n_error,

@@ -309,14 +309,15 @@ def _contrast_fit(szi, sbi, sii, sdl, szb, sbb, sczb, cnt):
         return 100.0 * h, msr, 100.0 * sigma_h
 
 
-def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None):
+def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask: np.ndarray | None = None):
     """Central-zone haze, the 8 mm region map and its noise, on the pattern sub-grid.
 
     The pattern contrast of the lens image (``I / L(I) − 1``, ``L`` a one-period local
     mean) is projected onto the flat's. Dividing by the local mean makes the estimate blind
     to transmittance changes wider than a period (coating runs and voids, tint gradients)
     while haze, which adds light in proportion to the surround, still lowers the contrast.
-    Only blocks wholly inside ``mask`` are used, so the flat's block sums are precomputed.
+    Regions are centred on blocks wholly inside ``mask`` (the central zone) and read the
+    blocks wholly inside ``lens_mask`` that they cover; the flat's block sums are precomputed.
     """
     plan: _PatternPlan = _plan(station)
     f = 1 << plan.levels
@@ -332,14 +333,24 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None):
 
     lens_stats = (blocks(mi * plan.mz), blocks(mi * plan.mb), blocks(mi * mi), blocks(li))
     allstats = (*lens_stats, *plan.full)
-    if mask is None:
-        inside = np.ones(nb[::-1], bool)
-    else:  # the mask only decides which blocks lie wholly inside it: a strided look is enough
-        sub = mask[: plan.rows * f: f, : plan.cols * f: f] >= 0.5
-        inside = blocks(sub.astype(np.float32)) >= 0.999
+
+    def wholly(m):  # the blocks wholly inside a mask: a strided look is enough
+        if m is None:
+            return np.ones(nb[::-1], bool)
+        sub = m[: plan.rows * f: f, : plan.cols * f: f] >= 0.5
+        return blocks(sub.astype(np.float32)) >= 0.999
+
+    inside = wholly(mask)
+    on_lens = wholly(lens_mask) if lens_mask is not None else inside
     k = min(BLOCKS_PER_REGION, nb[0], nb[1])
+    # a region is centred in the zone and reads the lens blocks it covers (at least half of
+    # it): a small central zone, such as one eye of a two-lens goggle, still has regions
+    allstats = tuple(x * on_lens for x in allstats)
     win = [_window_sums(x, k) * spb for x in allstats]
-    valid = _window_sums(inside.astype(np.float64), k) >= k * k - 0.5  # the region lies wholly in the mask
+    covered = _window_sums(on_lens.astype(np.float64), k)
+    c0 = k // 2
+    centred = inside[c0: c0 + covered.shape[0], c0: c0 + covered.shape[1]]
+    valid = centred & (covered >= 0.5 * k * k)
     hmap, msr, sigma = _contrast_fit(*win)
     noise = station.noise_model
     if noise is not None:
@@ -416,7 +427,7 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
         worst = max(regions, key=lambda r: r["raw_pct"])
         return HazeMeasurement(worst["haze_pct"], worst["raw_pct"], "traps", regions, None, fit is not None)
     mask = central_mask if central_mask is not None else lens_mask
-    central, hmap, sigma, cell_px, origin = _pattern_haze(image, station, mask)
+    central, hmap, sigma, cell_px, origin = _pattern_haze(image, station, mask, lens_mask)
     regions = []
     central_pct = float(fix(central)) if np.isfinite(central) else None
     if central_pct is not None:
@@ -431,7 +442,11 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
     map_pct = fix(hmap) if fit is not None else hmap
     worst = _worst_of_map(hmap, sigma, central)
     if worst is None:
-        return HazeMeasurement(None, None, "pattern", regions, map_pct, fit is not None, central_pct, cell_px, origin)
+        # no 8 mm region fits wholly in the central zone (a small lens, a coarse pattern):
+        # the central zone's own value is then the worst that can be measured
+        raw_c = float(central) if np.isfinite(central) else None
+        return HazeMeasurement(central_pct, raw_c, "pattern", regions, map_pct, fit is not None, central_pct,
+                               cell_px, origin)
     raw, (i, j) = worst
     regions.append({"region": "worst", "x_px": round(origin[0] + j * cell_px, 1),
                     "y_px": round(origin[1] + i * cell_px, 1), "haze_pct": float(fix(raw)), "raw_pct": raw})

@@ -22,7 +22,8 @@ from goggleqc.synth.geometry import clip_bbox, patch_coverage, polygon_area, pol
 from goggleqc.synth.lens import CoatingDefect, DullSpot, LensMasks, LensSpec, Scratch, Spot, render_masks
 from goggleqc.synth.station import SimStation
 
-#: region size (mm) over which the truth's worst haze is averaged on pattern backlights
+#: region size (mm) over which the truth's worst haze is averaged on pattern backlights:
+#: regions centred in the central zone, averaged over the lens they cover (at least half)
 HAZE_REGION_MM = 8.0
 
 
@@ -211,10 +212,12 @@ def _haze_truth(station: SimStation, haze: np.ndarray, masks: LensMasks, margina
                             "haze_pct": float(haze[disc].mean() * 100)})
         if regions:
             return max(r["haze_pct"] for r in regions), regions
+    # the worst 8 mm region centred in the central zone, averaged over the lens it covers
     k = max(3, int(round(HAZE_REGION_MM / ps)) | 1)
-    local = cv2.blur(haze, (k, k))
-    inner = cv2.erode(central.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
-    where = inner if inner.any() else central
+    lens = (masks.lens > 0.999).astype(np.float32)
+    cover = cv2.blur(lens, (k, k))
+    local = cv2.blur(haze * lens, (k, k)) / np.maximum(cover, 1e-6)
+    where = central & (cover >= 0.5)
     if not where.any():
         return float(haze[masks.lens > 0.5].max() * 100), []
     return float(local[where].max() * 100), []

@@ -1,0 +1,57 @@
+"""Cached simulator sets for truth-based tests.
+
+A set is written once by ``goggleqc samples`` machinery (lenses, truth and a station
+calibrated by goggleqc's own calibration) under ``.cache/sets/`` and reused by every test
+and later runs; the key holds every parameter, so a changed parameter makes a new set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+from goggleqc.calibration.station import Station
+from goggleqc.capture.imagefile import read_image
+from goggleqc.inspect.pipeline import inspect_lens
+from goggleqc.spec import load_spec
+from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
+
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "sets"
+
+
+def sample_set(count: int, seed: int, backlight: str, size=(480, 384), pixel_size_mm: float = 0.1,
+               bits: int = 8) -> Path:
+    """The folder of a cached sample set (written on first use)."""
+    key = f"n{count}_s{seed}_{backlight}_{size[0]}x{size[1]}_{pixel_size_mm}_{bits}bit"
+    folder = CACHE / key
+    if not (folder / "truth.jsonl").exists() or not (folder / "station" / "station.toml").exists():
+        tmp = folder.with_name(key + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_sample_set(tmp, SampleSetOptions(count=count, seed=seed, width=size[0], height=size[1],
+                                               pixel_size_mm=pixel_size_mm, backlight=backlight, bits=bits))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
+
+
+def truth_records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "truth.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@lru_cache(maxsize=16)
+def inspected(folder: Path, plates: bool = True) -> list[tuple[dict, dict]]:
+    """(truth, result) pairs for a set, inspected with its calibrated station.
+
+    ``plates=False`` drops the station's haze-plate correction, to measure raw haze.
+    """
+    station = Station.load(folder / "station")
+    if not plates:
+        station.haze_fit = None
+    spec = load_spec(folder / "spec.toml")
+    pairs = []
+    for truth in truth_records(folder):
+        image = read_image(folder / "lenses" / truth["image"])
+        pairs.append((truth, inspect_lens(image, station, spec, name=truth["image"]).to_dict()))
+    return pairs
