@@ -22,15 +22,17 @@ CACHE = Path(__file__).resolve().parent.parent / ".cache" / "sets"
 
 
 def sample_set(count: int, seed: int, backlight: str, size=(480, 384), pixel_size_mm: float = 0.1,
-               bits: int = 8) -> Path:
-    """The folder of a cached sample set (written on first use)."""
-    key = f"n{count}_s{seed}_{backlight}_{size[0]}x{size[1]}_{pixel_size_mm}_{bits}bit"
+               bits: int = 8, defects: int | None = None) -> Path:
+    """The folder of a cached sample set (written on first use); ``defects=0`` makes a
+    defect-free set."""
+    key = f"n{count}_s{seed}_{backlight}_{size[0]}x{size[1]}_{pixel_size_mm}_{bits}bit_d{defects}"
     folder = CACHE / key
     if not (folder / "truth.jsonl").exists() or not (folder / "station" / "station.toml").exists():
         tmp = folder.with_name(key + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         write_sample_set(tmp, SampleSetOptions(count=count, seed=seed, width=size[0], height=size[1],
-                                               pixel_size_mm=pixel_size_mm, backlight=backlight, bits=bits))
+                                               pixel_size_mm=pixel_size_mm, backlight=backlight, bits=bits,
+                                               defects=defects))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     return folder

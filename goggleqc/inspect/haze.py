@@ -354,7 +354,7 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     hmap, msr, sigma = _contrast_fit(*win)
     noise = station.noise_model
     if noise is not None:
-        level = win[3] / win[-1]  # mean local level, DN
+        level = win[3] / np.maximum(win[-1], 1e-9)  # mean local level, DN
         # the lens frame's relative noise plus the averaged flat's, which the fit also sees
         expected = (noise[0] * level + noise[1]) / np.maximum(level, 1e-6) ** 2 * (1 + 1 / station.flat_frames)
     else:

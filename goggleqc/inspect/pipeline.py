@@ -86,7 +86,7 @@ def error_result(name: str, message: str, *, lens_found: bool = True) -> Result:
 
 
 def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, pixel_size_mm: float | None = None,
-                 name: str = "", detectors: Detectors | None = None) -> Result:
+                 name: str = "", detectors: Detectors | None = None, model=None) -> Result:
     """Inspect one lens image.
 
     Parameters
@@ -105,6 +105,10 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         The image name written into the result.
     detectors : Detectors, optional
         Detector sensitivities; default: the station's fitted thresholds, else the defaults.
+    model : optional
+        A learned pass/fail model (:class:`goggleqc.classify.model.LogisticModel`) applied
+        after the spec: it may only turn a pass into a fail. Default: the station's, if one was
+        attached with :func:`goggleqc.classify.model.attach_model`.
 
     Returns
     -------
@@ -191,6 +195,9 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
     if unchecked:
         extra["unchecked_limits"] = unchecked
     timing["total"] = round(sum(timing.values()), 2)
-    return Result(image=name, verdict=verdict, reasons=reasons, haze_pct=haze_pct, haze_kind=haze_kind,
-                  haze_regions=regions, transmittance_pct=transmittance_pct, scratches=scratches, coating=coating,
-                  spots=spots, pixel_size_mm=ps, timing_ms=timing, extra=extra)
+    result = Result(image=name, verdict=verdict, reasons=reasons, haze_pct=haze_pct, haze_kind=haze_kind,
+                    haze_regions=regions, transmittance_pct=transmittance_pct, scratches=scratches, coating=coating,
+                    spots=spots, pixel_size_mm=ps, timing_ms=timing, extra=extra)
+    if model is None and station is not None:
+        model = getattr(station, "cache", {}).get("classifier")
+    return model.apply(result) if model is not None else result

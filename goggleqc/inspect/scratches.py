@@ -63,7 +63,7 @@ class ScratchParams:
     """
 
     scales: tuple[float, ...] = (1.0, 1.8)
-    high_sigma: float = 7.0
+    high_sigma: float = 6.0
     low_sigma: float = 3.2
     bright_factor: float = 1.5
     bright: bool = True
@@ -71,8 +71,8 @@ class ScratchParams:
     min_elongation: float = 2.5
     link_gap_px: float = 14.0
     link_angle_deg: float = 25.0
-    min_mean_sigma: float = 4.2
-    long_px: int = 14
+    min_mean_sigma: float = 3.8
+    long_px: int = 12
 
 
 def _kernels(sigma: float):
@@ -306,9 +306,9 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     exclude : (m, n) bool ndarray, optional
         Working-grid pixels that belong to found spots: the rim of a round spot answers a
         line filter, but is not a scratch.
-    claimed : (m, n) bool ndarray, optional
-        Filled with the working-grid pixels of the reported scratches (grown by 2 px), so the
-        spot detector can leave the pieces of a scratch alone.
+    claimed : (m, n) uint16 ndarray, optional
+        Zeros in; out, the working-grid pixels of the reported scratches (grown by 2 px) hold
+        the scratch's index + 1, so the spot detector can leave the pieces of a scratch alone.
 
     Returns
     -------
@@ -360,9 +360,9 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
             found.append(sc)
             if claimed is not None:
                 for p in members:
-                    claimed[p.ys, p.xs] = True
+                    claimed[p.ys, p.xs] = len(found)
     if claimed is not None:
-        claimed[:] = cv2.dilate(claimed.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+        claimed[:] = cv2.dilate(claimed, np.ones((5, 5), np.uint8))
     return found
 
 

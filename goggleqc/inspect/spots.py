@@ -206,13 +206,27 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     scratch_params = scratch_params or ScratchParams()
     spot_params = spot_params or SpotParams()
     first = find_spots(rel, zone_of=zone_of, pixel_size_mm=pixel_size_mm, params=spot_params)
-    claimed = np.zeros(rel.rel.shape, bool)
-    scratches = find_scratches(rel, zone_of=zone_of, pixel_size_mm=pixel_size_mm, params=scratch_params,
-                               exclude=spot_mask(first, rel.rel.shape, rel.scale, rel.origin), claimed=claimed)
+    claimed = np.zeros(rel.rel.shape, np.uint16)
+    found = find_scratches(rel, zone_of=zone_of, pixel_size_mm=pixel_size_mm, params=scratch_params,
+                           exclude=spot_mask(first, rel.rel.shape, rel.scale, rel.origin), claimed=claimed)
+    # a "scratch" that fits inside a spot (grown by half) is that spot's rim or the spot itself
+    scratches = [sc for sc in found if not any(_inside(sc.bbox_px, _grown(sp.bbox_px, 0.5)) for sp in first)]
+    kept = {i + 1 for i, sc in enumerate(found) if sc in scratches}
     f = rel.scale
     h, w = claimed.shape
     ox, oy = rel.origin
     spots = [sp for sp in first
-             if not claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
-                            min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))]]
+             if claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
+                        min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))] not in kept]
     return scratches, spots
+
+
+def _grown(bbox, frac: float) -> list[float]:
+    x0, y0, x1, y1 = bbox
+    dx, dy = (x1 - x0) * frac / 2, (y1 - y0) * frac / 2
+    return [x0 - dx, y0 - dy, x1 + dx, y1 + dy]
+
+
+def _inside(a, b, pad: float = 2.0) -> bool:
+    """True when box ``a`` lies within box ``b`` grown by ``pad`` px."""
+    return a[0] >= b[0] - pad and a[1] >= b[1] - pad and a[2] <= b[2] + pad and a[3] <= b[3] + pad

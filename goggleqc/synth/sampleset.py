@@ -43,6 +43,8 @@ class SampleSetOptions:
     colour: bool = False
     spec: str = DEFAULT_SPEC
     fog_sequence: bool = False
+    #: defects per lens; None draws a realistic mix (about a third of lenses defect-free)
+    defects: int | None = None
 
     def check(self) -> None:
         if self.count < 0:
@@ -128,7 +130,7 @@ def write_sample_set(out_dir: Path, options: SampleSetOptions,
     with open(out_dir / "truth.jsonl", "w", encoding="utf-8") as fh:
         for i in range(options.count):
             lens_rng = np.random.default_rng([options.seed, 1, i])
-            spec_i = random_lens(lens_rng, station)
+            spec_i = random_lens(lens_rng, station, defects=options.defects)
             name = f"lens_{i:04d}{suffix}"
             image, rec = render_lens(station, spec_i, lens_rng, name=name, limits=spec)
             write_image(lenses / name, image)

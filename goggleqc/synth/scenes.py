@@ -3,7 +3,9 @@
 Every draw comes from a numpy Generator, so a seed gives the same station and lenses.
 Ranges follow station-model.md: pixel sizes 0.03–0.10 mm, traps 4–8 mm, haze 0–10 %,
 τ 0.85–0.93 for clear lenses (some tinted or failing), scratch contrast 3–40 %, coating
-contrast 0.5–5 %, exposure drift of a few percent.
+contrast 0.5–5 %, exposure drift of a few percent. Pattern targets are defocused by up to
+0.2 period (Gaussian σ), which keeps at least ~45 % of the fundamental's contrast: a station
+would not choose a target whose pattern it can barely see.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def random_station(rng: np.random.Generator, *, width: int = 1280, height: int =
                    pattern=pattern or str(rng.choice(["checker", "grid", "stripes"], p=[0.45, 0.45, 0.1])),
                    period_mm=period, angle_deg=float(rng.uniform(0, 90)), modulation=float(rng.uniform(0.4, 0.95)),
                    line_frac=float(rng.uniform(0.15, 0.4)),
-                   defocus_mm=float(rng.uniform(0.05, 0.3)) if kind_bl == "uniform" else float(rng.uniform(0.0, 0.3)) * period,
+                   defocus_mm=float(rng.uniform(0.05, 0.3)) if kind_bl == "uniform" else float(rng.uniform(0.0, 0.2)) * period,
                    dust=dust, scatter_sigma_mm=float(rng.uniform(12, 40)),
                    scatter_shape=str(rng.choice(["gaussian", "mixture", "exponential"])))
     return StationParams(width=width, height=height, pixel_size_mm=ps, camera=camera, backlight=bl,

@@ -147,7 +147,9 @@ def evaluate(pairs: list[tuple[dict, dict]], spec: Spec, band: GuardBand = Guard
             haze_err.append(abs(res["haze_pct"] - truth["haze_pct"]))
         if truth.get("transmittance_pct") is not None and res.get("transmittance_pct") is not None:
             trans_err.append(abs(res["transmittance_pct"] - truth["transmittance_pct"]))
-        clean = not any(truth.get(k) for k in LISTS)
+        # defect-free: no scratch, spot or coating flaw, and no dull spot (a local haze patch
+        # is a defect too, though it is reported as haze)
+        clean = not any(truth.get(k) for k in LISTS) and not truth.get("truth", {}).get("dull_spots")
         n_clean += clean
         for key in LISTS:
             t_objs, f_objs = truth.get(key, []), res.get(key, [])
