@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from goggleqc.errors import GoggleQCError
 
@@ -34,7 +35,8 @@ def _root() -> None:
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print ``error: message`` and exit with ``code``."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: a message naming `goggleqc[dask]` or a file like `lens[1].png` is not rich markup
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

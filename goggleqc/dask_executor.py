@@ -352,8 +352,10 @@ class DaskRunner:
 
     def __init__(self, scheduler: str | None = None, n_workers: int | None = None, *, total: int | None = None,
                  retries: int = DEFAULT_RETRIES, client: Any = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S, wait_for_workers_s: float = WAIT_FOR_WORKERS_S):
+                 connect_timeout_s: float | None = None, wait_for_workers_s: float | None = None):
         distributed = require_dask()
+        connect_timeout_s = CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+        wait_for_workers_s = WAIT_FOR_WORKERS_S if wait_for_workers_s is None else wait_for_workers_s
         self.scheduler = scheduler
         self.total = total
         self.retries = retries

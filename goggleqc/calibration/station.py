@@ -183,6 +183,13 @@ class Station:
         if bits != self.bits:
             raise InputError(f"{name} is {bits}-bit but the station was calibrated with {self.bits}-bit frames; "
                              "use the same camera bit depth or recalibrate")
+        if not self.finite:
+            raise CalibrationError("the station's flat or dark holds NaN or infinite values; recalibrate this station")
+
+    @cached_property
+    def finite(self) -> bool:
+        """True when the dark and flat maps hold only finite numbers (checked once)."""
+        return bool(np.isfinite(self.flat).all() and np.isfinite(self.dark).all())
 
     def transmission(self, image: np.ndarray) -> np.ndarray:
         """Flat-corrected image ``(I − dark) / B``: ``g·τ`` where the backlight is bright.

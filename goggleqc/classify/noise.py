@@ -46,6 +46,8 @@ DETECTORS = tuple(SCALED_PARAMS)
 CODES = {"scratches": "scratch", "spots": "spot", "coating": "coating"}
 #: default permissive multiplier for the noise run
 PERMISSIVE_SCALE = 0.5
+#: the ladder of multipliers the good lenses are inspected at (geometric, 0.5 to 1)
+LEVELS = (0.5, 0.6, 0.71, 0.84, 1.0)
 #: a lens whose worst limit-breaking response reaches this many default thresholds carries a
 #: real defect, not noise (used to refuse a "good" folder that holds bad lenses)
 CLEAR_DEFECT = 2.0
@@ -202,9 +204,9 @@ class NoiseSample:
         return {zone: float(np.quantile(v, q)) if len(v) else 0.0 for zone, v in self.by_zone[det].items()}
 
 
-def measure_noise(images, station, spec: Spec, scale: float = PERMISSIVE_SCALE,
+def measure_noise(images, station, spec: Spec, levels: tuple[float, ...] = LEVELS,
                   base: dict | None = None) -> tuple[NoiseSample, list[LensNoise]]:
-    """Inspect lenses at the permissive multiplier and collect their noise statistics.
+    """Inspect lenses at a ladder of multipliers and collect their noise statistics.
 
     Parameters
     ----------
@@ -213,8 +215,8 @@ def measure_noise(images, station, spec: Spec, scale: float = PERMISSIVE_SCALE,
     station : Station
         The calibrated station.
     spec : Spec
-    scale : float
-        The permissive multiplier, in (0, 1].
+    levels : tuple of float
+        Increasing multipliers; the first is the permissive scale (see :func:`combine_levels`).
     base : dict, optional
         The station's current thresholds table (its other parameters are kept).
 
@@ -227,7 +229,33 @@ def measure_noise(images, station, spec: Spec, scale: float = PERMISSIVE_SCALE,
     """
     from goggleqc.inspect.pipeline import inspect_lens
 
-    detectors = scaled_detectors({d: scale for d in DETECTORS}, base)
-    lenses = [lens_noise(inspect_lens(image, station, spec, name=name, detectors=detectors), spec, scale)
-              for name, image in images]
-    return NoiseSample.from_lenses(lenses, scale), lenses
+    levels = tuple(sorted(levels))
+    ladder = [scaled_detectors({d: m for d in DETECTORS}, base) for m in levels]
+    lenses = []
+    for name, image in images:
+        per_level = [lens_noise(inspect_lens(image, station, spec, name=name, detectors=det), spec, m)
+                     for m, det in zip(levels, ladder)]
+        lenses.append(combine_levels(per_level, levels))
+    return NoiseSample.from_lenses(lenses, levels[0]), lenses
+
+
+def combine_levels(per_level: list[LensNoise], levels: tuple[float, ...]) -> LensNoise:
+    """One lens's statistic from inspections at increasing multipliers.
+
+    A limit-breaking object seen at level ``L`` with score ``q`` proves a reject at ``L``, and
+    its peak suggests one up to ``q·L``; the suggestion is trusted only up to the next level,
+    where the next inspection shows what is really still found (hysteresis, length seeding and
+    the mean-response test do not scale with the peak). So
+    ``x = max over L of min(max(q, 1)·L, L_next)``.
+    """
+    first = per_level[0]
+    if first.error is not None:
+        return first
+    by_zone: dict[str, dict[str, float]] = {d: {} for d in DETECTORS}
+    for i, (lens, m) in enumerate(zip(per_level, levels)):
+        cap = levels[i + 1] if i + 1 < len(levels) else np.inf
+        for det, zones in lens.by_zone.items():
+            for zone, value in zones.items():
+                by_zone[det][zone] = max(by_zone[det].get(zone, 0.0), min(value, cap))
+    x = {det: max(z.values(), default=0.0) for det, z in by_zone.items()}
+    return LensNoise(first.name, x, by_zone, first.fixed_fail)

@@ -246,9 +246,13 @@ def tradeoff_curve(good: NoiseSample, bad: NoiseSample, spec: Spec,
     usable = good.subset(~good.fixed_fail)
     active = constrained_detectors(spec)
     points = []
-    for t in targets:
+    previous: dict[str, float] = {}
+    for t in sorted(targets):
         budget = 1.0 - (1.0 - t) ** (1.0 / max(len(active), 1))
         mult = {d: min(quantile_threshold(usable.x[d], budget, usable.scale)[0], MAX_MULTIPLIER) for d in active}
+        # a looser target never raises a threshold (the tail and empirical methods meet unevenly)
+        mult = {d: min(m, previous.get(d, m)) for d, m in mult.items()}
+        previous = mult
         points.append(CurvePoint(t, mult, float(usable.rejected(mult).mean()), false_accept_rate(bad, mult)))
     return points
 

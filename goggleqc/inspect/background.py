@@ -124,6 +124,8 @@ class _StationMaps:
     """Per-station work, done once: working-grid dark, 1/B, u = B_ref/B, B/B_ref, √(B/B_ref)."""
 
     def __init__(self, station, scale: int):
+        if not (np.isfinite(station.flat).all() and np.isfinite(station.dark).all()):
+            raise CalibrationError("the station's flat or dark holds NaN or infinite values; recalibrate this station")
         dark = reduce_image(station.dark, scale)
         flat = reduce_image(station.flat, scale)
         lit = flat > 0

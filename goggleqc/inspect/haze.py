@@ -54,7 +54,7 @@ TRAP_SAMPLES_ACROSS = 40
 #: station's noise model (or of the median region, without one) is not used
 RESIDUAL_LIMIT = 1.3
 #: a region counts as worse than the central zone only beyond this many noise σ
-WORST_SIGMAS = 1.5
+WORST_SIGMAS = 2.5
 #: at most this many samples for the pattern grid (binned 2×2 as often as needed)
 PATTERN_MAX_SAMPLES = 200_000
 

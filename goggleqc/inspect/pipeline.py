@@ -72,11 +72,11 @@ def check_exposure(image: np.ndarray, name: str = "image") -> None:
     """Refuse a blank (no light) or saturated frame with a message that says which."""
     lo, hi = float(image.min()), float(image.max())
     full = 255.0 if image.dtype == np.uint8 else 65535.0
-    if hi - lo < 0.02 * max(hi, 1.0) or hi < 0.01 * full:
-        raise InputError(f"{name}: the frame is blank (values {lo:g}–{hi:g}); is the backlight on and the lens cap off?")
     top = np.count_nonzero(image[::4, ::4] == hi) / image[::4, ::4].size
     if top > SATURATED_FRACTION and hi >= (250 if image.dtype == np.uint8 else 1000):
         raise InputError(f"{name}: the frame is saturated ({top:.0%} of pixels at {hi:g}); lower the exposure or gain")
+    if hi - lo < 0.02 * max(hi, 1.0) or hi < 0.01 * full:
+        raise InputError(f"{name}: the frame is blank (values {lo:g}–{hi:g}); is the backlight on and the lens cap off?")
 
 
 def error_result(name: str, message: str, *, lens_found: bool = True) -> Result:
@@ -138,7 +138,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
             detectors = Detectors.from_thresholds(station.thresholds if station is not None else None)
         region = find_lens(image, station, marginal_mm=spec.marginal_width_mm, pixel_size_mm=ps)
         lap("lens")
-    except InputError as exc:
+    except GoggleQCError as exc:
         return error_result(name, str(exc), lens_found="no lens" not in str(exc))
 
     try:
