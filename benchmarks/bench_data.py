@@ -42,7 +42,7 @@ def set_folder(width: int, height: int, *, bits: int = 8, backlight: str = "unif
 
 def load_or_render(width: int, height: int, *, bits: int = 8, backlight: str = "uniform", count: int = 4,
                    seed: int = 0, defects: int | None = None, kinds: tuple[str, ...] | None = None,
-                   tag: str = "mix") -> SyntheticSet:
+                   pixel_size_mm: float | None = None, tag: str = "mix") -> SyntheticSet:
     """A :class:`SyntheticSet` from ``.cache/bench``, rendering and caching it on first use."""
     folder = set_folder(width, height, bits=bits, backlight=backlight, count=count, seed=seed, tag=tag)
     done = folder / "truths.json"
@@ -52,7 +52,7 @@ def load_or_render(width: int, height: int, *, bits: int = 8, backlight: str = "
         truths = json.loads(done.read_text())
         return SyntheticSet(station=station, frames=frames, truths=truths)
     data = synthetic_set(width, height, bits=bits, backlight=backlight, count=count, seed=seed,
-                         defects=defects, kinds=kinds)
+                         defects=defects, kinds=kinds, pixel_size_mm=pixel_size_mm)
     folder.mkdir(parents=True, exist_ok=True)
     data.station.save(folder / "station", force=True)
     for i, frame in enumerate(data.frames):
@@ -60,7 +60,7 @@ def load_or_render(width: int, height: int, *, bits: int = 8, backlight: str = "
     done.write_text(json.dumps(data.truths, default=_jsonable))  # written last: marks the cache complete
     # reload so that cached and fresh runs time the same Station (e.g. the saved scatter map)
     return load_or_render(width, height, bits=bits, backlight=backlight, count=count, seed=seed,
-                          defects=defects, kinds=kinds, tag=tag)
+                          defects=defects, kinds=kinds, pixel_size_mm=pixel_size_mm, tag=tag)
 
 
 def _jsonable(obj):

@@ -62,6 +62,12 @@ DEFAULT_RETRIES = 2
 CONNECT_TIMEOUT_S = 10.0
 WAIT_FOR_WORKERS_S = 60.0
 
+#: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it at all turns off
+#: glibc's dynamic mmap threshold, so every frame-sized array is a fresh mmap and page-faulted
+#: in: the pipeline ran at half speed (640×512 px: 19 instead of 38 images/s on one core,
+#: measured). Unset here for the LocalCluster; docs/cluster.md says how to unset it on workers.
+LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
 CLUSTER_HINT = ("with --executor dask the images, and OUT_DIR when overlays are written, must be reachable at the "
                 "same path from every worker (or pass --overlays none)")
 
@@ -145,6 +151,11 @@ def inspect_chunk(job: ImageJob, paths: Sequence[str], done: Mapping[str, str] |
     chunk_job = replace(job, done=dict(done) if done else None)
     outcomes = [chunk_job(p) for p in paths]
     return ChunkResult(outcomes, time.perf_counter() - t0, os.getpid())
+
+
+def _warm_up() -> None:
+    """Import the pipeline (and OpenCV, scikit-image) in a worker process."""
+    import goggleqc.inspect.pipeline  # noqa: F401
 
 
 @dataclass
@@ -238,9 +249,10 @@ def run_batch_dask(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Se
     def n_threads() -> int:
         return max(1, sum(client.nthreads().values()))
 
+    s_per_image: float | None = None  # recent worker seconds per image (EWMA over tasks)
+
     def submit_more(threads: int) -> None:
         nonlocal exhausted, submitted, pending
-        s_per_image = summary.busy_s / (summary.n_done + summary.n_skipped) if summary.n_tasks else None
         while not exhausted and not stop.is_set() and pending < TASKS_IN_FLIGHT_PER_THREAD * threads:
             remaining = total - submitted if total is not None else None
             n = chunk_size(s_per_image, n_threads=threads, remaining=remaining, target_s=target_task_s)
@@ -260,6 +272,11 @@ def run_batch_dask(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Se
             pending += 1
 
     def handle(result: ChunkResult) -> None:
+        nonlocal s_per_image
+        if result.outcomes:
+            # weighted towards recent tasks: a worker's first task also pays its imports
+            recent = result.busy_s / len(result.outcomes)
+            s_per_image = recent if s_per_image is None else 0.5 * s_per_image + 0.5 * recent
         summary.n_tasks += 1
         summary.busy_s += result.busy_s
         summary.worker_pids.add(result.pid)
@@ -354,6 +371,7 @@ class DaskRunner:
                  retries: int = DEFAULT_RETRIES, client: Any = None,
                  connect_timeout_s: float | None = None, wait_for_workers_s: float | None = None):
         distributed = require_dask()
+        import dask.config as dask_config
         connect_timeout_s = CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
         wait_for_workers_s = WAIT_FOR_WORKERS_S if wait_for_workers_s is None else wait_for_workers_s
         self.scheduler = scheduler
@@ -375,8 +393,10 @@ class DaskRunner:
             # the dashboard needs bokeh; without it there is nothing to serve
             dashboard = ":0" if importlib.util.find_spec("bokeh") else None
             try:
-                self.cluster = distributed.LocalCluster(n_workers=n_workers or _usable_cores(), threads_per_worker=1,
-                                                        processes=True, dashboard_address=dashboard)
+                with dask_config.set(LOCAL_CLUSTER_CONFIG):
+                    self.cluster = distributed.LocalCluster(n_workers=n_workers or _usable_cores(),
+                                                            threads_per_worker=1, processes=True,
+                                                            dashboard_address=dashboard)
             except (RuntimeError, OSError) as exc:
                 raise InputError(f"cannot start a local Dask cluster ({exc}); run with --executor local, or start "
                                  "a scheduler and workers and pass --scheduler") from None
@@ -387,6 +407,8 @@ class DaskRunner:
             self.close()
             raise InputError(f"--scheduler {scheduler}: no worker joined within {wait_for_workers_s:.0f} s ({exc}); "
                              f"start workers with `dask worker {scheduler}`") from None
+        # import the pipeline on the workers now, so the first tasks measure inspection, not imports
+        self.client.run(_warm_up)
 
     @property
     def n_threads(self) -> int:

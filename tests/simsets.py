@@ -7,6 +7,7 @@ and later runs; the key holds every parameter, so a changed parameter makes a ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from functools import lru_cache
@@ -21,11 +22,22 @@ from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "sets"
 
 
+@lru_cache(maxsize=1)
+def _synth_version() -> str:
+    """A digest of the simulator's source: a changed simulator makes new sets."""
+    import goggleqc.synth
+
+    digest = hashlib.sha1()
+    for path in sorted(Path(goggleqc.synth.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def sample_set(count: int, seed: int, backlight: str, size=(480, 384), pixel_size_mm: float = 0.1,
                bits: int = 8, defects: int | None = None) -> Path:
     """The folder of a cached sample set (written on first use); ``defects=0`` makes a
     defect-free set."""
-    key = f"n{count}_s{seed}_{backlight}_{size[0]}x{size[1]}_{pixel_size_mm}_{bits}bit_d{defects}"
+    key = f"n{count}_s{seed}_{backlight}_{size[0]}x{size[1]}_{pixel_size_mm}_{bits}bit_d{defects}_{_synth_version()}"
     folder = CACHE / key
     if not (folder / "truth.jsonl").exists() or not (folder / "station" / "station.toml").exists():
         tmp = folder.with_name(key + ".tmp")

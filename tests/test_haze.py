@@ -8,6 +8,7 @@ calibrated from files with goggleqc's own calibration (dark, flat, five haze pla
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def _station(kind: str, seed: int, size, ps: float, bits: int = 8):
     if key in _BUILT:
         return _BUILT[key]
     sim = _sim(kind, seed, size, ps, bits)
-    folder = CACHE / f"{kind}_s{seed}_{size[0]}x{size[1]}_{ps:g}_b{bits}"
+    # the simulator's parameters are part of the key: a changed simulator renders new frames
+    digest = hashlib.sha1(json.dumps(sim.params.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    folder = CACHE / f"{kind}_s{seed}_{size[0]}x{size[1]}_{ps:g}_b{bits}_{digest}"
     if not (folder / "done").exists():
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([seed, 9])

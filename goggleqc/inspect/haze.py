@@ -341,7 +341,14 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
         return blocks(sub.astype(np.float32)) >= 0.999
 
     inside = wholly(mask)
-    on_lens = wholly(lens_mask) if lens_mask is not None else inside
+    if lens_mask is not None:
+        # the one-period local mean must not reach the frame: keep a period clear of the edge
+        r = int(np.ceil(station.pattern.period_px if station.pattern is not None else 8))
+        clear = cv2.erode((lens_mask >= 0.5).view(np.uint8) if lens_mask.dtype == bool else (lens_mask >= 0.5).astype(np.uint8),
+                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        on_lens = wholly(clear) | inside
+    else:
+        on_lens = inside
     k = min(BLOCKS_PER_REGION, nb[0], nb[1])
     # a region is centred in the zone and reads the lens blocks it covers (at least half of
     # it): a small central zone, such as one eye of a two-lens goggle, still has regions
@@ -350,7 +357,7 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     covered = _window_sums(on_lens.astype(np.float64), k)
     c0 = k // 2
     centred = inside[c0: c0 + covered.shape[0], c0: c0 + covered.shape[1]]
-    valid = centred & (covered >= 0.5 * k * k)
+    valid = centred & (covered >= 0.75 * k * k)
     hmap, msr, sigma = _contrast_fit(*win)
     noise = station.noise_model
     if noise is not None:

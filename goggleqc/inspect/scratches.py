@@ -73,6 +73,8 @@ class ScratchParams:
     link_angle_deg: float = 25.0
     min_mean_sigma: float = 3.8
     long_px: int = 12
+    crowd: int = 30
+    crowd_factor: float = 2.5
 
 
 def _kernels(sigma: float):
@@ -353,7 +355,14 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
                 p = _piece(gy, gx, z, polarity)
                 if p is not None:
                     pieces.append(p)
-    for group in _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid):
+    groups = _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid)
+    if len(groups) > params.crowd:
+        # dozens of "lines" are the background's own residue (an uncalibrated pattern's cell
+        # edges): a scratch must stand out of that crowd, not just out of the noise
+        strength = [max(pieces[i].zmax for i in g) for g in groups]
+        floor = params.crowd_factor * float(np.median(strength))
+        groups = [g for g, z in zip(groups, strength) if z >= floor]
+    for group in groups:
         members = [pieces[i] for i in group]
         sc = _measure(members, rel, z, ds, f, zone_of, pixel_size_mm, params)
         if sc is not None:

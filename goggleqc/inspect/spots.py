@@ -48,6 +48,9 @@ class SpotParams:
         departures belong to the coating detector.
     min_contrast : float
         Fainter blobs (mean τ drop over the disc) are not spots.
+    crowd, crowd_factor : int, float
+        When more than ``crowd`` candidates pass, only those ``crowd_factor`` times stronger
+        than their median are spots: the rest is structure the background model left.
     """
 
     scales: tuple[float, ...] = (0.8, 1.6, 3.2)
@@ -57,6 +60,8 @@ class SpotParams:
     min_diameter_px: float = 1.0
     max_diameter_px: float = 60.0
     min_contrast: float = 0.03
+    crowd: int = 25
+    crowd_factor: float = 2.5
 
 
 def _dog(d: np.ndarray, s: float) -> np.ndarray:
@@ -128,6 +133,12 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
         if exclude is not None:
             peaks &= ~exclude
         ys, xs = np.nonzero(peaks)
+        if len(ys) > params.crowd:
+            # dozens of "spots" are the background's own residue (an uncalibrated pattern's
+            # corners): a real spot must stand out of that crowd, not just out of the noise
+            zs = zp[ys, xs]
+            strong = zs >= params.crowd_factor * float(np.median(zs))
+            ys, xs = ys[strong], xs[strong]
         order = np.argsort(-zp[ys, xs])
         taken: list[tuple[float, float, float]] = []
         for y, x in zip(ys[order], xs[order]):
