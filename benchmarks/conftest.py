@@ -77,4 +77,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Record the exact command that produced the file, for docs/performance.md."""
-    output_json["command"] = "python -m pytest " + " ".join(config.invocation_params.args)
+    import shlex
+
+    output_json["command"] = "python -m pytest " + shlex.join(config.invocation_params.args)

@@ -161,6 +161,8 @@ def group_table(benches: list[dict]) -> list[str]:
         ei = b.get("extra_info", {})
         notes = ", ".join(f"goggleqc {_fmt(ei[k])}× faster" if k == "speed_ratio" else f"{label} {_fmt(ei[k])}"
                           for k, label in NOTE_KEYS if k in ei)
+        if not notes:  # a benchmark this script does not know: show its scalar extra_info as is
+            notes = ", ".join(f"{k} {_fmt(v)}" for k, v in ei.items() if isinstance(v, (int, float, str)))
         stages = {k[6:-3]: v for k, v in ei.items() if k.startswith("stage_") and k.endswith("_ms") and k != "stage_total_ms"}
         if stages and "fit_r2" not in ei:
             notes += ("; " if notes else "") + "stages ms: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stages.items())

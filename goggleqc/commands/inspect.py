@@ -184,8 +184,10 @@ def inspect(
         station = None
         if station_dir is not None:
             from goggleqc.calibration.station import Station
+            from goggleqc.classify.model import attach_model
 
             station = Station.load(station_dir)
+            attach_model(station)  # a learned model in the folder, if one was fitted
         out = Path(out)
         _probe_writable(out, "results")
         db_path = Path(db) if db is not None else out / "results.sqlite"

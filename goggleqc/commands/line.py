@@ -113,8 +113,10 @@ def line(
         reference = None
         if station_dir is not None:
             from goggleqc.calibration.station import Station
+            from goggleqc.classify.model import attach_model
 
             station = Station.load(station_dir)
+            attach_model(station)  # a learned model in the folder, if one was fitted
             reference = reduce_frame(station.dark + station.flat)  # the empty fixture, as calibrated
         inspect_fn = make_inspect_fn(station, spec, pixel_size)
         out.mkdir(parents=True, exist_ok=True)

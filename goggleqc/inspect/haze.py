@@ -343,10 +343,11 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     inside = wholly(mask)
     if lens_mask is not None:
         # the one-period local mean must not reach the frame: keep a period clear of the edge
-        r = int(np.ceil(station.pattern.period_px if station.pattern is not None else 8))
-        clear = cv2.erode((lens_mask >= 0.5).view(np.uint8) if lens_mask.dtype == bool else (lens_mask >= 0.5).astype(np.uint8),
-                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-        on_lens = wholly(clear) | inside
+        # (eroded on the block grid, where it costs nothing)
+        period = station.pattern.period_px if station.pattern is not None else 8.0
+        r = int(np.ceil(period / (plan.block * f)))
+        clear = cv2.erode(wholly(lens_mask).view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        on_lens = clear.view(bool) | inside
     else:
         on_lens = inside
     k = min(BLOCKS_PER_REGION, nb[0], nb[1])

@@ -119,36 +119,6 @@ def _noise_gain(sigma: float) -> float:
     return float(np.sqrt(np.mean(resp[16:-16, 16:-16] ** 2)))
 
 
-def noise_sigma(d: np.ndarray, valid: np.ndarray) -> float:
-    """Robust pixel noise of the whitened departure (MAD of a 2-px difference, / √2)."""
-    diff = d[:, 2:] - d[:, :-2]
-    ok = valid[:, 2:] & valid[:, :-2]
-    vals = diff[::2, ::2][ok[::2, ::2]]
-    if vals.size < 50:
-        return 1.0
-    return float(1.4826 * np.median(np.abs(vals)) / np.sqrt(2)) or 1e-6
-
-
-#: window (working px) over which the local noise level is measured
-_LOCAL_NOISE_WINDOW = 15
-
-
-def local_noise(d: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """Local noise σ of ``d``, never below the global ``sigma``.
-
-    Where the background model leaves structure behind (the edges of an uncalibrated
-    backlight pattern, a shadowed rim), the residual is larger than the pixel noise; judging
-    responses against the local level there keeps that structure from becoming defects. The
-    mean absolute value is clipped at 3σ first, so a scratch does not raise its own level.
-    """
-    a = np.minimum(np.abs(d), np.float32(3 * sigma))
-    k = (_LOCAL_NOISE_WINDOW, _LOCAL_NOISE_WINDOW)
-    num = cv2.boxFilter(a, -1, k, borderType=cv2.BORDER_REFLECT)
-    den = cv2.boxFilter(valid.astype(np.float32), -1, k, borderType=cv2.BORDER_REFLECT)
-    mean_abs = num / np.maximum(den, np.float32(1e-3))
-    return np.maximum(mean_abs * np.float32(1.2533), np.float32(sigma))  # E|x| = σ·√(2/π)
-
-
 def line_response(rel: Relative, scales: tuple[float, ...] = (1.0, 1.8)):
     """Line response ``z`` in noise σ (positive dark, negative bright) over ``scales``.
 
@@ -156,10 +126,7 @@ def line_response(rel: Relative, scales: tuple[float, ...] = (1.0, 1.8)):
     the line at any pixels (from the scale that answered best there), ``ds`` (the lightly
     smoothed whitened departure, for the bar test) and the pixel noise ``σ``.
     """
-    d = (np.float32(1.0) - rel.rel) * rel.weight
-    d[~rel.valid] = 0
-    sigma = noise_sigma(d, rel.valid)
-    local = local_noise(d, rel.valid, sigma)
+    d, sigma, local = rel.whitened
     z = best = None
     hessians = []
     for i, s in enumerate(scales):

@@ -23,7 +23,6 @@ import numpy as np
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import Relative
 from goggleqc.inspect.results import Spot
-from goggleqc.inspect.scratches import local_noise, noise_sigma
 
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
 OPTICS_VAR_PX2 = 0.8
@@ -47,7 +46,8 @@ class SpotParams:
         Blobs outside this diameter range (full-resolution px) are not spots; wider, fainter
         departures belong to the coating detector.
     min_contrast : float
-        Fainter blobs (mean τ drop over the disc) are not spots.
+        Fainter blobs (mean τ drop over the disc) are not spots: a departure of a few percent
+        over millimetres is a coating flaw (0.5–5 %, station-model §3), the coating detector's.
     crowd, crowd_factor : int, float
         When more than ``crowd`` candidates pass, only those ``crowd_factor`` times stronger
         than their median are spots: the rest is structure the background model left.
@@ -59,7 +59,7 @@ class SpotParams:
     max_elongation: float = 1.8
     min_diameter_px: float = 1.0
     max_diameter_px: float = 60.0
-    min_contrast: float = 0.03
+    min_contrast: float = 0.08
     crowd: int = 25
     crowd_factor: float = 2.5
 
@@ -79,10 +79,7 @@ def _gain(s: float) -> float:
 def blob_response(rel: Relative, scales: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, float]:
     """Max-over-scales centre-surround response in noise σ (positive = dark), the index of
     the scale that gave it, and the pixel noise σ of the whitened departure."""
-    d = (np.float32(1.0) - rel.rel) * rel.weight
-    d[~rel.valid] = 0
-    sigma = noise_sigma(d, rel.valid)
-    local = local_noise(d, rel.valid, sigma)
+    d, sigma, local = rel.whitened
     z = best = None
     for i, s in enumerate(scales):
         zs = _dog(d, s) / (local * np.float32(_gain(s)))

@@ -1,0 +1,67 @@
+"""Accuracy of goggleqc against simulator truth, as the README's table.
+
+    python benchmarks/accuracy_report.py --size 2448x2048 --pixel-size 0.04 --count 40
+
+Writes sample sets (with goggleqc's own calibration) under .cache/sets/, inspects them
+end to end and prints a markdown table: one column per backlight, the issue 4 measures in
+rows. The same code (tests/simsets.py, goggleqc.synth.scoring) backs tests/test_accuracy.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from simsets import inspected, sample_set  # noqa: E402
+
+from goggleqc.spec import load_spec  # noqa: E402
+from goggleqc.synth.scoring import evaluate  # noqa: E402
+
+ROWS = [
+    ("haze MAE, with plates (pp)", "haze_mae_pp", None),
+    ("haze MAE, without plates (pp)", "haze_mae_pp", "raw"),
+    ("transmittance MAE (pp)", "transmittance_mae_pp", None),
+    ("scratch recall, ≥ 1 mm, ≥ 5 %", "recall_scratch_1mm", None),
+    ("scratch recall, 0.5–1 mm", "recall_scratch_05_1mm", None),
+    ("median scratch length error", "median_length_error", None),
+    ("spot recall, ≥ 0.2 mm, ≥ 30 %", "recall_spot", None),
+    ("coating recall, ≥ 4 mm², ≥ 1.5 %", "recall_coating", None),
+    ("false scratches per defect-free lens", "false_scratches_per_clean_lens", None),
+    ("false spots per defect-free lens", "false_spots_per_clean_lens", None),
+    ("false coating defects per defect-free lens", "false_coating_per_clean_lens", None),
+    ("false accepts (outside the guard band)", "false_accept_rate", None),
+    ("false rejects (outside the guard band)", "false_reject_rate", None),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="480x384")
+    ap.add_argument("--pixel-size", type=float, default=0.1)
+    ap.add_argument("--count", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=101)
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    cols = {}
+    for i, backlight in enumerate(("uniform", "pattern")):
+        folder = sample_set(args.count, args.seed + 101 * i, backlight, size=(w, h), pixel_size_mm=args.pixel_size)
+        spec = load_spec(folder / "spec.toml")
+        cols[backlight] = (evaluate(inspected(folder), spec), evaluate(inspected(folder, plates=False), spec))
+    print(f"| {w}×{h}, {args.pixel_size} mm/px, {args.count} lenses each | uniform (traps) | pattern |")
+    print("|---|---|---|")
+    for label, key, variant in ROWS:
+        cells = []
+        for m, raw in cols.values():
+            v = (raw if variant == "raw" else m)[key]
+            cells.append("–" if v is None else f"{v:.3f}" if "mae" in key or "per_clean" in key or "error" in key else f"{100 * v:.1f} %")
+        print(f"| {label} | {' | '.join(cells)} |")
+    counts = [f"{m['n_scratch_1mm']} scratches, {m['n_spot']} spots, {m['n_coating']} coating defects, "
+              f"{m['defect_free_lenses']} defect-free" for m, _ in cols.values()]
+    print(f"\nscored objects: uniform {counts[0]}; pattern {counts[1]}")
+
+
+if __name__ == "__main__":
+    main()
