@@ -29,7 +29,6 @@ from skimage.filters import apply_hysteresis_threshold, sato
 from skimage.measure import label, regionprops
 
 from bench_data import SIZES, load_or_render, record_stage_calls
-from goggleqc.benchmarking import median_time_s
 from goggleqc.inspect.background import Relative
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import DEFAULT_SPEC, load_spec

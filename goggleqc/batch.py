@@ -389,6 +389,38 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def record_outcome(outcome: "Outcome", sinks, summary: "BatchSummary", *, on_skip=None, on_record=None,
+                   error_log=None) -> None:
+    """Write one image's outcome to every sink and count it (the local and Dask runners share this).
+
+    Raises OutputError when a sink cannot write (disk full, read-only, SQLite I/O error); the
+    records written before are kept and ``--resume`` carries on from there.
+    """
+    if outcome.skipped:
+        summary.n_skipped += 1
+        if on_skip:
+            on_skip(outcome.path, summary)
+        return
+    record = outcome.record
+    if outcome.traceback and error_log is not None:
+        with open(error_log, "a", encoding="utf-8") as fh:
+            fh.write(f"--- {outcome.path}\n{outcome.traceback}\n")
+    try:
+        for sink in sinks:
+            sink.write(record)
+    except OSError as exc:
+        raise OutputError(f"cannot write results ({exc.strerror or exc}); the records before "
+                          f"{outcome.path} are saved: free space or fix the folder, then rerun with --resume") from None
+    except Exception as exc:
+        if type(exc).__module__ == "sqlite3":  # disk full or I/O error inside SQLite
+            raise OutputError(f"cannot write the results database ({exc}); the records before "
+                              f"{outcome.path} are saved: fix it, then rerun with --resume") from None
+        raise
+    summary.add(record["verdict"])
+    if on_record:
+        on_record(record, summary)
+
+
 def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequence[Sink], workers: int = DEFAULT_WORKERS,
               *, overlays: str = "none", out_dir: str | Path | None = None, done: Mapping[str, str] | None = None,
               max_in_flight: int | None = None, on_record: Callable[[dict[str, Any], BatchSummary], None] | None = None,
@@ -467,29 +499,7 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
             raise
         except OSError as exc:
             raise OutputError(f"cannot write results ({exc.strerror or exc})") from None
-        if outcome.skipped:
-            summary.n_skipped += 1
-            if on_skip:
-                on_skip(outcome.path, summary)
-            return
-        record = outcome.record
-        if outcome.traceback and error_log is not None:
-            with open(error_log, "a", encoding="utf-8") as fh:
-                fh.write(f"--- {outcome.path}\n{outcome.traceback}\n")
-        try:
-            for sink in sinks:
-                sink.write(record)
-        except OSError as exc:
-            raise OutputError(f"cannot write results ({exc.strerror or exc}); the records before "
-                              f"{outcome.path} are saved: free space or fix the folder, then rerun with --resume") from None
-        except Exception as exc:
-            if type(exc).__module__ == "sqlite3":  # disk full or I/O error inside SQLite
-                raise OutputError(f"cannot write the results database ({exc}); the records before "
-                                  f"{outcome.path} are saved: fix it, then rerun with --resume") from None
-            raise
-        summary.add(record["verdict"])
-        if on_record:
-            on_record(record, summary)
+        record_outcome(outcome, sinks, summary, on_skip=on_skip, on_record=on_record, error_log=error_log)
 
     try:
         with _StopOnSigint(stop):

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import cv2
 
-from goggleqc.batch import (OVERLAY_MODES, BatchSummary, ImageJob, InspectFn, Outcome, OutputError, Sink,
+from goggleqc.batch import (OVERLAY_MODES, record_outcome, BatchSummary, ImageJob, InspectFn, Outcome, OutputError, Sink,
                             _StopOnSigint, _usable_cores)
 from goggleqc.errors import InputError
 
@@ -285,29 +285,7 @@ def run_batch_dask(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Se
                 summary.n_duplicates += 1
                 continue
             written.add(outcome.path)
-            if outcome.skipped:
-                summary.n_skipped += 1
-                if on_skip:
-                    on_skip(outcome.path, summary)
-                continue
-            record = outcome.record
-            if outcome.traceback and error_log is not None:
-                with open(error_log, "a", encoding="utf-8") as fh:
-                    fh.write(f"--- {outcome.path}\n{outcome.traceback}\n")
-            try:
-                for sink in sinks:
-                    sink.write(record)
-            except OSError as exc:
-                raise OutputError(f"cannot write results ({exc.strerror or exc}); the records before {outcome.path} "
-                                  "are saved: free space or fix the folder, then rerun with --resume") from None
-            except Exception as exc:
-                if type(exc).__module__ == "sqlite3":  # disk full or I/O error inside SQLite
-                    raise OutputError(f"cannot write the results database ({exc}); the records before "
-                                      f"{outcome.path} are saved: fix it, then rerun with --resume") from None
-                raise
-            summary.add(record["verdict"])
-            if on_record:
-                on_record(record, summary)
+            record_outcome(outcome, sinks, summary, on_skip=on_skip, on_record=on_record, error_log=error_log)
 
     try:
         with _StopOnSigint(stop):

@@ -69,3 +69,17 @@ def inspected(folder: Path, plates: bool = True) -> list[tuple[dict, dict]]:
         image = read_image(folder / "lenses" / truth["image"])
         pairs.append((truth, inspect_lens(image, station, spec, name=truth["image"]).to_dict()))
     return pairs
+
+
+def sim_and_station(seed: int, backlight: str, bits: int = 8, size=(320, 256), ps: float = 0.2):
+    """A simulated station and an ideal calibrated Station of it (averaged dark and flats,
+    the true trap or pattern geometry), to test analyses apart from calibration."""
+    import numpy as np
+
+    from goggleqc.benchmarking import calibrate_from_sim
+    from goggleqc.synth import SimStation, random_station
+
+    params = random_station(np.random.default_rng(seed), width=size[0], height=size[1], pixel_size_mm=ps,
+                            backlight=backlight, bits=bits)
+    sim = SimStation(params)
+    return sim, calibrate_from_sim(sim, np.random.default_rng([seed, 7]))

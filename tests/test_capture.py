@@ -4,7 +4,6 @@ the newest-frame grabber, and the watchdog that detects frozen or lost cameras a
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import cv2

@@ -8,22 +8,12 @@ import numpy as np
 import pytest
 
 from goggleqc.calibration.station import Station
+from simsets import sim_and_station as sim_station
 from goggleqc.inspect.coating import CoatingParams, find_coating
 from goggleqc.inspect.lens import find_lens
-from goggleqc.synth import SimStation, random_lens, random_station, render_lens
+from goggleqc.synth import random_lens, render_lens
 from goggleqc.synth.lens import render_masks
 from goggleqc.synth.scenes import random_coating
-
-
-def sim_station(seed: int, backlight: str, bits: int = 8, size=(320, 256), ps: float = 0.2):
-    """A simulated station and a calibrated Station built from its averaged dark and flats."""
-    params = random_station(np.random.default_rng(seed), width=size[0], height=size[1], pixel_size_mm=ps,
-                            backlight=backlight, bits=bits)
-    sim = SimStation(params)
-    rng = np.random.default_rng([seed, 7])
-    flat = np.mean([sim.flat_frame(rng).astype(np.float32) for _ in range(4)], axis=0) - sim.dark_map
-    return sim, Station(dark=sim.dark_map.astype(np.float32), flat=flat.astype(np.float32), bits=bits,
-                        pixel_size_mm=ps, backlight=backlight)
 
 
 def detect(image, station):

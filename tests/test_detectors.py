@@ -14,8 +14,7 @@ import pytest
 from goggleqc.calibration.station import Station, Trap
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
-from goggleqc.synth import LensSpec, Scratch, SimStation, Spot, random_lens, random_station, render_lens
-from goggleqc.synth.lens import render_masks
+from goggleqc.synth import Scratch, SimStation, Spot, random_lens, random_station, render_lens
 from goggleqc.synth.scoring import evaluate
 from goggleqc.synth.station import Camera, StationParams
 

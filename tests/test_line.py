@@ -3,7 +3,6 @@ faulty live camera), averaging, manual/continuous modes, recording, and the CLI 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3

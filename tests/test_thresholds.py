@@ -20,9 +20,8 @@ from goggleqc.inspect.pipeline import Detectors, inspect_lens
 from goggleqc.spec import parse_spec
 from goggleqc.synth.render import render_lens
 from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
-from goggleqc.synth.scenes import random_lens, random_spot, random_station
+from goggleqc.synth.scenes import random_lens, random_station
 from goggleqc.synth.station import SimStation
-from goggleqc.synth.lens import render_masks
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "classify"
 SEED = 3

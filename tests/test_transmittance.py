@@ -7,21 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from goggleqc.calibration.station import Station
+from simsets import sim_and_station as sim_station
 from goggleqc.inspect.lens import find_lens
 from goggleqc.inspect.transmittance import measure_transmittance
-from goggleqc.synth import SimStation, random_lens, random_station, render_lens
-
-
-def sim_station(seed: int, backlight: str, bits: int = 8, size=(320, 256), ps: float = 0.2):
-    """A simulated station and a calibrated Station built from its averaged dark and flats."""
-    params = random_station(np.random.default_rng(seed), width=size[0], height=size[1], pixel_size_mm=ps,
-                            backlight=backlight, bits=bits)
-    sim = SimStation(params)
-    rng = np.random.default_rng([seed, 7])
-    flat = np.mean([sim.flat_frame(rng).astype(np.float32) for _ in range(4)], axis=0) - sim.dark_map
-    return sim, Station(dark=sim.dark_map.astype(np.float32), flat=flat.astype(np.float32), bits=bits,
-                        pixel_size_mm=ps, backlight=backlight)
+from goggleqc.synth import random_lens, render_lens
 
 
 @pytest.mark.parametrize("backlight", ["uniform", "pattern"])

@@ -334,20 +334,22 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     lens_stats = (blocks(mi * plan.mz), blocks(mi * plan.mb), blocks(mi * mi), blocks(li))
     allstats = (*lens_stats, *plan.full)
 
-    def wholly(m):  # the blocks wholly inside a mask: a strided look is enough
-        if m is None:
+    def strided(m):  # the mask on the binned grid: a strided look is enough
+        return (m[: plan.rows * f: f, : plan.cols * f: f] >= 0.5).astype(np.uint8)
+
+    def wholly(sub):  # the blocks wholly inside a binned mask
+        if sub is None:
             return np.ones(nb[::-1], bool)
-        sub = m[: plan.rows * f: f, : plan.cols * f: f] >= 0.5
         return blocks(sub.astype(np.float32)) >= 0.999
 
-    inside = wholly(mask)
+    inside = wholly(strided(mask) if mask is not None else None)
     if lens_mask is not None:
         # the one-period local mean must not reach the frame: keep a period clear of the edge
-        # (eroded on the block grid, where it costs nothing)
+        # (eroded on the binned grid, which costs little)
         period = station.pattern.period_px if station.pattern is not None else 8.0
-        r = int(np.ceil(period / (plan.block * f)))
-        clear = cv2.erode(wholly(lens_mask).view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-        on_lens = clear.view(bool) | inside
+        r = max(1, int(round(period / f)))
+        clear = cv2.erode(strided(lens_mask), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        on_lens = wholly(clear) | inside
     else:
         on_lens = inside
     k = min(BLOCKS_PER_REGION, nb[0], nb[1])
