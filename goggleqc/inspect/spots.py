@@ -219,6 +219,10 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
                            exclude=spot_mask(first, rel.rel.shape, rel.scale, rel.origin), claimed=claimed)
     # a "scratch" that fits inside a spot (grown by half) is that spot's rim or the spot itself
     scratches = [sc for sc in found if not any(_inside(sc.bbox_px, _grown(sp.bbox_px, 0.5)) for sp in first)]
+    # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width
+    rings = [sc for sc in scratches if _is_ring(sc)]
+    scratches = [sc for sc in scratches if sc not in rings]
+    first = first + [_ring_spot(sc, pixel_size_mm) for sc in rings]
     kept = {i + 1 for i, sc in enumerate(found) if sc in scratches}
     f = rel.scale
     h, w = claimed.shape
@@ -238,3 +242,17 @@ def _grown(bbox, frac: float) -> list[float]:
 def _inside(a, b, pad: float = 2.0) -> bool:
     """True when box ``a`` lies within box ``b`` grown by ``pad`` px."""
     return a[0] >= b[0] - pad and a[1] >= b[1] - pad and a[2] <= b[2] + pad and a[3] <= b[3] + pad
+
+
+def _is_ring(sc) -> bool:
+    """True for a line that closes on itself: about as wide as tall, and running ≥ 2.6× that."""
+    w, h = sc.bbox_px[2] - sc.bbox_px[0], sc.bbox_px[3] - sc.bbox_px[1]
+    return min(w, h) >= 0.6 * max(w, h) and sc.length_px >= 2.6 * max(w, h)
+
+
+def _ring_spot(sc, pixel_size_mm) -> Spot:
+    w, h = sc.bbox_px[2] - sc.bbox_px[0], sc.bbox_px[3] - sc.bbox_px[1]
+    d = float((w + h) / 2)
+    return Spot(diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
+                diameter_mm=d * pixel_size_mm if pixel_size_mm else None, kind="ring",
+                polarity=sc.polarity, score=sc.score)
