@@ -71,9 +71,14 @@ def _backlit(masks: LensMasks, bbox, cover: np.ndarray) -> float:
 
 
 def _zone(inside_mm: np.ndarray, bbox, cover: np.ndarray, marginal_mm: float) -> str:
+    return "central" if _central_depth(inside_mm, bbox, cover, marginal_mm) >= 0 else "marginal"
+
+
+def _central_depth(inside_mm: np.ndarray, bbox, cover: np.ndarray, marginal_mm: float) -> float:
+    """How far (mm) the defect reaches into the central zone; negative: how far it stays out."""
     x0, y0, x1, y1 = bbox
     region = inside_mm[y0:y1, x0:x1][cover > 0.05]
-    return "central" if region.size and float(region.max()) >= marginal_mm else "marginal"
+    return float(region.max()) - marginal_mm if region.size else -marginal_mm
 
 
 def _scratch(sc: Scratch, tau, haze, masks: LensMasks, ps: float, marginal: float):
@@ -102,7 +107,8 @@ def _scratch(sc: Scratch, tau, haze, masks: LensMasks, ps: float, marginal: floa
                      zone=_zone(masks.inside_mm, bbox, cover, marginal), bbox_px=tb,
                      length_mm=length_px * ps, width_mm=sc.width_px * ps), \
         {"shape": sc.shape, "points_px": pts.round(2).tolist(), "broken": sc.dash_px is not None,
-         "material_contrast": sc.contrast, "backlit": _backlit(masks, bbox, cover)}
+         "material_contrast": sc.contrast, "backlit": _backlit(masks, bbox, cover),
+         "central_depth_mm": _central_depth(masks.inside_mm, bbox, cover, marginal)}
 
 
 def _spot(sp: Spot, tau, haze, masks: LensMasks, ps: float, marginal: float):
@@ -131,7 +137,8 @@ def _spot(sp: Spot, tau, haze, masks: LensMasks, ps: float, marginal: float):
         _apply(haze, bbox, 0.3 * sp.contrast * outer, "add")
     tb = [int(np.floor(sp.x_px - r)), int(np.floor(sp.y_px - r)), int(np.ceil(sp.x_px + r)) + 1, int(np.ceil(sp.y_px + r)) + 1]
     return R.Spot(diameter_px=sp.diameter_px, contrast=sp.contrast, zone=_zone(masks.inside_mm, bbox, outer, marginal),
-                  bbox_px=tb, diameter_mm=sp.diameter_px * ps, kind=sp.kind), {"backlit": _backlit(masks, bbox, outer)}
+                  bbox_px=tb, diameter_mm=sp.diameter_px * ps, kind=sp.kind), {"backlit": _backlit(masks, bbox, outer),
+                                                        "central_depth_mm": _central_depth(masks.inside_mm, bbox, outer, marginal)}
 
 
 def _coating(cd: CoatingDefect, tau, haze, masks: LensMasks, ps: float, marginal: float):
@@ -158,7 +165,8 @@ def _coating(cd: CoatingDefect, tau, haze, masks: LensMasks, ps: float, marginal
           int(np.ceil(poly[:, 0].max())) + 1, int(np.ceil(poly[:, 1].max())) + 1]
     return R.CoatingDefect(kind=cd.kind, area_px=area_px, contrast=cd.contrast,
                            zone=_zone(masks.inside_mm, bbox, cover, marginal), bbox_px=tb,
-                           area_mm2=area_px * ps * ps), {"backlit": _backlit(masks, bbox, cover)}
+                           area_mm2=area_px * ps * ps), {"backlit": _backlit(masks, bbox, cover),
+                                                         "central_depth_mm": _central_depth(masks.inside_mm, bbox, cover, marginal)}
 
 
 def _dull(ds: DullSpot, haze: np.ndarray) -> None:

@@ -30,7 +30,8 @@ class GuardBand:
     """Measurement uncertainty around each limit, and the detection floors.
 
     Relative bands apply to sizes, absolute ones to percentages; a value within
-    ``max(rel·limit, abs)`` of its limit is in the band.
+    ``max(rel·limit, abs)`` of its limit is in the band. A defect within ``zone_mm`` of the
+    central zone's edge may be judged in either zone.
     """
 
     haze_pp: float = 0.5
@@ -41,6 +42,7 @@ class GuardBand:
     area_mm2: float = 1.0
     diameter_rel: float = 0.3
     diameter_mm: float = 0.1
+    zone_mm: float = 0.5
     scratch_contrast_floor: float = 0.05
     spot_contrast_floor: float = 0.30
     coating_contrast_floor: float = 0.015
@@ -105,6 +107,15 @@ def lens_class(truth: dict, spec: Spec, band: GuardBand = GuardBand()) -> str:
             key = {"scratch": "scratches", "spot": "spots", "coating": "coating"}[limit.code]
             items = [(o.get(limit.field), band.visible(key, o)) for o in truth.get(key, [])
                      if not limit.zone or o.get("zone") == limit.zone]
+            # a defect at the central zone's edge: a limit of the other zone puts it in the band
+            edge = [(o.get(limit.field), band.visible(key, o)) for o in truth.get(key, [])
+                    if limit.zone and o.get("zone") != limit.zone
+                    and abs(o.get("central_depth_mm", np.inf)) < band.zone_mm]
+            for value, visible in edge:
+                if value is not None and visible:
+                    margin = (value - limit.value) if limit.bound == "max" else (limit.value - value)
+                    if margin > -band.width(limit.field, limit.value):
+                        in_band = True
         for value, visible in items:
             if value is None:
                 continue
