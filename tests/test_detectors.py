@@ -198,3 +198,26 @@ def test_nan_producing_flat():
     broken.flat[0, 0] = np.nan
     res = inspect_lens(image, broken, SPEC)
     assert res.verdict == "error" and "NaN" in res.error and "recalibrate" in res.error
+
+
+def test_photograph_through_the_lens_without_a_frame_is_inspected_whole():
+    """Uncalibrated close-ups show lens everywhere: no frame, so the whole image is the lens."""
+    import cv2
+
+    from goggleqc.synth.render import render_plate
+
+    params = random_station(np.random.default_rng(3), width=640, height=512, pixel_size_mm=PS, backlight="pattern",
+                            bits=8)
+    bl = params.backlight
+    sim = SimStation(dataclasses.replace(params, backlight=dataclasses.replace(bl, defocus_mm=0.2 * bl.period_mm)))
+    clean = render_plate(sim, 1.0, np.random.default_rng(1))
+    res = inspect_lens(clean, None, SPEC, pixel_size_mm=PS)
+    assert res.verdict == "pass" and res.extra["lens_outline"].startswith("whole frame")
+    scratched = clean.astype(np.float32)
+    mask = np.zeros(clean.shape, np.uint8)
+    cv2.line(mask, (200, 150), (330, 260), 1, 2)
+    scratched = np.where(mask > 0, scratched * 0.75, scratched).astype(clean.dtype)
+    res = inspect_lens(scratched, None, SPEC, pixel_size_mm=PS)
+    assert len(res.scratches) == 1 and res.scratches[0].zone == "unknown"
+    assert res.scratches[0].length_mm == pytest.approx(np.hypot(130, 110) * PS, rel=0.15)
+    assert res.verdict == "fail"  # an unknown zone is held to the central limit

@@ -251,6 +251,23 @@ class LensRegion:
         return "central" if self.central_small[cy, cx].any() else "marginal"
 
 
+def whole_frame_region(shape: tuple[int, int], marginal_mm: float = 5.0) -> LensRegion:
+    """The region of an uncalibrated image in which no goggle frame encloses a lens.
+
+    A close-up photograph taken through a lens shows lens everywhere: the whole frame is
+    inspected. With no lens edge in view the marginal band cannot be placed, so zones are
+    ``unknown`` and zone-specific limits are reported as unchecked.
+    """
+    factor = reduction_factor(shape)
+    hs, ws = max(1, shape[0] // factor), max(1, shape[1] // factor)
+    ones = np.ones((hs, ws), bool)
+    h, w = shape[:2]
+    outline = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.int32)
+    return LensRegion(shape=tuple(shape[:2]), factor=factor, lens_small=ones, central_small=ones.copy(),
+                      goggle_small=ones.copy(), background_small=np.zeros_like(ones), pixel_size_mm=None,
+                      marginal_mm=marginal_mm, contours_px=[outline], central_contours_px=[], calibrated=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # finding it
 # ---------------------------------------------------------------------------------------------

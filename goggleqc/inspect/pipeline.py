@@ -21,7 +21,7 @@ from goggleqc.inspect.background import relative_image, station_maps, working_sc
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.coating import CoatingParams, find_coating
 from goggleqc.inspect.haze import haze_contrast_index, measure_haze
-from goggleqc.inspect.lens import find_lens
+from goggleqc.inspect.lens import find_lens, whole_frame_region
 from goggleqc.inspect.results import Reason, Result
 from goggleqc.inspect.scratches import ScratchParams
 from goggleqc.inspect.spots import SpotParams, separate
@@ -136,13 +136,20 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         ps = station.pixel_size_mm if station is not None and station.pixel_size_mm else pixel_size_mm
         if detectors is None:
             detectors = Detectors.from_thresholds(station.thresholds if station is not None else None)
-        region = find_lens(image, station, marginal_mm=spec.marginal_width_mm, pixel_size_mm=ps)
+        whole_frame = False
+        try:
+            region = find_lens(image, station, marginal_mm=spec.marginal_width_mm, pixel_size_mm=ps)
+        except InputError as exc:
+            if station is not None or not str(exc).startswith("no lens found"):
+                raise
+            # uncalibrated, with no goggle frame in view: a photograph through the lens
+            region, whole_frame = whole_frame_region(image.shape, spec.marginal_width_mm), True
         lap("lens")
     except GoggleQCError as exc:
         return error_result(name, str(exc), lens_found="no lens" not in str(exc))
 
     try:
-        extra: dict = {}
+        extra: dict = {"lens_outline": "whole frame: no goggle frame in view"} if whole_frame else {}
         if station is not None:
             haze = measure_haze(image, station, lens_mask=region.lens, central_mask=region.central)
             haze_pct, haze_kind, regions = haze.haze_pct, ("calibrated" if haze.corrected else "raw"), haze.regions
@@ -162,7 +169,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         work_shape = (reduced.shape[1], reduced.shape[0])
         lens_work = cv2.resize(region.lens_small.view(np.uint8), work_shape, interpolation=cv2.INTER_NEAREST)
         rel = relative_image(image, station, lens_work.view(bool), scale=scale, reduced=reduced)
-        zone_of = region.zone_of if ps else None
+        zone_of = region.zone_of if ps and not whole_frame else None
         lap("background")
         # after flat correction a scratch is dark wherever light passes; bright lines only
         # mean something in uncalibrated images (a scratch shining over a dark pattern cell)

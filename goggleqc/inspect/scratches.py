@@ -329,14 +329,22 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         strength = [max(pieces[i].zmax for i in g) for g in groups]
         floor = params.crowd_factor * float(np.median(strength))
         groups = [g for g, z in zip(groups, strength) if z >= floor]
+    measured = []
     for group in groups:
         members = [pieces[i] for i in group]
         sc = _measure(members, rel, z, ds, f, zone_of, pixel_size_mm, params)
         if sc is not None:
-            found.append(sc)
-            if claimed is not None:
-                for p in members:
-                    claimed[p.ys, p.xs] = len(found)
+            measured.append((sc, members))
+    # a second-derivative filter answers beside a line with the opposite sign: a line of one
+    # polarity lying along a stronger one of the other is its side lobe, not a scratch
+    for sc, members in measured:
+        if any(o.polarity != sc.polarity and o.score > sc.score and _overlap(sc.bbox_px, o.bbox_px) > 0.3
+               for o, _ in measured):
+            continue
+        found.append(sc)
+        if claimed is not None:
+            for p in members:
+                claimed[p.ys, p.xs] = len(found)
     if claimed is not None:
         claimed[:] = cv2.dilate(claimed, np.ones((5, 5), np.uint8))
     return found
@@ -381,6 +389,16 @@ def _measure(group: list[_Piece], rel: Relative, z, ds, f: int, zone_of, ps, par
                    zone=_zone(zone_of, rel, ys, xs), bbox_px=bbox,
                    length_mm=length_px * ps if ps else None, width_mm=width_px * ps if ps else None,
                    polarity=group[0].polarity, score=zmax / params.high_sigma)
+
+
+def _overlap(a, b) -> float:
+    """Intersection over the smaller box of two ``[x0, y0, x1, y1)`` boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / max(smaller, 1)
 
 
 def _sub(p: _Piece, y0: int, x0: int, shape) -> np.ndarray:

@@ -111,8 +111,8 @@ def lens_class(truth: dict, spec: Spec, band: GuardBand = GuardBand()) -> str:
             edge = [(o.get(limit.field), band.visible(key, o)) for o in truth.get(key, [])
                     if limit.zone and o.get("zone") != limit.zone
                     and abs(o.get("central_depth_mm", np.inf)) < band.zone_mm]
-            for value, visible in edge:
-                if value is not None and visible:
+            for value, _ in edge:  # seen or not: a faint defect may still be found
+                if value is not None:
                     margin = (value - limit.value) if limit.bound == "max" else (limit.value - value)
                     if margin > -band.width(limit.field, limit.value):
                         in_band = True
