@@ -185,22 +185,21 @@ class _Piece:
     ys: np.ndarray
     xs: np.ndarray
     zmax: float
-    zmean: float
     polarity: str
     ends: np.ndarray  # (2, 2) end points (x, y), working px
     dirs: np.ndarray  # (2, 2) outward unit directions at the ends
 
 
-def _piece(ys, xs, z, polarity) -> _Piece | None:
+def _piece(ys, xs, z, polarity) -> _Piece:
     pts = np.stack([xs, ys], 1).astype(np.float64)
     centre = pts.mean(0)
     cov = np.cov((pts - centre).T) if len(pts) > 2 else np.eye(2)
-    evals, evecs = np.linalg.eigh(cov)
+    _, evecs = np.linalg.eigh(cov)
     axis = evecs[:, 1]
     t = (pts - centre) @ axis
     i0, i1 = int(np.argmin(t)), int(np.argmax(t))
     zz = np.abs(z[ys, xs])
-    return _Piece(ys, xs, float(zz.max()), float(zz.mean()), polarity,
+    return _Piece(ys, xs, float(zz.max()), polarity,
                   np.array([pts[i0], pts[i1]]), np.array([-axis, axis]))
 
 
@@ -319,9 +318,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         splits = np.flatnonzero(np.diff(lab)) + 1
         for gy, gx in zip(np.split(ys, splits), np.split(xs, splits)):
             if len(gy) >= 2:
-                p = _piece(gy, gx, z, polarity)
-                if p is not None:
-                    pieces.append(p)
+                pieces.append(_piece(gy, gx, z, polarity))
     groups = _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid)
     if len(groups) > params.crowd:
         # dozens of "lines" are the background's own residue (an uncalibrated pattern's cell
@@ -332,7 +329,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     measured = []
     for group in groups:
         members = [pieces[i] for i in group]
-        sc = _measure(members, rel, z, ds, f, zone_of, pixel_size_mm, params)
+        sc = _measure(members, rel, z, f, zone_of, pixel_size_mm, params)
         if sc is not None:
             measured.append((sc, members))
     # a second-derivative filter answers beside a line with the opposite sign: a line of one
@@ -357,7 +354,7 @@ OPTICS_WIDTH2_PX2 = 5.0
 END_OVERSHOOT = 0.75
 
 
-def _measure(group: list[_Piece], rel: Relative, z, ds, f: int, zone_of, ps, params) -> Scratch | None:
+def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params) -> Scratch | None:
     ys = np.concatenate([p.ys for p in group])
     xs = np.concatenate([p.xs for p in group])
     zmean = float(np.mean(np.abs(z[ys, xs])))
