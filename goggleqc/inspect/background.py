@@ -84,6 +84,9 @@ class Relative:
         Full-resolution pixels per working pixel.
     origin : (int, int)
         Working-grid ``(x, y)`` of ``rel[0, 0]``: only the lens' bounding box is kept.
+    pattern_normals : tuple of float
+        Uncalibrated only: directions (radians, mod π) across the edges of the backlight
+        pattern, where the background model leaves its residue as lines.
     """
 
     rel: np.ndarray
@@ -91,6 +94,7 @@ class Relative:
     weight: np.ndarray
     scale: int = SCALE
     origin: tuple[int, int] = (0, 0)
+    pattern_normals: tuple[float, ...] = ()
 
     @cached_property
     def whitened(self) -> tuple[np.ndarray, float, np.ndarray]:
@@ -341,10 +345,12 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         # the local fit is biased within its window of the lens edge: keep clear of it
         valid = _erode(base if lens is None else (base & lens), _EDGE_MARGIN + _SG_RADIUS)
         weight = np.sqrt(np.clip(bg / np.float32(bright), 0, 1.5)).astype(np.float32)
+        normals = pattern_edge_normals(bg, valid)
         num = small
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)
-    return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin)
+    return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
+                    pattern_normals=normals if station is None else ())
 
 
 @lru_cache(maxsize=4)
@@ -371,6 +377,27 @@ def _smooth2(image: np.ndarray, radius: int) -> np.ndarray:
         part = cv2.sepFilter2D(image, -1, kx, ky, borderType=cv2.BORDER_REFLECT)
         out = part if out is None else out + part
     return out
+
+
+def pattern_edge_normals(bg: np.ndarray, valid: np.ndarray, bins: int = 36, ratio: float = 4.0) -> tuple[float, ...]:
+    """Directions across the edges of a backlight pattern, from the background's gradients.
+
+    A grid, checker or stripe target concentrates its edge gradients at one or two
+    orientations; a lens on a plain panel spreads them evenly. Returns up to two directions
+    (radians, mod π) whose gradient energy stands ``ratio`` times above the median bin.
+    """
+    gx = cv2.Sobel(bg, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(bg, cv2.CV_32F, 0, 1, ksize=3)
+    energy = (gx * gx + gy * gy)[valid]
+    if energy.size < 100:
+        return ()
+    angle = np.mod(np.arctan2(gy[valid], gx[valid]), np.pi)
+    hist = np.bincount(np.minimum((angle / np.pi * bins).astype(int), bins - 1), weights=energy, minlength=bins)
+    hist = (np.roll(hist, 1) + hist + np.roll(hist, -1)) / 3
+    floor = float(np.median(hist)) + 1e-12
+    peaks = [i for i in range(bins) if hist[i] >= ratio * floor and hist[i] >= hist[i - 1] and hist[i] >= hist[(i + 1) % bins]]
+    peaks = sorted(peaks, key=lambda i: -hist[i])[:2]
+    return tuple(float((i + 0.5) * np.pi / bins) for i in peaks)
 
 
 def _uncalibrated_bg(small: np.ndarray) -> np.ndarray:

@@ -75,6 +75,7 @@ class ScratchParams:
     long_px: int = 12
     crowd: int = 30
     crowd_factor: float = 2.5
+    pattern_angle_deg: float = 6.0
 
 
 def _kernels(sigma: float):
@@ -212,6 +213,16 @@ def _hidden_length(valid: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float((~valid[y, x]).mean() * np.hypot(*(b - a)))
 
 
+def _along_pattern(piece: _Piece, normals: tuple[float, ...], tol_deg: float) -> bool:
+    """True when a piece runs along a pattern edge: its own normal matches the edge's."""
+    if not normals or len(piece.ys) < 3:
+        return False
+    axis = piece.dirs[1]
+    normal = np.mod(np.arctan2(axis[1], axis[0]) + np.pi / 2, np.pi)
+    tol = np.deg2rad(tol_deg)
+    return any(min(abs(normal - n), np.pi - abs(normal - n)) < tol for n in normals)
+
+
 def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray) -> list[list[int]]:
     """Groups of piece indices whose ends meet: close, and aligned with the gap between them.
 
@@ -318,7 +329,9 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         splits = np.flatnonzero(np.diff(lab)) + 1
         for gy, gx in zip(np.split(ys, splits), np.split(xs, splits)):
             if len(gy) >= 2:
-                pieces.append(_piece(gy, gx, z, polarity))
+                piece = _piece(gy, gx, z, polarity)
+                if not _along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg):
+                    pieces.append(piece)
     groups = _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid)
     if len(groups) > params.crowd:
         # dozens of "lines" are the background's own residue (an uncalibrated pattern's cell
