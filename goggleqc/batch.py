@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 import cv2
 import numpy as np
 
-from goggleqc.capture.imagefile import to_luminance
+from goggleqc.capture.imagefile import decode_image
 from goggleqc.errors import GoggleQCError, InputError
 from goggleqc.inspect.results import Result
 from goggleqc.report.overlay import draw_overlay, thumbnail, write_png
@@ -183,42 +183,6 @@ def read_file(path: str | Path) -> tuple[np.ndarray, str]:
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return data, "blake2b:" + hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
-               (b"BM", "BMP"), (b"P5", "PGM"), (b"P6", "PPM"))
-
-
-def decode_image(data: np.ndarray, path: str | Path) -> np.ndarray:
-    """Decode file bytes to a monochrome uint8/uint16 frame, naming the problem when it cannot.
-
-    Parameters
-    ----------
-    data : (K,) uint8 ndarray
-        The whole file.
-    path : str or Path
-        For messages only.
-
-    Returns
-    -------
-    (M, N) uint8 or uint16 ndarray
-        Luminance at the file's bit depth (colour is converted, station-model.md §1).
-    """
-    if data.size == 0:
-        raise InputError(f"{path}: the file is empty (0 bytes)")
-    head = data[:8].tobytes()
-    kind = next((name for sig, name in _SIGNATURES if head.startswith(sig)), None)
-    if kind is None:
-        raise InputError(f"{path}: not an image file (no PNG, JPEG, TIFF or BMP signature)")
-    # A PNG cut short is recognised without calling libpng, which would print its own error
-    if kind == "PNG" and b"IEND" not in data[-32:].tobytes():
-        raise InputError(f"{path}: truncated PNG (the file ends before its IEND chunk); copy it again")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise InputError(f"{path}: truncated or corrupt {kind} file; OpenCV cannot decode it")
-    if image.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit images")
-    return to_luminance(image)
 
 
 # -- per-image work ------------------------------------------------------------------------------
