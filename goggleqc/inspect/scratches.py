@@ -376,7 +376,9 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
         return None
     h, w = rel.rel.shape
     y0, y1, x0, x1 = max(0, ys.min() - 2), min(h, ys.max() + 3), max(0, xs.min() - 2), min(w, xs.max() + 3)
-    chain = sum(_chain_length(skeletonize(_sub(p, y0, x0, (y1 - y0, x1 - x0)))) for p in group)
+    # a short, two-pixel-wide piece loses most of its ends to thinning: its span along its
+    # own axis is then the better length
+    chain = sum(max(_chain_length(skeletonize(_sub(p, y0, x0, (y1 - y0, x1 - x0)))), _span(p)) for p in group)
     if len(group) > 1:
         chain += _gaps(group)  # the gaps of a broken scratch belong to its length along the curve
     sign = 1.0 if group[0].polarity == "dark" else -1.0
@@ -409,6 +411,12 @@ def _overlap(a, b) -> float:
         return 0.0
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return w * h / max(smaller, 1)
+
+
+def _span(p: _Piece) -> float:
+    """Extent of a piece along its principal axis (working px, end pixel centre to centre)."""
+    axis = p.dirs[1]
+    return float((p.ends[1] - p.ends[0]) @ axis)
 
 
 def _sub(p: _Piece, y0: int, x0: int, shape) -> np.ndarray:
