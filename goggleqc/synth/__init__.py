@@ -4,10 +4,11 @@ It implements the image formation of station-model.md §2 and is the truth every
 benchmark stands on.
 """
 
-from goggleqc.synth.lens import CoatingDefect, DullSpot, LensSpec, Pose, Scratch, Spot
+from goggleqc.synth.lens import CoatingDefect, DullSpot, LensSpec, Pose, Scratch, Spot, Stain, Watermark
 from goggleqc.synth.render import render_lens
 from goggleqc.synth.scenes import random_lens, random_station
 from goggleqc.synth.station import Backlight, Camera, Product, SimStation, StationParams, Trap
 
 __all__ = ["Backlight", "Camera", "CoatingDefect", "DullSpot", "LensSpec", "Pose", "Product", "Scratch",
-           "SimStation", "Spot", "StationParams", "Trap", "random_lens", "random_station", "render_lens"]
+           "SimStation", "Spot", "Stain", "StationParams", "Trap", "Watermark", "random_lens", "random_station",
+           "render_lens"]

@@ -66,6 +66,47 @@ class DullSpot:
 
 
 @dataclass(frozen=True)
+class Watermark:
+    """A dried water drop: a "coffee ring" of mineral deposit along ``outline_px``, a nuisance
+    (it wipes off), not a product defect.
+
+    The rim, ``rim_px`` wide, lowers τ by ``rim_contrast`` (a fraction) and adds ``rim_haze``;
+    the interior is faintly lower (``interior_contrast``) and faintly hazy (``interior_haze``).
+    ``rim_span`` = (start, end), fractions of the outline, is where the rim lies: (0, 1) is a
+    whole ring, less a partial one. The deposit is uneven: the rim's contrast varies along it
+    between ``(1 − rim_variation)·rim_contrast`` and ``rim_contrast``, seeded by ``seed``.
+    """
+
+    outline_px: tuple[tuple[float, float], ...]
+    rim_px: float
+    rim_contrast: float
+    rim_haze: float = 0.0
+    interior_contrast: float = 0.0
+    interior_haze: float = 0.0
+    rim_span: tuple[float, float] = (0.0, 1.0)
+    rim_variation: float = 0.0
+    seed: int = 0
+    kind: str = "watermark"
+
+
+@dataclass(frozen=True)
+class Stain:
+    """A smear, fingerprint or residue inside ``outline_px``: a soft-edged (``edge_px``, the
+    Gaussian σ) patch that lowers τ by ``contrast`` and adds ``haze`` (fractions), a nuisance
+    rather than a product defect. ``ridge_period_px`` > 0 adds a fingerprint's ridges, whirls
+    of that period modulating τ by ± ``ridge_contrast``; ``seed`` drives the unevenness."""
+
+    kind: str
+    outline_px: tuple[tuple[float, float], ...]
+    contrast: float
+    haze: float
+    edge_px: float = 2.0
+    ridge_period_px: float = 0.0
+    ridge_contrast: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Pose:
     dx_mm: float = 0.0
     dy_mm: float = 0.0
@@ -82,6 +123,8 @@ class LensSpec:
     scratches: tuple[Scratch, ...] = ()
     spots: tuple[Spot, ...] = ()
     coating: tuple[CoatingDefect, ...] = ()
+    #: watermarks and stains: marks a wipe removes, rendered but never defects
+    nuisances: tuple[Watermark | Stain, ...] = ()
 
 
 @dataclass

@@ -10,7 +10,7 @@ where the flat is ``dark + L ⊛ p``. The truth record uses the product's result
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import cv2
 import numpy as np
@@ -19,7 +19,8 @@ from goggleqc.inspect import results as R
 from goggleqc.inspect.verdict import decide
 from goggleqc.spec import Spec
 from goggleqc.synth.geometry import clip_bbox, patch_coverage, polygon_area, polyline_length
-from goggleqc.synth.lens import CoatingDefect, DullSpot, LensMasks, LensSpec, Scratch, Spot, render_masks
+from goggleqc.synth.lens import (CoatingDefect, DullSpot, LensMasks, LensSpec, Scratch, Spot, Stain, Watermark,
+                                render_masks)
 from goggleqc.synth.station import SimStation
 
 #: region size (mm) over which the truth's worst haze is averaged on pattern backlights:
@@ -169,6 +170,113 @@ def _coating(cd: CoatingDefect, tau, haze, masks: LensMasks, ps: float, marginal
                                                          "central_depth_mm": _central_depth(masks.inside_mm, bbox, cover, marginal)}
 
 
+def _outline_bbox(poly: np.ndarray, pad: float, shape, grow: float = 0.0) -> tuple[tuple[int, int, int, int], list[int]]:
+    """Drawing bbox (padded by ``pad`` px, clipped) and truth bbox (the outline's extent
+    grown by ``grow`` px)."""
+    bbox = clip_bbox((np.floor(poly[:, 0].min() - pad), np.floor(poly[:, 1].min() - pad),
+                      np.ceil(poly[:, 0].max() + pad) + 1, np.ceil(poly[:, 1].max() + pad) + 1), shape)
+    tb = [int(np.floor(poly[:, 0].min() - grow)), int(np.floor(poly[:, 1].min() - grow)),
+          int(np.ceil(poly[:, 0].max() + grow)) + 1, int(np.ceil(poly[:, 1].max() + grow)) + 1]
+    return bbox, tb
+
+
+def _rim_piece(poly: np.ndarray, span: tuple[float, float]) -> tuple[np.ndarray, bool]:
+    """The part of a closed outline from fraction ``span[0]`` to ``span[1]`` of its length,
+    densely sampled, and whether it is the whole closed ring."""
+    start, end = span
+    dense = _dense(np.concatenate([poly, poly[:1]]))
+    if end - start >= 1.0:
+        return dense, True
+    s = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(dense, axis=0).T))])
+    u = s / s[-1]
+    k = int(np.searchsorted(u, start % 1.0))
+    rolled = np.concatenate([dense[k:-1], dense[:k + 1]])  # dense[-1] repeats dense[0]
+    s = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(rolled, axis=0).T))])
+    return rolled[s <= (end - start) * s[-1]], False
+
+
+def _watermark(wm: Watermark, tau, haze, masks: LensMasks, ps: float, marginal: float) -> dict:
+    poly = np.asarray(wm.outline_px, np.float64)
+    bbox, tb = _outline_bbox(poly, wm.rim_px / 2 + 3, tau.shape, grow=wm.rim_px / 2)
+    rim, closed = _rim_piece(poly, wm.rim_span)
+    thick_ss = max(1, int(round(wm.rim_px * 4)))
+
+    def draw_rim(canvas, fx):
+        cv2.polylines(canvas, [fx(rim).reshape(-1, 1, 2)], closed, 255, thick_ss, cv2.LINE_8, 4)
+
+    def draw_inside(canvas, fx):
+        cv2.fillPoly(canvas, [fx(poly).reshape(-1, 1, 2)], 255, cv2.LINE_8, 4)
+
+    rim_cover = patch_coverage(bbox, draw_rim) * min(1.0, wm.rim_px * 4 / thick_ss)
+    inside = patch_coverage(bbox, draw_inside)
+    if wm.rim_variation > 0:
+        # an uneven deposit: the rim's strength wanders smoothly with the angle round the drop
+        rng = np.random.default_rng(wm.seed)
+        centre = poly.mean(0)
+        x0, y0, x1, y1 = bbox
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        theta = np.arctan2(yy - centre[1], xx - centre[0])
+        wave = sum(rng.uniform(0.3, 1.0) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (1, 2, 3, 5))
+        wave = (wave - wave.min()) / max(float(np.ptp(wave)), 1e-6)
+        rim_cover = rim_cover * (1 - wm.rim_variation * wave).astype(np.float32)
+    _apply(tau, bbox, (1 - wm.rim_contrast * rim_cover) * (1 - wm.interior_contrast * inside), "mul")
+    _apply(haze, bbox, wm.rim_haze * rim_cover + wm.interior_haze * inside, "add")
+    area_px = polygon_area(poly)
+    cover = np.maximum(rim_cover, inside)
+    d_px = 2 * np.sqrt(area_px / np.pi)
+    return {"kind": "watermark", "x_px": round(float(poly[:, 0].mean()), 2), "y_px": round(float(poly[:, 1].mean()), 2),
+            "diameter_px": float(d_px), "diameter_mm": float(d_px * ps), "rim_width_mm": wm.rim_px * ps,
+            "rim_contrast": wm.rim_contrast, "rim_haze": wm.rim_haze, "interior_contrast": wm.interior_contrast,
+            "interior_haze": wm.interior_haze, "partial": not closed, "bbox_px": tb,
+            "zone": _zone(masks.inside_mm, bbox, cover, marginal)}
+
+
+def _stain(st: Stain, tau, haze, masks: LensMasks, ps: float, marginal: float) -> dict:
+    poly = np.asarray(st.outline_px, np.float64)
+    # the truth bbox reaches one edge σ past the outline, where the soft edge has faded to ~1/6
+    bbox, tb = _outline_bbox(poly, 3 * st.edge_px + 3, tau.shape, grow=st.edge_px)
+
+    def draw(canvas, fx):
+        cv2.fillPoly(canvas, [fx(poly).reshape(-1, 1, 2)], 255, cv2.LINE_8, 4)
+
+    cover = patch_coverage(bbox, draw)
+    profile = cv2.GaussianBlur(cover, (0, 0), st.edge_px) if st.edge_px > 0 else cover
+    rng = np.random.default_rng(st.seed)
+    size_px = float(np.sqrt(max(polygon_area(poly), 1.0)))
+    # a residue is never even: ±30 % strength over a few blotches across the stain
+    uneven = cv2.GaussianBlur(rng.standard_normal(profile.shape).astype(np.float32), (0, 0), max(1.0, size_px / 6))
+    uneven /= max(float(uneven.std()), 1e-6)
+    strength = profile * np.clip(1 + 0.3 * uneven, 0.2, 1.8)
+    loss = st.contrast * strength
+    if st.ridge_period_px > 0:
+        # whorl of ridges round a core, bent by a smooth warp of about a period
+        x0, y0, x1, y1 = bbox
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        core = poly.mean(0) + rng.uniform(-0.15, 0.15, 2) * size_px
+        stretch = float(rng.uniform(1.2, 1.6))
+        warp = cv2.GaussianBlur(rng.standard_normal(profile.shape).astype(np.float32), (0, 0), max(1.0, size_px / 4))
+        warp *= st.ridge_period_px / max(float(warp.std()), 1e-6)
+        r = np.hypot(xx - core[0], (yy - core[1]) / stretch) + warp
+        loss = loss + st.ridge_contrast * profile * np.cos(2 * np.pi * r / st.ridge_period_px)
+    _apply(tau, bbox, (1 - loss).astype(np.float32), "mul")
+    _apply(haze, bbox, (st.haze * strength).astype(np.float32), "add")
+    area_px = polygon_area(poly)
+    d_px = 2 * np.sqrt(area_px / np.pi)
+    return {"kind": st.kind, "x_px": round(float(poly[:, 0].mean()), 2), "y_px": round(float(poly[:, 1].mean()), 2),
+            "diameter_px": float(d_px), "diameter_mm": float(d_px * ps), "area_mm2": float(area_px * ps * ps),
+            "contrast": st.contrast, "haze": st.haze, "ridges": st.ridge_period_px > 0, "bbox_px": tb,
+            "zone": _zone(masks.inside_mm, bbox, cover, marginal)}
+
+
+def _nuisance(item, tau, haze, masks: LensMasks, ps: float, marginal: float) -> dict:
+    """Render a watermark or stain into τ and h; its truth record (``kind``, centre, size, ``bbox_px``)."""
+    if isinstance(item, Watermark):
+        return _watermark(item, tau, haze, masks, ps, marginal)
+    if isinstance(item, Stain):
+        return _stain(item, tau, haze, masks, ps, marginal)
+    raise TypeError(f"not a nuisance: {type(item).__name__}")
+
+
 def _dull(ds: DullSpot, haze: np.ndarray) -> None:
     sigma = ds.diameter_px / 2.355  # the diameter is the FWHM
     r = int(np.ceil(3 * sigma)) + 1
@@ -180,7 +288,8 @@ def _dull(ds: DullSpot, haze: np.ndarray) -> None:
 
 def lens_fields(station: SimStation, spec: LensSpec, masks: LensMasks | None = None,
                 marginal_mm: float = 5.0):
-    """Transmittance ``τ`` and haze ``h`` fields of a lens, and the truth of its defects."""
+    """Transmittance ``τ`` and haze ``h`` fields of a lens, and the truth of its defects
+    (and, under ``nuisances``, of its watermarks and stains)."""
     p = station.params
     ps = p.pixel_size_mm
     masks = masks or render_masks(p, spec.pose)
@@ -188,8 +297,10 @@ def lens_fields(station: SimStation, spec: LensSpec, masks: LensMasks | None = N
         masks.lit = station.radiance > np.float32(0.25 * np.percentile(station.radiance, 90))
     tau_lens = np.full(station.shape, spec.tau_clear, np.float32)
     haze = np.full(station.shape, spec.haze, np.float32)
-    found = {"scratches": [], "spots": [], "coating": []}
+    found = {"scratches": [], "spots": [], "coating": [], "nuisances": []}
     extra = {"scratches": [], "spots": [], "coating": []}
+    for item in spec.nuisances:
+        found["nuisances"].append(_nuisance(item, tau_lens, haze, masks, ps, marginal_mm))
     for key, items, fn in (("coating", spec.coating, _coating), ("scratches", spec.scratches, _scratch),
                            ("spots", spec.spots, _spot)):
         for item in items:
@@ -220,15 +331,15 @@ def _haze_truth(station: SimStation, haze: np.ndarray, masks: LensMasks, margina
                             "haze_pct": float(haze[disc].mean() * 100)})
         if regions:
             return max(r["haze_pct"] for r in regions), regions
-    # the worst 8 mm region centred in the central zone, averaged over the lens it covers
+    # the worst 8 mm region centred in the central zone, averaged over the part of the
+    # central zone it covers (station-model §3: the worst haze over the central zone)
     k = max(3, int(round(HAZE_REGION_MM / ps)) | 1)
-    lens = (masks.lens > 0.999).astype(np.float32)
-    cover = cv2.blur(lens, (k, k))
-    local = cv2.blur(haze * lens, (k, k)) / np.maximum(cover, 1e-6)
-    where = central & (cover >= 0.5)
-    if not where.any():
+    zone = central.astype(np.float32)
+    cover = cv2.blur(zone, (k, k))
+    local = cv2.blur(haze * zone, (k, k)) / np.maximum(cover, 1e-6)
+    if not central.any():
         return float(haze[masks.lens > 0.5].max() * 100), []
-    return float(local[where].max() * 100), []
+    return float(local[central].max() * 100), []
 
 
 def render_lens(station: SimStation, spec: LensSpec, rng: np.random.Generator, *, name: str = "lens",
@@ -272,6 +383,9 @@ def render_lens(station: SimStation, spec: LensSpec, rng: np.random.Generator, *
     for key in ("scratches", "spots", "coating"):
         for rec, more in zip(truth[key], extra[key]):
             rec.update(more)
+    if found["nuisances"]:
+        # not defects: kept out of the result lists, so scoring counts finds on them as false
+        truth["nuisances"] = found["nuisances"]
     truth["truth"] = {
         "haze_global_pct": spec.haze * 100,
         "tau_clear": spec.tau_clear,
@@ -280,6 +394,10 @@ def render_lens(station: SimStation, spec: LensSpec, rng: np.random.Generator, *
         "dull_spots": [asdict(d) for d in spec.dull_spots],
         "lens_area_mm2": float(masks.lens.sum() * ps * ps),
     }
+    if spec.nuisances:
+        # the haze a wipe would leave: nuisances scatter too, and raise the worst region's haze
+        _, clean_haze, *_ = lens_fields(station, replace(spec, nuisances=()), masks=masks, marginal_mm=marginal)
+        truth["truth"]["haze_pct_without_nuisances"] = _haze_truth(station, clean_haze, masks, marginal)[0]
     return image, truth
 
 

@@ -3,7 +3,8 @@
 Every draw comes from a numpy Generator, so a seed gives the same station and lenses.
 Ranges follow station-model.md: pixel sizes 0.03–0.10 mm, traps 4–8 mm, haze 0–10 %,
 τ 0.85–0.93 for clear lenses (some tinted or failing), scratch contrast 3–40 %, coating
-contrast 0.5–5 %, exposure drift of a few percent. Pattern targets are defocused by up to
+contrast 0.5–5 %, exposure drift of a few percent. Watermarks and stains (nuisances, not
+defects) are opt-in: ``random_lens(..., nuisances=mean_count)``. Pattern targets are defocused by up to
 0.2 period (Gaussian σ), which keeps at least ~45 % of the fundamental's contrast: a station
 would not choose a target whose pattern it can barely see.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from goggleqc.synth.lens import CoatingDefect, DullSpot, LensSpec, Pose, Scratch, Spot, render_masks
+from goggleqc.synth.lens import CoatingDefect, DullSpot, LensSpec, Pose, Scratch, Spot, Stain, Watermark, render_masks
 from goggleqc.synth.station import Backlight, Camera, Dust, Product, SimStation, StationParams, Trap
 
 DEFECT_KINDS = ("scratch", "spot", "coating", "dull")
+NUISANCE_KINDS = ("watermark", "stain")
 
 
 def _loguniform(rng, lo, hi):
@@ -192,13 +194,116 @@ def random_dull_spot(rng, masks, ps: float):
     return _place(rng, masks, make)
 
 
+def _blob(rng, t: np.ndarray, harmonics: tuple[int, ...], amp: float) -> np.ndarray:
+    """A unit circle's radius bent by random harmonics of relative amplitude up to ``amp``."""
+    return 1 + sum(rng.uniform(-amp, amp) * np.cos(k * t + rng.uniform(0, 2 * np.pi)) for k in harmonics)
+
+
+def random_watermark(rng, masks, ps: float, *, diameter_mm=None, rim_contrast=None, partial=None,
+                     centre_px=None):
+    """A dried water drop 1–8 mm across: a slightly irregular ring of deposit 0.05–0.4 mm wide
+    that lowers τ by 2–15 % (with a little haze) round a faintly darker, faintly hazy inside;
+    a quarter of them only a partial ring. ``centre_px`` pins the centre (else drawn inside
+    the lens); None when it does not fit inside the lens."""
+    d_mm = diameter_mm if diameter_mm is not None else _loguniform(rng, 1.0, 8.0)
+    r_px = d_mm / 2 / ps
+    t = np.linspace(0, 2 * np.pi, max(48, int(2 * np.pi * r_px / 2)), endpoint=False)
+    rad = r_px * _blob(rng, t, (2, 3, 4, 6), 0.05)
+    local = np.stack([rad * np.cos(t), rad * np.sin(t)], 1)
+    c = rim_contrast if rim_contrast is not None else float(rng.uniform(0.02, 0.15))
+    rim_px = float(rng.uniform(0.05, 0.4)) / ps
+    haze = float(rng.uniform(0.1, 0.3)) * c  # the crust scatters part of what it takes out
+    inner_c, inner_h = float(rng.uniform(0.0, 0.02)), float(rng.uniform(0.0, 0.01))
+    is_partial = (rng.uniform() < 0.25) if partial is None else partial
+    start = float(rng.uniform(0, 1))
+    span = (start, start + float(rng.uniform(0.35, 0.85))) if is_partial else (0.0, 1.0)
+    variation, seed = float(rng.uniform(0.0, 0.6)), int(rng.integers(2 ** 31))
+
+    def make(cx, cy):
+        pts = local + [cx, cy]
+        return Watermark(tuple(map(tuple, pts.round(3))), rim_px, c, haze, inner_c, inner_h, span, variation, seed), pts
+
+    if centre_px is not None:
+        obj, pts = make(*centre_px)
+        return obj if _inside(masks, pts) else None
+    return _place(rng, masks, make)
+
+
+def random_stain(rng, masks, ps: float, *, kind=None, size_mm=None, contrast=None, haze=None):
+    """A smear, fingerprint or residue: an irregular soft-edged patch 3–20 mm across that
+    lowers τ by 0.5–4 % and adds 0.5–5 % haze; fingerprints carry faint ridges of 0.4–0.5 mm
+    period where the pixel resolves them."""
+    kind = kind or str(rng.choice(["smear", "fingerprint", "residue"], p=[0.4, 0.3, 0.3]))
+    if kind == "smear":
+        length, ratio = size_mm or _loguniform(rng, 5.0, 20.0), float(rng.uniform(0.3, 0.7))
+    elif kind == "fingerprint":
+        length, ratio = size_mm or float(rng.uniform(10.0, 18.0)), float(rng.uniform(0.65, 0.8))
+    elif kind == "residue":
+        length, ratio = size_mm or _loguniform(rng, 3.0, 15.0), float(rng.uniform(0.7, 1.0))
+    else:
+        raise ValueError(f"unknown stain kind {kind!r}")
+    t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+    bend = _blob(rng, t, (2, 3, 5, 7), 0.08)
+    local = np.stack([length / 2 * bend * np.cos(t), length / 2 * ratio * bend * np.sin(t)], 1)
+    ang = float(rng.uniform(0, np.pi))
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    local_px = local @ rot.T / ps
+    c = contrast if contrast is not None else float(rng.uniform(0.005, 0.04))
+    h = haze if haze is not None else float(rng.uniform(0.005, 0.05))
+    edge_px = float(rng.uniform(0.08, 0.2)) * length * ratio / ps
+    period_px, ridge_c = 0.0, 0.0
+    if kind == "fingerprint":
+        period_px, ridge_c = float(rng.uniform(0.4, 0.5)) / ps, float(rng.uniform(0.1, 0.4)) * c
+        if period_px < 3.0:  # unresolved ridges average out into the patch
+            period_px, ridge_c = 0.0, 0.0
+    seed = int(rng.integers(2 ** 31))
+
+    def make(cx, cy):
+        pts = local_px + [cx, cy]
+        return Stain(kind, tuple(map(tuple, pts.round(3))), c, h, edge_px, period_px, ridge_c, seed), pts
+
+    return _place(rng, masks, make)
+
+
+def random_nuisances(rng, masks, ps: float, count: int, kinds: tuple[str, ...] = NUISANCE_KINDS) -> tuple:
+    """``count`` marks of the given ``kinds``; three in ten watermarks come as a cluster of
+    two to four overlapping drops. Marks that do not fit inside the lens are dropped."""
+    out = []
+    for _ in range(count):
+        kind = str(rng.choice(list(kinds)))
+        if kind == "stain":
+            item = random_stain(rng, masks, ps)
+            out += [item] if item is not None else []
+            continue
+        if kind != "watermark":
+            raise ValueError(f"unknown nuisance kind {kind!r}")
+        first = random_watermark(rng, masks, ps)
+        if first is None:
+            continue
+        out.append(first)
+        if rng.uniform() < 0.3:
+            pts = np.asarray(first.outline_px)
+            centre, r_px = pts.mean(0), float(np.hypot(*(pts - pts.mean(0)).T).mean())
+            for _ in range(int(rng.integers(1, 4))):
+                d_mm = _loguniform(rng, 1.0, 8.0)
+                gap = float(rng.uniform(0.4, 0.9)) * (r_px + d_mm / 2 / ps)
+                a = float(rng.uniform(0, 2 * np.pi))
+                item = random_watermark(rng, masks, ps, diameter_mm=d_mm,
+                                        centre_px=(centre[0] + gap * np.cos(a), centre[1] + gap * np.sin(a)))
+                out += [item] if item is not None else []
+    return tuple(out)
+
+
 def random_lens(rng: np.random.Generator, station: SimStation, *, defects: int | None = None,
                 kinds: tuple[str, ...] = DEFECT_KINDS, haze: float | None = None,
-                tau_clear: float | None = None) -> LensSpec:
+                tau_clear: float | None = None, nuisances: float = 0.0,
+                nuisance_kinds: tuple[str, ...] = NUISANCE_KINDS) -> LensSpec:
     """A random lens: pose jitter, τ, haze, exposure drift and ``defects`` random defects.
 
     With ``defects=None``, about a third of the lenses are defect-free and the rest carry one
-    to three defects of the given ``kinds``.
+    to three defects of the given ``kinds``. ``nuisances`` is the mean number (Poisson) of
+    watermarks and stains of ``nuisance_kinds``; they are drawn after everything else, so the
+    default of 0 draws exactly the lenses earlier versions drew.
     """
     p = station.params
     pose = Pose(float(rng.uniform(-2, 2)), float(rng.uniform(-2, 2)), float(rng.uniform(-2, 2)))
@@ -215,6 +320,9 @@ def random_lens(rng: np.random.Generator, station: SimStation, *, defects: int |
         obj = makers[kind](rng, masks, p.pixel_size_mm)
         if obj is not None:
             groups[kind].append(obj)
-    return LensSpec(pose=pose, tau_clear=tau_clear, haze=haze, gain=float(rng.uniform(0.97, 1.03)),
+    gain = float(rng.uniform(0.97, 1.03))
+    marks = random_nuisances(rng, masks, p.pixel_size_mm, int(rng.poisson(nuisances)), nuisance_kinds) \
+        if nuisances > 0 else ()
+    return LensSpec(pose=pose, tau_clear=tau_clear, haze=haze, gain=gain,
                     dull_spots=tuple(groups["dull"]), scratches=tuple(groups["scratch"]),
-                    spots=tuple(groups["spot"]), coating=tuple(groups["coating"]))
+                    spots=tuple(groups["spot"]), coating=tuple(groups["coating"]), nuisances=marks)

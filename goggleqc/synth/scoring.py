@@ -12,6 +12,10 @@ band, *clearly good* when every truth value is inside its limit by more than the
 otherwise in the band, where either verdict is acceptable. A defect too faint to be seen
 (apparent contrast under the detection floor), or lying mostly over a light trap where no
 light passes to show it, is also in the band when it alone decides, and is left out of recall.
+
+Nuisances (watermarks and stains, the truth's ``nuisances`` list) are not defects: a lens
+carrying only nuisances counts as defect-free, and whatever is found on it is a false alarm.
+Sets with nuisances get extra metrics saying how many unmatched finds lie on one.
 """
 
 from __future__ import annotations
@@ -96,6 +100,13 @@ def match_objects(truth: list[dict], found: list[dict], pad_px: float = 3.0) -> 
     return pairs
 
 
+def on_nuisance(found: dict, nuisances: list[dict], pad_px: float = 3.0) -> int | None:
+    """Index of the nuisance whose padded bbox overlaps ``found``'s the most, or None."""
+    fb = _padded(found["bbox_px"], pad_px)
+    best = max(((_overlap(fb, _padded(n["bbox_px"], pad_px)), i) for i, n in enumerate(nuisances)), default=(0.0, None))
+    return best[1] if best[0] > 0 else None
+
+
 def lens_class(truth: dict, spec: Spec, band: GuardBand = GuardBand()) -> str:
     """``bad``, ``good`` or ``band`` (either verdict acceptable) for a truth record."""
     in_band = False
@@ -151,6 +162,8 @@ def evaluate(pairs: list[tuple[dict, dict]], spec: Spec, band: GuardBand = Guard
     false = {k: 0 for k in LISTS}
     n_clean = 0
     classes = {"bad": [0, 0], "good": [0, 0]}
+    with_nuisances = any(truth.get("nuisances") for truth, _ in pairs)
+    on_marks = {k: 0 for k in LISTS}
     for truth, res in pairs:
         if res.get("verdict") == "error":
             continue
@@ -168,6 +181,10 @@ def evaluate(pairs: list[tuple[dict, dict]], spec: Spec, band: GuardBand = Guard
             found_t = {i for i, _ in matched}
             if clean:
                 false[key] += len(f_objs)
+            if truth.get("nuisances"):
+                matched_f = {j for _, j in matched}
+                on_marks[key] += sum(on_nuisance(f, truth["nuisances"]) is not None
+                                     for j, f in enumerate(f_objs) if j not in matched_f)
             for i, t in enumerate(t_objs):
                 if t.get("backlit", 1.0) < 0.5:
                     continue  # mostly over a light trap: nothing to see it against
@@ -205,6 +222,10 @@ def evaluate(pairs: list[tuple[dict, dict]], spec: Spec, band: GuardBand = Guard
     m["defect_free_lenses"] = n_clean
     for key in LISTS:
         m[f"false_{key}_per_clean_lens"] = false[key] / n_clean if n_clean else None
+    if with_nuisances:  # only for sets with nuisances, so other sets' metrics keep their keys
+        m["nuisance_lenses"] = sum(1 for truth, r in pairs if truth.get("nuisances") and r.get("verdict") != "error")
+        for key in LISTS:
+            m[f"false_{key}_on_nuisances"] = on_marks[key]
     m["false_accept_rate"] = classes["bad"][0] / classes["bad"][1] if classes["bad"][1] else None
     m["false_reject_rate"] = classes["good"][0] / classes["good"][1] if classes["good"][1] else None
     m["n_clearly_bad"], m["n_clearly_good"] = classes["bad"][1], classes["good"][1]

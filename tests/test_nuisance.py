@@ -1,0 +1,255 @@
+"""Watermarks and stains: nuisances the simulator renders but that are not product defects.
+
+Real photographs of goggle lenses carry dried water drops ("coffee rings" of deposit) and
+smears or fingerprints. These tests check how they are rendered, and what the detectors make
+of them: the finds on them are false alarms, measured here at today's level (not the target,
+which is none) so that a change that makes them worse is seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from goggleqc.benchmarking import calibrate_from_sim
+from goggleqc.inspect.pipeline import inspect_lens
+from goggleqc.spec import load_spec
+from goggleqc.synth import SimStation, Stain, Watermark, random_lens, random_station, render_lens
+from goggleqc.synth.lens import render_masks
+from goggleqc.synth.render import lens_fields
+from goggleqc.synth.scenes import random_nuisances
+from goggleqc.synth.scoring import evaluate, match_objects, on_nuisance
+from goggleqc.synth.station import Product
+
+PS = 0.1
+SIZE = (480, 384)
+SPEC = load_spec("en166-clear")
+
+
+def _sim(seed: int, backlight: str = "uniform") -> SimStation:
+    return SimStation(random_station(np.random.default_rng(seed), width=SIZE[0], height=SIZE[1], pixel_size_mm=PS,
+                                     backlight=backlight, bits=8))
+
+
+def _plain_lens(sim: SimStation):
+    lens = random_lens(np.random.default_rng(1), sim, defects=0, haze=0.01, tau_clear=0.9)
+    return dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+
+
+def _deepest(sim, lens) -> tuple[float, float]:
+    """The point of the lens farthest from its edge (a two-eye goggle has no lens at the centre)."""
+    inside = render_masks(sim.params, lens.pose).inside_mm
+    y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
+    return float(x), float(y)
+
+
+def _ring(cx, cy, r_px, n=96):
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return tuple((cx + r_px * np.cos(a), cy + r_px * np.sin(a)) for a in t)
+
+
+def _loss(sim, lens, item):
+    """1 − τ ratio of a lens with ``item`` to the same lens without it; and the haze it adds."""
+    tau0, haze0, *_ = lens_fields(sim, lens)
+    tau1, haze1, *_ = lens_fields(sim, dataclasses.replace(lens, nuisances=(item,)))
+    return 1 - tau1 / np.maximum(tau0, 1e-6), haze1 - haze0
+
+
+# -- rendering -------------------------------------------------------------------------------
+def test_watermark_rim_darkens_by_its_contrast():
+    sim = _sim(3)
+    lens = _plain_lens(sim)
+    cx, cy = _deepest(sim, lens)
+    wm = Watermark(_ring(cx, cy, 30.0), rim_px=3.0, rim_contrast=0.08, rim_haze=0.02,
+                   interior_contrast=0.01, interior_haze=0.004)
+    loss, haze = _loss(sim, lens, wm)
+    yy, xx = np.mgrid[:SIZE[1], :SIZE[0]]
+    r = np.hypot(xx - cx, yy - cy)
+    assert (render_masks(sim.params, lens.pose).inside_mm[r < 35] > 1).all()  # the drop lies on the lens
+    # on the rim's core the outline's edge runs: the rim's loss with half the interior's
+    rim_core = np.abs(r - 30) < 0.6
+    inner = r < 25
+    assert np.median(loss[rim_core]) == pytest.approx(1 - (1 - 0.08) * (1 - 0.01 * 0.5), abs=0.003)
+    assert loss[rim_core].min() > 0.079 and loss.max() < 0.0895
+    assert np.median(loss[inner]) == pytest.approx(0.01, abs=1e-4)
+    assert np.median(haze[rim_core]) == pytest.approx(0.02 + 0.002, abs=0.001)
+    assert np.abs(loss[r > 33]).max() < 1e-6 and np.abs(haze[r > 33]).max() < 1e-6
+
+
+def test_rendered_image_shows_the_rim():
+    """In the image itself (noise, PSF and all) the rim of a 10 % ring is a few percent darker."""
+    sim = _sim(3)
+    lens = _plain_lens(sim)
+    cx, cy = _deepest(sim, lens)
+    wm = Watermark(_ring(cx, cy, 30.0), rim_px=3.0, rim_contrast=0.10)
+    plain, _ = render_lens(sim, lens, np.random.default_rng(2))
+    marked, truth = render_lens(sim, dataclasses.replace(lens, nuisances=(wm,)), np.random.default_rng(2))
+    yy, xx = np.mgrid[:SIZE[1], :SIZE[0]]
+    signal0 = plain.astype(np.float32) - sim.dark_map
+    signal1 = marked.astype(np.float32) - sim.dark_map
+    lit = signal0 > 0.5 * np.median(signal0[signal0 > np.percentile(signal0, 50)])  # not over a trap
+    rim = (np.abs(np.hypot(xx - cx, yy - cy) - 30) < 0.6) & lit
+    ratio = np.median(signal1[rim] / signal0[rim])
+    assert 0.88 < ratio < 0.96  # 10 % in τ, softened by the camera's PSF (σ 0.5–1.2 px) on a 3 px rim
+    assert truth["nuisances"][0]["kind"] == "watermark" and not truth["nuisances"][0]["partial"]
+
+
+def test_partial_ring_covers_its_span():
+    sim = _sim(3)
+    lens = _plain_lens(sim)
+    cx, cy = _deepest(sim, lens)
+    wm = Watermark(_ring(cx, cy, 30.0), rim_px=2.0, rim_contrast=0.1, rim_span=(0.1, 0.6))
+    loss, _ = _loss(sim, lens, wm)
+    yy, xx = np.mgrid[:SIZE[1], :SIZE[0]]
+    on_ring = np.abs(np.hypot(xx - cx, yy - cy) - 30) < 0.5
+    angle = np.mod(np.arctan2(yy - cy, xx - cx), 2 * np.pi)[on_ring] / (2 * np.pi)
+    dark = loss[on_ring] > 0.05
+    assert dark.mean() == pytest.approx(0.5, abs=0.06)
+    assert angle[dark].min() > 0.08 and angle[dark].max() < 0.62
+
+
+def test_truth_bbox_covers_each_mark():
+    sim = _sim(4, "pattern")
+    base = random_lens(np.random.default_rng(5), sim, defects=0)
+    masks = render_masks(sim.params, base.pose)
+    marks = random_nuisances(np.random.default_rng(6), masks, PS, 12)
+    assert {type(m) for m in marks} == {Watermark, Stain}
+    for m in marks:
+        loss, _ = _loss(sim, base, m)
+        _, _, _, found, _, _ = lens_fields(sim, dataclasses.replace(base, nuisances=(m,)))
+        x0, y0, x1, y1 = found["nuisances"][0]["bbox_px"]
+        inside = np.zeros(loss.shape, bool)
+        inside[y0:y1, x0:x1] = True
+        if isinstance(m, Watermark):
+            marked = loss > 0.1 * m.rim_contrast  # the rim, and the inside where it is darker
+        else:
+            marked = loss > 0.5 * m.contrast  # a soft-edged stain: its bulk lies within its outline
+        assert marked.any() and inside[marked].all(), m
+
+
+def test_nuisances_are_deterministic_and_opt_in():
+    sim = _sim(6, "pattern")
+    # the default draws exactly what it drew before nuisances existed: same lens, same rng state
+    a, b = np.random.default_rng([7, 1]), np.random.default_rng([7, 1])
+    assert random_lens(a, sim) == random_lens(b, sim, nuisances=0.0)
+    assert a.integers(1 << 30) == b.integers(1 << 30)
+    # nuisances come last: the lens under them is the one drawn without them
+    c = np.random.default_rng([7, 1])
+    with_marks = random_lens(c, sim, nuisances=4.0)
+    assert dataclasses.replace(with_marks, nuisances=()) == random_lens(np.random.default_rng([7, 1]), sim)
+    again = random_lens(np.random.default_rng([7, 1]), sim, nuisances=4.0)
+    assert again == with_marks and with_marks.nuisances
+    img1, t1 = render_lens(sim, with_marks, np.random.default_rng(3))
+    img2, t2 = render_lens(sim, again, np.random.default_rng(3))
+    assert img1.tobytes() == img2.tobytes() and t1 == t2
+
+
+def test_truth_keeps_nuisances_apart_from_defects():
+    sim = _sim(6, "pattern")
+    lens = random_lens(np.random.default_rng([8, 1]), sim, defects=0, nuisances=5.0)
+    _, truth = render_lens(sim, lens, np.random.default_rng(3), limits=SPEC)
+    assert len(truth["nuisances"]) == len(lens.nuisances) > 0
+    assert not truth["scratches"] and not truth["spots"] and not truth["coating"]
+    assert {n["kind"] for n in truth["nuisances"]} <= {"watermark", "smear", "fingerprint", "residue"}
+    assert truth["truth"]["haze_pct_without_nuisances"] <= truth["haze_pct"] + 1e-9
+    _, plain = render_lens(sim, dataclasses.replace(lens, nuisances=()), np.random.default_rng(3), limits=SPEC)
+    assert "nuisances" not in plain and "haze_pct_without_nuisances" not in plain["truth"]
+    # scoring: a lens with only nuisances is defect-free; finds on a nuisance are counted apart
+    fake = {**plain, "scratches": [{**truth["nuisances"][0], "length_px": 10.0}], "spots": [], "coating": []}
+    m = evaluate([(truth, fake)], SPEC)
+    assert m["defect_free_lenses"] == 1 and m["false_scratches_per_clean_lens"] == 1
+    assert m["false_scratches_on_nuisances"] == 1 and m["nuisance_lenses"] == 1
+    assert "false_scratches_on_nuisances" not in evaluate([(plain, fake)], SPEC)
+    assert on_nuisance(fake["scratches"][0], truth["nuisances"]) == 0
+
+
+# -- what the detectors make of them -----------------------------------------------------------
+def _calibrated(backlight: str, count: int):
+    out = []
+    for s in range(count):
+        sim = _sim(300 + s + 10 * (backlight == "pattern"), backlight)
+        out.append((sim, calibrate_from_sim(sim, np.random.default_rng([s, 7]))))
+    return out
+
+
+def _close_ups(count: int):
+    """Uncalibrated photographs through a lens filling the frame, on defocused patterns."""
+    out = []
+    for s in range(count):
+        params = random_station(np.random.default_rng(200 + s), width=640, height=512, pixel_size_mm=PS,
+                                backlight="pattern", bits=8)
+        bl = params.backlight
+        product = Product(kind="visor", half_width_mm=48.0, half_height_mm=38.4, exponent=6.0, nose_width_mm=1.0,
+                          nose_height_mm=0.5, frame_mm=2.0)
+        out.append((SimStation(dataclasses.replace(params, product=product, backlight=dataclasses.replace(
+            bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm)))), None))
+    return out
+
+
+def _paired(stations, n: int, defects: int, mean_marks: float, centred: bool = False):
+    """(truth, result) pairs for ``n`` lenses rendered twice: without and with nuisances
+    (the same lens and noise), and how many unmatched finds of each list lie on a nuisance."""
+    plain, marked = [], []
+    for i in range(n):
+        sim, station = stations[i % len(stations)]
+        rng = np.random.default_rng([i, 5])
+        lens = random_lens(rng, sim, defects=defects, kinds=("scratch",))
+        if centred:
+            lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+        mrng = np.random.default_rng([i, 77])
+        marks = random_nuisances(mrng, render_masks(sim.params, lens.pose), PS, max(1, int(mrng.poisson(mean_marks))))
+        for out, spec in ((plain, lens), (marked, dataclasses.replace(lens, nuisances=marks))):
+            image, truth = render_lens(sim, spec, np.random.default_rng([i, 6]), limits=SPEC)
+            res = inspect_lens(image, station, SPEC, **({} if station else {"pixel_size_mm": PS}))
+            assert res.verdict != "error", res.error
+            out.append((truth, res.to_dict()))
+    return plain, marked
+
+
+def _false_per_lens(pairs, key):
+    return sum(len(r[key]) - len(match_objects(t.get(key, []), r[key])) for t, r in pairs) / len(pairs)
+
+
+def test_false_alarms_on_watermarks_and_stains_calibrated():
+    """Defect-free lenses with about three watermarks or stains each, calibrated station.
+
+    Target: no finds at all (nuisances are not defects). Measured (60 lenses, 30 uniform and
+    30 pattern, detectors of this writing): 1.5–2 false scratches per lens, nearly all
+    arcs of watermark rims (and, on patterns, grid-line residue inside hazy smears); ~0.3 spots
+    (rings of small drops, reported 3–4 mm across); ~1.3 coating defects (stains reported as
+    voids or runs: a stain's τ loss of 0.5–4 % over millimetres is what a coating void is).
+    Without the nuisances the same lenses give 0–0.2 false scratches and nothing else. The
+    ceilings below, on what the nuisances add, are today's level with a margin, to catch a
+    change that makes it worse.
+    """
+    stations = _calibrated("uniform", 3) + _calibrated("pattern", 3)
+    plain, marked = _paired(stations, 30, defects=0, mean_marks=3.0)
+    rates = {k: _false_per_lens(marked, k) for k in ("scratches", "spots", "coating")}
+    base = {k: _false_per_lens(plain, k) for k in ("scratches", "spots", "coating")}
+    print("false finds per lens with nuisances", rates, "without", base)
+    extra = {k: rates[k] - base[k] for k in rates}
+    assert extra["scratches"] <= 3.0 and extra["spots"] <= 0.7 and extra["coating"] <= 2.0
+    m = evaluate(marked, SPEC)
+    on_marks = sum(m[f"false_{k}_on_nuisances"] for k in ("scratches", "spots", "coating"))
+    assert on_marks >= 0.8 * sum(extra.values()) * len(marked)  # what they add is found on them
+    # the haze they add is real haze of the lens as presented, and is measured as such
+    errs = [abs(r["haze_pct"] - t["haze_pct"]) for t, r in marked if t["haze_pct"] <= 10]
+    assert np.median(errs) < 0.5
+
+
+def test_scratch_recall_survives_nuisances():
+    """Lenses with two scratches each, rendered without and with ~4 watermarks or stains.
+
+    Measured (60 lenses per case): recall of scratches ≥ 1 mm 0.95 → 0.94 calibrated
+    (uniform and pattern), 0.73 → 0.74 uncalibrated on defocused patterns, 0.58 → 0.59 on
+    uncalibrated close-ups: nuisances cost at most one scratch in fifty.
+    """
+    for stations, centred in ((_calibrated("pattern", 3), False), (_close_ups(3), True)):
+        plain, marked = _paired(stations, 24, defects=2, mean_marks=4.0, centred=centred)
+        m0, m1 = evaluate(plain, SPEC), evaluate(marked, SPEC)
+        print("recall ≥ 1 mm without / with nuisances", m0["recall_scratch_1mm"], m1["recall_scratch_1mm"],
+              "n", m0["n_scratch_1mm"])
+        assert m0["n_scratch_1mm"] >= 20
+        assert m1["recall_scratch_1mm"] >= m0["recall_scratch_1mm"] - 0.06
