@@ -53,11 +53,13 @@ def test_haze_without_plates_on_light_traps(metrics):
 
 
 def test_haze_on_pattern_backlight(metrics):
-    # target 0.15 pp with plates, 0.4 without; reached: ~0.2 on defect-free lenses, ~0.4 with
-    # dull spots (8 mm regions near the central zone's edge read low)
-    assert metrics["pattern_clean"]["haze_mae_pp"] <= 0.25
-    assert metrics["pattern"]["haze_mae_pp"] <= 0.45
-    assert metrics["pattern_raw"]["haze_mae_pp"] <= 0.45
+    # target 0.15 pp with plates, 0.4 without: met pooled and on defect-free lenses (~0.08);
+    # the set with dull spots reads ~0.2, a dull spot's excess near the central zone's edge
+    # being discounted by the noise of the small regions there
+    assert metrics["all"]["haze_mae_pp"] <= 0.15
+    assert metrics["pattern_clean"]["haze_mae_pp"] <= 0.15
+    assert metrics["pattern"]["haze_mae_pp"] <= 0.25
+    assert metrics["pattern_raw"]["haze_mae_pp"] <= 0.4
 
 
 def test_transmittance(metrics):
@@ -67,8 +69,9 @@ def test_transmittance(metrics):
 def test_scratch_recall_and_length(metrics):
     m = metrics["all"]
     assert m["n_scratch_1mm"] >= 50
-    # target 98 %; reached ~94 %: the misses are 1–2 mm hairlines narrower than half a pixel
-    assert m["recall_scratch_1mm"] >= 0.92
+    # target 98 %; reached ~97 %: the misses are 1–2 mm hairlines of 8 % contrast or less,
+    # narrower than half a pixel, on a pattern backlight
+    assert m["recall_scratch_1mm"] >= 0.96
     assert m["median_length_error"] <= 0.10
 
 
@@ -82,8 +85,8 @@ def test_spot_recall(metrics):
 def test_coating_recall(metrics):
     m = metrics["all"]
     assert m["n_coating"] >= 40
-    # target 90 %; reached ~88 %: the misses are faint voids over a light trap's halo
-    assert m["recall_coating"] >= 0.85
+    # target 90 %; reached ~98 %
+    assert m["recall_coating"] >= 0.9
 
 
 @pytest.mark.parametrize("kind", ["scratches", "spots", "coating"])
@@ -96,6 +99,6 @@ def test_false_defects_per_defect_free_lens(metrics, kind):
 def test_false_accepts_and_rejects_outside_the_guard_band(metrics):
     m = metrics["all"]
     assert m["n_clearly_bad"] >= 150 and m["n_clearly_good"] >= 200
-    # targets: false accepts ≤ 1 %, false rejects ≤ 2 %; reached ~1 % each (pattern haze)
-    assert m["false_accept_rate"] <= 0.02
+    # targets: false accepts ≤ 1 %, false rejects ≤ 2 %
+    assert m["false_accept_rate"] <= 0.01
     assert m["false_reject_rate"] <= 0.02

@@ -50,11 +50,15 @@ BLOCKS_PER_REGION = 8
 TRAP_WINDOW = 1.8
 #: samples across a trap diameter (windows are strided to about this density)
 TRAP_SAMPLES_ACROSS = 40
-#: a pattern region whose fit residual exceeds this multiple of the noise expected from the
-#: station's noise model (or of the median region, without one) is not used
-RESIDUAL_LIMIT = 1.3
+#: a pattern block (1/8 of a region across) whose fit residual exceeds this multiple of the
+#: noise expected from the station's noise model (or of the median block, without one) is not
+#: used: a block has few samples, so its residual scatters more than a region's
+BLOCK_RESIDUAL_LIMIT = 2.0
 #: a region counts as worse than the central zone only beyond this many noise σ
 WORST_SIGMAS = 2.5
+#: a region centred in the central zone is read when at least this fraction of it lies in the
+#: zone (a corner of the zone still has a region, with the noise its size gives it)
+MIN_COVER = 0.2
 #: at most this many samples for the pattern grid (binned 2×2 as often as needed)
 PATTERN_MAX_SAMPLES = 200_000
 
@@ -309,6 +313,16 @@ def _contrast_fit(szi, sbi, sii, sdl, szb, sbb, sczb, cnt):
         return 100.0 * h, msr, 100.0 * sigma_h
 
 
+def _expected_msr(station, level: np.ndarray, msr: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Fit residual (mean square of the contrast) that noise alone leaves at mean level
+    ``level`` (DN): from the station's noise model, else the median residual over ``where``."""
+    noise = station.noise_model
+    if noise is not None:
+        # the lens frame's relative noise plus the averaged flat's, which the fit also sees
+        return (noise[0] * level + noise[1]) / np.maximum(level, 1e-6) ** 2 * (1 + 1 / station.flat_frames)
+    return np.full(msr.shape, float(np.median(msr[where])) if where.any() else np.inf)
+
+
 def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask: np.ndarray | None = None):
     """Central-zone haze, the 8 mm region map and its noise, on the pattern sub-grid.
 
@@ -316,8 +330,9 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     mean) is projected onto the flat's. Dividing by the local mean makes the estimate blind
     to transmittance changes wider than a period (coating runs and voids, tint gradients)
     while haze, which adds light in proportion to the surround, still lowers the contrast.
-    Regions are centred on blocks wholly inside ``mask`` (the central zone) and read the
-    blocks wholly inside ``lens_mask`` that they cover; the flat's block sums are precomputed.
+    Regions are centred on blocks mostly inside ``mask`` (the central zone) and read the
+    zone's blocks that they cover, kept a period clear of the edge of ``lens_mask`` and
+    leaving out blocks with sub-period texture; the flat's block sums are precomputed.
     """
     plan: _PatternPlan = _plan(station)
     f = 1 << plan.levels
@@ -343,35 +358,37 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
         return blocks(sub.astype(np.float32)) >= 0.999
 
     inside = wholly(strided(mask) if mask is not None else None)
+    # blocks mostly in the zone: regions read the central zone (station-model §3), and a
+    # region's centre is in the zone when its centre block mostly is
+    mostly = (blocks(strided(mask).astype(np.float32)) >= 0.5) if mask is not None else inside
     if lens_mask is not None:
         # the one-period local mean must not reach the frame: keep a period clear of the edge
         # (eroded on the binned grid, which costs little)
         period = station.pattern.period_px if station.pattern is not None else 8.0
         r = max(1, int(round(period / f)))
         clear = cv2.erode(strided(lens_mask), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-        on_lens = wholly(clear) | inside
+        on_lens = (wholly(clear) & mostly) | inside
     else:
-        on_lens = inside
+        on_lens = mostly
     k = min(BLOCKS_PER_REGION, nb[0], nb[1])
-    # a region is centred in the zone and reads the lens blocks it covers (at least half of
-    # it): a small central zone, such as one eye of a two-lens goggle, still has regions
+    # A block whose own fit leaves far more residual than noise holds τ texture finer than a
+    # period (mottle, a scratch, a spot) that mimics or masks pattern contrast: it is left
+    # out. Judged per block, where haze is constant, so a dull spot's gradient across a
+    # region is not mistaken for texture, and a scratch costs its blocks, not its regions.
+    _, bmsr, _ = _contrast_fit(*allstats)
+    on_lens = on_lens & (bmsr <= BLOCK_RESIDUAL_LIMIT * _expected_msr(station, allstats[3] / np.maximum(allstats[-1], 1e-9),
+                                                                     bmsr, on_lens))
     allstats = tuple(x * on_lens for x in allstats)
+    # a region is centred in the zone and reads the zone's blocks it covers (at least
+    # MIN_COVER of it): a small central zone, such as one eye of a two-lens goggle, still has
+    # regions
     win = [_window_sums(x, k) * spb for x in allstats]
     covered = _window_sums(on_lens.astype(np.float64), k)
     c0 = k // 2
-    centred = inside[c0: c0 + covered.shape[0], c0: c0 + covered.shape[1]]
-    valid = centred & (covered >= 0.75 * k * k)
+    centred = mostly[c0: c0 + covered.shape[0], c0: c0 + covered.shape[1]]
+    valid = centred & (covered >= MIN_COVER * k * k)
     hmap, msr, sigma = _contrast_fit(*win)
-    noise = station.noise_model
-    if noise is not None:
-        level = win[3] / np.maximum(win[-1], 1e-9)  # mean local level, DN
-        # the lens frame's relative noise plus the averaged flat's, which the fit also sees
-        expected = (noise[0] * level + noise[1]) / np.maximum(level, 1e-6) ** 2 * (1 + 1 / station.flat_frames)
-    else:
-        expected = np.full(hmap.shape, float(np.median(msr[valid])) if valid.any() else np.inf)
-    # a region whose fit leaves far more residual than noise holds τ texture finer than a
-    # period (mottle, a scratch, a spot) that mimics or masks pattern contrast: not a reading
-    reliable = valid & (msr <= RESIDUAL_LIMIT * expected)
+    reliable = valid
     hmap = np.where(reliable, hmap, np.nan)
     # the central value: one fit over every block a reliable region covers (else every
     # block inside the mask)
