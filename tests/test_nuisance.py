@@ -253,3 +253,53 @@ def test_scratch_recall_survives_nuisances():
               "n", m0["n_scratch_1mm"])
         assert m0["n_scratch_1mm"] >= 20
         assert m1["recall_scratch_1mm"] >= m0["recall_scratch_1mm"] - 0.06
+
+
+# -- watermarks are reported as marks, not scratches ----------------------------------------------
+def _clear_of_traps(sim, lens, r_px: float) -> tuple[float, float]:
+    """The deepest point of the lens whose disc of radius ``r_px`` (plus 1 mm) misses every trap."""
+    p = sim.params
+    inside = render_masks(p, lens.pose).inside_mm.copy()
+    yy, xx = np.mgrid[:p.height, :p.width]
+    for t in p.backlight.traps:
+        tx, ty = t.x_mm / PS + (p.width - 1) / 2, t.y_mm / PS + (p.height - 1) / 2
+        inside[np.hypot(xx - tx, yy - ty) < t.diameter_mm / PS / 2 + r_px + 1 / PS] = 0
+    y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
+    assert inside[y, x] * 1.0 > r_px * PS + 1  # the drop fits on the lens
+    return float(x), float(y)
+
+
+@pytest.mark.parametrize("span", [(0.0, 1.0), (0.1, 0.7)])
+def test_a_watermark_is_a_mark_and_does_not_fail_the_lens(span):
+    """A dried drop's rim (4 mm across, whole or 60 % of a ring) is reported under ``marks``
+    (kind ``watermark``, its diameter measured) and neither scratches nor fails the lens."""
+    sim = _sim(3)
+    station = calibrate_from_sim(sim, np.random.default_rng(7))
+    lens = _plain_lens(sim)
+    cx, cy = _clear_of_traps(sim, lens, 20.0)
+    wm = Watermark(_ring(cx, cy, 20.0), rim_px=2.0, rim_contrast=0.10, rim_span=span)
+    image, truth = render_lens(sim, dataclasses.replace(lens, nuisances=(wm,)), np.random.default_rng(2), limits=SPEC)
+    res = inspect_lens(image, station, SPEC)
+    assert res.scratches == [] and res.spots == []
+    assert [m.kind for m in res.marks] == ["watermark"]
+    assert res.marks[0].diameter_mm == pytest.approx(4.0, rel=0.15)
+    assert res.marks[0].arc_deg >= 0.9 * 360 * (span[1] - span[0])
+    assert res.verdict == "pass", res.reasons
+    assert res.to_dict()["marks"][0]["kind"] == "watermark"
+
+
+def test_an_arc_scratch_stays_a_scratch():
+    """An arc scratch bending through 100° (of a 6 mm circle) is abrasion, not a drop's rim."""
+    from goggleqc.synth.lens import Scratch as TrueScratch
+
+    sim = _sim(3)
+    station = calibrate_from_sim(sim, np.random.default_rng(7))
+    lens = _plain_lens(sim)
+    cx, cy = _deepest(sim, lens)
+    t = np.linspace(-np.deg2rad(50), np.deg2rad(50), 24)
+    arc = tuple((cx + 30 * np.sin(a), cy - 30 * np.cos(a) + 15) for a in t)
+    image, truth = render_lens(sim, dataclasses.replace(lens, scratches=(TrueScratch(arc, 1.5, 0.2, "arc"),)),
+                               np.random.default_rng(2), limits=SPEC)
+    res = inspect_lens(image, station, SPEC)
+    assert len(res.scratches) == 1 and res.marks == []
+    assert res.verdict == "fail"

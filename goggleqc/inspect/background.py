@@ -397,7 +397,17 @@ def pattern_edge_normals(bg: np.ndarray, valid: np.ndarray, bins: int = 36, rati
     floor = float(np.median(hist)) + 1e-12
     peaks = [i for i in range(bins) if hist[i] >= ratio * floor and hist[i] >= hist[i - 1] and hist[i] >= hist[(i + 1) % bins]]
     peaks = sorted(peaks, key=lambda i: -hist[i])[:2]
-    return tuple(float((i + 0.5) * np.pi / bins) for i in peaks)
+    # refine each peak to the energy-weighted mean direction near it (doubled angles, since
+    # directions are mod π): a bin is 5° wide, a tilted pattern's edges sit anywhere in it
+    out = []
+    for i in peaks:
+        centre = (i + 0.5) * np.pi / bins
+        diff = np.abs(np.mod(angle - centre + np.pi / 2, np.pi) - np.pi / 2)
+        near = diff < 1.5 * np.pi / bins
+        w = energy[near]
+        a2 = 2 * angle[near]
+        out.append(float(np.mod(np.arctan2((w * np.sin(a2)).sum(), (w * np.cos(a2)).sum()) / 2, np.pi)))
+    return tuple(out)
 
 
 def _uncalibrated_bg(small: np.ndarray) -> np.ndarray:

@@ -56,11 +56,11 @@ class Detectors:
         return replace(base, **changes)
 
 
-def _covers_found(defect, scratches, spots) -> bool:
-    """True when a coating defect is only the low-contrast halo of a found scratch or spot:
-    its box lies within theirs (grown by a few pixels)."""
+def _covers_found(defect, scratches, spots, marks=()) -> bool:
+    """True when a coating defect is only the low-contrast halo of a found scratch, spot or
+    watermark: its box lies within theirs (grown by a few pixels)."""
     x0, y0, x1, y1 = defect.bbox_px
-    for obj in (*scratches, *spots):
+    for obj in (*scratches, *spots, *marks):
         bx0, by0, bx1, by1 = obj.bbox_px
         pad = 6
         if x0 >= bx0 - pad and y0 >= by0 - pad and x1 <= bx1 + pad and y1 <= by1 + pad:
@@ -174,14 +174,15 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         # after flat correction a scratch is dark wherever light passes; bright lines only
         # mean something in uncalibrated images (a scratch shining over a dark pattern cell)
         scratch_params = replace(detectors.scratches, bright=station is None and detectors.scratches.bright)
+        marks: list = []
         scratches, spots = separate(rel, zone_of=zone_of, pixel_size_mm=ps, scratch_params=scratch_params,
-                                    spot_params=detectors.spots)
+                                    spot_params=detectors.spots, marks=marks)
         lap("scratches_spots")
         if station is not None:
             maps = station_maps(station, scale)
             coating = find_coating((reduced - maps.dark) * maps.inv, region, pixel_size_mm=ps,
                                    params=detectors.coating, station=station, scale=scale)
-            coating = [c for c in coating if not _covers_found(c, scratches, spots)]
+            coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
         else:
             coating = []
         lap("coating")
@@ -204,7 +205,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
     timing["total"] = round(sum(timing.values()), 2)
     result = Result(image=name, verdict=verdict, reasons=reasons, haze_pct=haze_pct, haze_kind=haze_kind,
                     haze_regions=regions, transmittance_pct=transmittance_pct, scratches=scratches, coating=coating,
-                    spots=spots, pixel_size_mm=ps, timing_ms=timing, extra=extra)
+                    spots=spots, marks=marks, pixel_size_mm=ps, timing_ms=timing, extra=extra)
     if model is None and station is not None:
         model = getattr(station, "cache", {}).get("classifier")
     return model.apply(result) if model is not None else result

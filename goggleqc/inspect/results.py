@@ -51,6 +51,20 @@ class CoatingDefect:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """Contamination that wipes off, reported but never failing a lens: a ``watermark`` is the
+    ring of deposit a dried drop leaves (a circle or an arc of one, ``arc_deg`` of it seen)."""
+
+    kind: str
+    diameter_px: float
+    contrast: float
+    zone: str
+    bbox_px: list[int]
+    diameter_mm: float | None = None
+    arc_deg: float = 360.0
+
+
+@dataclass(frozen=True)
 class Reason:
     """Why a lens failed: ``code`` is haze, transmittance, scratch, coating, spot or error."""
 
@@ -75,6 +89,7 @@ class Result:
     scratches: list[Scratch] = field(default_factory=list)
     coating: list[CoatingDefect] = field(default_factory=list)
     spots: list[Spot] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
     pixel_size_mm: float | None = None
     lens_found: bool = True
     error: str | None = None

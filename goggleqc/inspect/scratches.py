@@ -30,7 +30,7 @@ from skimage.morphology import skeletonize
 
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import Relative
-from goggleqc.inspect.results import Scratch
+from goggleqc.inspect.results import Mark, Scratch
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,12 @@ class ScratchParams:
     min_mean_sigma : float
         A scratch's mean response along itself must reach this, so a noise chain hanging on
         one strong pixel is not a scratch.
+    mark_min_arc_deg, mark_diameter_mm, mark_min_diameter_px, mark_max_rms : float
+        A dark line lying on a circle (rms distance ≤ ``mark_max_rms`` × radius) of diameter
+        within ``mark_diameter_mm`` (≥ ``mark_min_diameter_px`` without a pixel size) and
+        covering at least ``mark_min_arc_deg`` of it is the rim of a dried drop, a watermark,
+        not a scratch: abrasion draws lines and gentle arcs, it does not curl round a point.
+        Smaller closed rings stay bubbles (spots).
     """
 
     scales: tuple[float, ...] = (1.0, 1.8)
@@ -76,6 +82,10 @@ class ScratchParams:
     crowd: int = 30
     crowd_factor: float = 2.5
     pattern_angle_deg: float = 6.0
+    mark_min_arc_deg: float = 160.0
+    mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
+    mark_min_diameter_px: float = 24.0
+    mark_max_rms: float = 0.2
 
 
 def _kernels(sigma: float):
@@ -267,9 +277,13 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
     return list(groups.values())
 
 
+#: ``claimed`` value of the working-grid pixels of a watermark's rim
+MARK_CLAIM = np.iinfo(np.uint16).max
+
+
 def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = None,
                    params: ScratchParams = ScratchParams(), exclude: np.ndarray | None = None,
-                   claimed: np.ndarray | None = None) -> list[Scratch]:
+                   claimed: np.ndarray | None = None, marks: list | None = None) -> list[Scratch]:
     """Find scratches in a relative transmittance image.
 
     Parameters
@@ -287,7 +301,11 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         line filter, but is not a scratch.
     claimed : (m, n) uint16 ndarray, optional
         Zeros in; out, the working-grid pixels of the reported scratches (grown by 2 px) hold
-        the scratch's index + 1, so the spot detector can leave the pieces of a scratch alone.
+        the scratch's index + 1, so the spot detector can leave the pieces of a scratch alone;
+        those of watermark rims hold :data:`MARK_CLAIM`.
+    marks : list, optional
+        Watermark rims (:class:`~goggleqc.inspect.results.Mark`) are appended here instead of
+        being reported as scratches; without a list they are dropped.
 
     Returns
     -------
@@ -345,6 +363,13 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         sc = _measure(members, rel, z, f, zone_of, pixel_size_mm, params)
         if sc is not None:
             measured.append((sc, members))
+    rims, measured = _watermarks(measured, f, pixel_size_mm, params)
+    for mark, members in rims:
+        if marks is not None:
+            marks.append(mark)
+        if claimed is not None:
+            for p in members:
+                claimed[p.ys, p.xs] = MARK_CLAIM
     # a second-derivative filter answers beside a line with the opposite sign: a line of one
     # polarity lying along a stronger one of the other is its side lobe, not a scratch
     for sc, members in measured:
@@ -358,6 +383,84 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     if claimed is not None:
         claimed[:] = cv2.dilate(claimed, np.ones((5, 5), np.uint8))
     return found
+
+
+def _circle(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Least-squares circle through points (Kåsa 1976): centre, radius, rms distance from
+    the circle and the arc it covers (degrees, in 10° sectors seen from the centre)."""
+    x, y = xs.astype(np.float64), ys.astype(np.float64)
+    a = np.stack([x, y, np.ones_like(x)], 1)
+    sol = np.linalg.lstsq(a, x * x + y * y, rcond=None)[0]
+    cx, cy = sol[0] / 2, sol[1] / 2
+    r = float(np.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0)))
+    rms = float(np.sqrt(np.mean((np.hypot(x - cx, y - cy) - r) ** 2)))
+    sectors = np.unique(np.floor((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
+    return float(cx), float(cy), r, rms, 10.0 * len(sectors)
+
+
+def _on_circle(xs, ys, f: int, ps: float | None, params: ScratchParams):
+    """The circle fit of a line's pixels when they lie on a circle of a watermark's size."""
+    if len(xs) < 8:
+        return None
+    cx, cy, r, rms, arc = _circle(xs, ys)
+    d = 2 * r * f
+    lo, hi = params.mark_diameter_mm
+    sized = lo <= d * ps <= hi if ps else d >= params.mark_min_diameter_px
+    return (cx, cy, r, arc) if sized and rms <= params.mark_max_rms * r else None
+
+
+def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams) -> tuple[list, list]:
+    """Split measured lines into watermark rims and scratches (see ScratchParams).
+
+    A rim often breaks into arcs that the end-to-end linking does not join (they turn too
+    fast); arcs lying on one circle are one rim, and their arcs add up.
+    """
+    cand = []
+    for k, (sc, members) in enumerate(measured):
+        if sc.polarity != "dark":
+            continue
+        xs = np.concatenate([p.xs for p in members])
+        ys = np.concatenate([p.ys for p in members])
+        if len(xs) >= 5:
+            # a short arc's own circle is poorly placed: judge arcs together below
+            cx, cy, r, _, _ = _circle(xs, ys)
+            cand.append((k, (cx, cy, r), xs, ys))
+    parent = {k: k for k, *_ in cand}
+
+    def find(k):
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for i, (ka, fa, xa, ya) in enumerate(cand):
+        for kb, fb, xb, yb in cand[i + 1:]:
+            # two arcs lying on one circle of a watermark's size are one rim
+            near = (np.hypot(xa.mean() - xb.mean(), ya.mean() - yb.mean()) * f * (ps or 1.0)
+                    <= (params.mark_diameter_mm[1] if ps else 20 * params.mark_min_diameter_px))
+            if near and _on_circle(np.concatenate([xa, xb]), np.concatenate([ya, yb]), f, ps, params) is not None:
+                parent[find(ka)] = find(kb)
+    clusters: dict[int, list[int]] = {}
+    for k, *_ in cand:
+        clusters.setdefault(find(k), []).append(k)
+    rims, taken = [], set()
+    for ks in clusters.values():
+        members = [p for k in ks for p in measured[k][1]]
+        xs = np.concatenate([p.xs for p in members])
+        ys = np.concatenate([p.ys for p in members])
+        fit = _on_circle(xs, ys, f, ps, params)
+        if fit is None or fit[3] < params.mark_min_arc_deg:
+            continue
+        lines = [measured[k][0] for k in ks]
+        boxes = np.array([sc.bbox_px for sc in lines])
+        bbox = [int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max())]
+        zones = {sc.zone for sc in lines}
+        zone = "central" if "central" in zones else zones.pop()
+        d = 2 * fit[2] * f
+        contrast = float(np.average([sc.contrast for sc in lines], weights=[sc.length_px for sc in lines]))
+        rims.append((Mark(kind="watermark", diameter_px=d, contrast=contrast, zone=zone, bbox_px=bbox,
+                          diameter_mm=d * ps if ps else None, arc_deg=fit[3]), members))
+        taken.update(ks)
+    return rims, [m for k, m in enumerate(measured) if k not in taken]
 
 
 #: squared equivalent width (full-resolution px²) the optics give a hairline; the working

@@ -198,32 +198,35 @@ def spot_mask(spots: list[Spot], shape: tuple[int, int], scale: int, origin: tup
     return mask.astype(bool)
 
 
-def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=None, spot_params=None):
+def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=None, spot_params=None,
+             marks: list | None = None):
     """Scratches and spots of one image, each object found by the detector it belongs to.
 
     The wider spots are found first and their rims kept from the line filter; then the
-    scratches; then spots lying on a scratch are dropped as pieces of it.
+    scratches; then spots lying on a scratch, or on a watermark's rim (appended to
+    ``marks``), are dropped as pieces of it.
 
     Returns
     -------
     scratches : list of Scratch
     spots : list of Spot
     """
-    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+    from goggleqc.inspect.scratches import MARK_CLAIM, ScratchParams, find_scratches
 
     scratch_params = scratch_params or ScratchParams()
     spot_params = spot_params or SpotParams()
     first = find_spots(rel, zone_of=zone_of, pixel_size_mm=pixel_size_mm, params=spot_params)
     claimed = np.zeros(rel.rel.shape, np.uint16)
     found = find_scratches(rel, zone_of=zone_of, pixel_size_mm=pixel_size_mm, params=scratch_params,
-                           exclude=spot_mask(first, rel.rel.shape, rel.scale, rel.origin), claimed=claimed)
+                           exclude=spot_mask(first, rel.rel.shape, rel.scale, rel.origin), claimed=claimed,
+                           marks=marks)
     # a "scratch" that fits inside a spot (grown by half) is that spot's rim or the spot itself
     scratches = [sc for sc in found if not any(_inside(sc.bbox_px, _grown(sp.bbox_px, 0.5)) for sp in first)]
     # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width
     rings = [sc for sc in scratches if _is_ring(sc)]
     scratches = [sc for sc in scratches if sc not in rings]
     first = first + [_ring_spot(sc, pixel_size_mm) for sc in rings]
-    kept = {i + 1 for i, sc in enumerate(found) if sc in scratches}
+    kept = {i + 1 for i, sc in enumerate(found) if sc in scratches} | {MARK_CLAIM}
     f = rel.scale
     h, w = claimed.shape
     ox, oy = rel.origin

@@ -2,7 +2,7 @@
 
 Drawn with OpenCV on an 8-bit BGR copy of the frame. Colours (BGR) are fixed so a reader
 learns them once: lens edge cyan, central-zone edge yellow, scratches red, spots magenta,
-coating defects orange. The verdict and its reasons head the image.
+coating defects orange, marks that wipe off (watermarks; they never fail a lens) grey. The verdict and its reasons head the image.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ COLOURS = {
     "scratch": (40, 40, 255),
     "spot": (255, 60, 255),
     "coating": (0, 140, 255),
+    "mark": (170, 170, 170),
     "pass": (60, 200, 60),
     "fail": (40, 40, 255),
     "error": (0, 165, 255),
@@ -59,7 +60,7 @@ def defect_label(kind: str, defect: dict[str, Any]) -> str:
     """
     if kind == "scratch":
         name, fields = "scratch", (("length_mm", "mm"), ("length_px", "px"))
-    elif kind == "spot":
+    elif kind in ("spot", "mark"):
         name, fields = defect.get("kind") or "spot", (("diameter_mm", "mm"), ("diameter_px", "px"))
     else:
         name, fields = defect.get("kind") or "coating", (("area_mm2", "mm2"), ("area_px", "px2"))
@@ -113,7 +114,7 @@ def draw_overlay(image: np.ndarray, record: dict[str, Any]) -> np.ndarray:
     cv2.polylines(canvas, _contours(extra.get("lens_contours_px")), True, COLOURS["lens"], thick, cv2.LINE_AA)
     cv2.polylines(canvas, _contours(extra.get("central_contours_px")), True, COLOURS["central"], thick, cv2.LINE_AA)
     pad = 2 + 2 * thick
-    for list_name, kind in (("coating", "coating"), ("scratches", "scratch"), ("spots", "spot")):
+    for list_name, kind in (("marks", "mark"), ("coating", "coating"), ("scratches", "scratch"), ("spots", "spot")):
         for defect in record.get(list_name) or []:
             bbox = defect.get("bbox_px")
             if not bbox or len(bbox) != 4:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from goggleqc.inspect.results import CoatingDefect, Reason, Result, Scratch, Spot
+from goggleqc.inspect.results import CoatingDefect, Mark, Reason, Result, Scratch, Spot
 
 #: the batch fields added to ``Result.to_dict()``
 BATCH_FIELDS = ("path", "content_hash", "overlay")
@@ -58,6 +58,7 @@ def result_from_record(record: dict[str, Any]) -> Result:
     kwargs["scratches"] = build(Scratch, record.get("scratches"))
     kwargs["spots"] = build(Spot, record.get("spots"))
     kwargs["coating"] = build(CoatingDefect, record.get("coating"))
+    kwargs["marks"] = build(Mark, record.get("marks"))
     return Result(**kwargs)
 
 

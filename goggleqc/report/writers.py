@@ -23,7 +23,7 @@ CSV_COLUMNS = (
     "path", "image", "verdict", "reason_codes", "reasons", "haze_pct", "haze_kind", "transmittance_pct",
     "n_scratches", "max_scratch_length_mm", "max_scratch_length_px",
     "n_spots", "max_spot_diameter_mm", "max_spot_diameter_px",
-    "n_coating", "max_coating_area_mm2", "max_coating_area_px",
+    "n_coating", "max_coating_area_mm2", "max_coating_area_px", "n_marks",
     "pixel_size_mm", "lens_found", "error", "time_ms", "content_hash", "overlay",
 )
 
@@ -76,6 +76,7 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
         "n_coating": len(record.get("coating") or []),
         "max_coating_area_mm2": worst(record, "coating", "area_mm2"),
         "max_coating_area_px": worst(record, "coating", "area_px"),
+        "n_marks": len(record.get("marks") or []),
         "pixel_size_mm": record.get("pixel_size_mm"),
         "lens_found": record.get("lens_found"),
         "error": record.get("error"),
