@@ -122,12 +122,13 @@ def _coarse_pattern_stations(count: int):
 def test_uncalibrated_scratch_recall_on_a_defocused_pattern():
     """Issue 4: ≥ 90 % for scratches ≥ 1 mm on a pattern backlight, no station at all.
 
-    Uncalibrated, the background is told from the lens by scale (a robust local quadratic
-    fit): it needs the pattern's period well above a scratch's width and its cells smooth.
-    Target 90 %; reached ~66 % on these defocused patterns of 3 mm and more, with no false
-    scratch on a defect-free lens: a high-contrast checker leaves residue that the detector
-    must (and does) refuse, and hairlines across it are lost with it. The issue note reports
-    this as not met. A calibrated station removes any pattern through its flat.
+    Uncalibrated, the background is the pattern's own neighbouring cells (a median over the
+    lattice the frame's autocorrelation gives). Target 90 %; reached ~71 % on these defocused
+    patterns of 3 mm and more (it was 66 % with a local quadratic fit), with no false scratch
+    on a defect-free lens. The misses are hairlines of a few percent that run over dark
+    pattern cells, where too little light comes through to see them without a flat. The
+    issue note reports this as not met. A calibrated station removes any pattern through its
+    flat.
     """
     pairs = []
     stations = _coarse_pattern_stations(8)
@@ -142,7 +143,7 @@ def test_uncalibrated_scratch_recall_on_a_defocused_pattern():
         pairs.append((truth, res.to_dict()))
     m = evaluate(pairs, SPEC)
     assert m["n_scratch_1mm"] >= 25
-    assert m["recall_scratch_1mm"] >= 0.60
+    assert m["recall_scratch_1mm"] >= 0.68
     assert m["false_scratches_per_clean_lens"] <= 0.05
 
 
@@ -227,8 +228,8 @@ def test_uncalibrated_close_ups_of_a_lens_on_a_pattern():
     """Simulated photographs taken through a lens that fills the frame, on defocused patterns.
 
     The uncalibrated case real photographs look like. Issue 4 asks 90 % recall for scratches of
-    1 mm or more; reached ~59 %, with about 0.1 false scratch per defect-free lens (pattern
-    residue along the pattern's own edge directions is refused).
+    1 mm or more; reached ~78 % (59 % with a local quadratic background), with no false
+    scratch and ~0.07 false spot per defect-free lens, and no false reject.
     """
     from goggleqc.synth.station import Product
 
@@ -250,5 +251,7 @@ def test_uncalibrated_close_ups_of_a_lens_on_a_pattern():
         pairs.append((truth, res.to_dict()))
     m = evaluate(pairs, SPEC)
     assert m["n_scratch_1mm"] >= 25
-    assert m["recall_scratch_1mm"] >= 0.55
-    assert m["false_scratches_per_clean_lens"] <= 0.25
+    assert m["recall_scratch_1mm"] >= 0.74
+    assert m["false_scratches_per_clean_lens"] <= 0.05
+    assert m["false_spots_per_clean_lens"] <= 0.15
+    assert m["false_reject_rate"] <= 0.05

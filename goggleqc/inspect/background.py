@@ -25,6 +25,9 @@ Uncalibrated (no station)
     twice, the second time with outliers replaced): quadratic structure such as the valley of
     a defocused grid line or the saddle of a checker corner passes unchanged, while thin
     lines and small spots do not. A median would flatten those valleys into false lines.
+    When the backlight is periodic (a grid, checker or stripe target), the background is
+    instead the pattern's own neighbouring cells (:mod:`goggleqc.inspect.lattice`), which
+    follows edges a local fit cannot; dark cells are then left out, and so are bright lines.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 
 from goggleqc.errors import CalibrationError, InputError
 from goggleqc.inspect.grid import reduce_image
+from goggleqc.inspect.lattice import lattice_background
 
 #: full-resolution pixels per working pixel, for frames up to 2.5 MP; larger frames use
 #: a coarser grid (see :func:`working_scale`)
@@ -58,6 +62,11 @@ _FIT_WINDOW = 5
 _MIN_FLAT_FRAC = 0.08
 #: the lens mask is eroded by this many working px, so its edge never looks like a line
 _EDGE_MARGIN = 3
+#: uncalibrated, periodic backlight: the lattice's cells are read this far inside the lens
+#: (working px), and nothing within _BORDER_PX of the frame's border is judged (the shifted
+#: cells run out there)
+_LATTICE_MARGIN = 3
+_BORDER_PX = 8
 #: misregistration (full-resolution px) allowed between flat and lens frames, and the
 #: nominal relative pixel noise of a bright backlight it is weighed against
 _MISREGISTRATION_PX = 0.3
@@ -87,6 +96,9 @@ class Relative:
     pattern_normals : tuple of float
         Uncalibrated only: directions (radians, mod π) across the edges of the backlight
         pattern, where the background model leaves its residue as lines.
+    model : str
+        How the background was found: ``flat`` (the station's), ``lattice`` (the pattern's
+        own repeats, :mod:`goggleqc.inspect.lattice`) or ``local`` (a robust local fit).
     """
 
     rel: np.ndarray
@@ -95,6 +107,7 @@ class Relative:
     scale: int = SCALE
     origin: tuple[int, int] = (0, 0)
     pattern_normals: tuple[float, ...] = ()
+    model: str = "flat"
 
     @cached_property
     def whitened(self) -> tuple[np.ndarray, float, np.ndarray]:
@@ -342,15 +355,25 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         if not bright > 0:
             raise InputError("the image is black; check the backlight and the exposure")
         base = bg > np.float32(_MIN_LEVEL_FRAC * bright)
+        seen = base if lens is None else (base & lens)
+        model = "local"
         # the local fit is biased within its window of the lens edge: keep clear of it
-        valid = _erode(base if lens is None else (base & lens), _EDGE_MARGIN + _SG_RADIUS)
-        weight = np.sqrt(np.clip(bg / np.float32(bright), 0, 1.5)).astype(np.float32)
+        valid = _erode(seen, _EDGE_MARGIN + _SG_RADIUS)
         normals = pattern_edge_normals(bg, valid)
+        repeats = lattice_background(small, _erode(seen, _LATTICE_MARGIN))
+        if repeats is not None:
+            # a periodic backlight: its own neighbouring cells are the background
+            bg, ok, _ = repeats
+            inner = np.zeros(seen.shape, bool)
+            inner[_BORDER_PX:-_BORDER_PX, _BORDER_PX:-_BORDER_PX] = True
+            valid = _erode(seen & ok, _EDGE_MARGIN) & inner
+            model = "lattice"
+        weight = np.sqrt(np.clip(bg / np.float32(bright), 0, 1.5)).astype(np.float32)
         num = small
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
-                    pattern_normals=normals if station is None else ())
+                    pattern_normals=normals if station is None else (), model="flat" if station is not None else model)
 
 
 @lru_cache(maxsize=4)

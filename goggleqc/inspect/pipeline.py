@@ -169,11 +169,12 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         work_shape = (reduced.shape[1], reduced.shape[0])
         lens_work = cv2.resize(region.lens_small.view(np.uint8), work_shape, interpolation=cv2.INTER_NEAREST)
         rel = relative_image(image, station, lens_work.view(bool), scale=scale, reduced=reduced)
+        # after flat correction a scratch is dark wherever light passes; bright lines only
+        # mean something against a local fit (a scratch shining over a dark pattern cell):
+        # measured against the pattern's own repeats, dark cells are left out
+        scratch_params = replace(detectors.scratches, bright=rel.model == "local" and detectors.scratches.bright)
         zone_of = region.zone_of if ps and not whole_frame else None
         lap("background")
-        # after flat correction a scratch is dark wherever light passes; bright lines only
-        # mean something in uncalibrated images (a scratch shining over a dark pattern cell)
-        scratch_params = replace(detectors.scratches, bright=station is None and detectors.scratches.bright)
         marks: list = []
         scratches, spots = separate(rel, zone_of=zone_of, pixel_size_mm=ps, scratch_params=scratch_params,
                                     spot_params=detectors.spots, marks=marks)
