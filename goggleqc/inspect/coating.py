@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from goggleqc.inspect.lens import LensRegion, reduce_image, reduced_station
+from goggleqc.inspect.lens import np_median as _np_median
 from goggleqc.inspect.results import CoatingDefect
 
 
@@ -109,33 +110,107 @@ def _coating_factor(shape: tuple[int, int], pixel_size_mm: float | None, reduced
     return factor
 
 
-def _norm_box(values: np.ndarray, weight: np.ndarray, k: int, den: np.ndarray | None = None) -> np.ndarray:
+def _norm_box(values: np.ndarray, weight: np.ndarray, k: int, den: np.ndarray | None = None,
+              border: int = cv2.BORDER_REFLECT) -> np.ndarray:
     """Weighted box mean ``box(v·w) / box(w)`` (normalised convolution), 0 where ``w`` is empty.
 
-    ``den`` is ``box(w)`` when the caller already has it."""
-    num = cv2.blur(values * weight, (k, k), borderType=cv2.BORDER_REFLECT)
+    ``den`` is ``box(w)`` (or a :class:`_Den` of it) when the caller already has it;
+    ``border`` is OpenCV's border mode."""
+    num = cv2.blur(values * weight, (k, k), borderType=border)
     if den is None:
-        den = cv2.blur(weight, (k, k), borderType=cv2.BORDER_REFLECT)
-    return np.where(den > 1e-3, num / np.maximum(den, 1e-6), 0).astype(np.float32)
+        den = cv2.blur(weight, (k, k), borderType=border)
+    return _ratio(num, den, 1e-3)
 
 
-def _norm_gauss(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """Weighted Gaussian mean (normalised convolution), 0 where ``w`` is empty."""
-    num = cv2.GaussianBlur(values * weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    return np.where(den > 1e-2, num / np.maximum(den, 1e-6), 0).astype(np.float32)
+class _Den:
+    """The denominator of normalised convolutions that share it: floored for the division,
+    and where it is not empty (``> floor``); computed once for all of them."""
+
+    __slots__ = ("full", "safe")
+
+    def __init__(self, den: np.ndarray, floor: float):
+        self.safe = cv2.max(den, 1e-6)  # np.maximum's result, twice as fast
+        self.full = den > floor
+
+
+def _ratio(num: np.ndarray, den, floor: float) -> np.ndarray:
+    """``num / den`` where ``den > floor``, else 0, in ``num``'s (float32) array.
+    ``den`` is an array or a :class:`_Den` made with the same ``floor``."""
+    if not isinstance(den, _Den):
+        den = _Den(den, floor)
+    np.divide(num, den.safe, out=num)
+    num *= den.full  # in place: a multiply, several times cheaper than np.where
+    return num
+
+
+def _norm_gauss(values: np.ndarray, weight: np.ndarray, sigma: float, den: np.ndarray | None = None,
+                border: int = cv2.BORDER_REFLECT) -> np.ndarray:
+    """Weighted Gaussian mean (normalised convolution), 0 where ``w`` is empty.
+
+    ``den`` is the Gaussian blur of ``w`` (or a :class:`_Den` of it) when the caller already
+    has it; ``border`` is OpenCV's border mode."""
+    num = cv2.GaussianBlur(values * weight, (0, 0), sigma, borderType=border)
+    if den is None:
+        den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=border)
+    return _ratio(num, den, 1e-2)
+
+
+def _gauss_radius(sigma: float) -> int:
+    """Half-width (px) of OpenCV's float Gaussian kernel for ``sigma`` (``ksize = 8σ + 1``)."""
+    return (int(round(sigma * 8 + 1)) | 1) // 2 + 1
+
+
+def _median_blur_u8(q: np.ndarray, k: int, max_levels: int = 32) -> np.ndarray:
+    """``cv2.medianBlur(q, k)`` of a uint8 image whose values are mostly small, by counting.
+
+    The median of a window is at least ``v`` exactly when at least ``(k² + 1)/2`` of its
+    values are, so the median is the number of levels ``v ≥ 1`` at which a box count of
+    ``q ≥ v`` reaches that majority. Only pixels that reached ``v − 1`` can reach ``v``, so
+    each level works on the bounding box of the last level's hits; the departure maps are
+    noise-like, with medians of a few levels, and this is several times faster than
+    OpenCV's histogram median for large windows. After ``max_levels`` levels the remaining
+    box is finished by ``cv2.medianBlur`` itself. Same replicated border, same result.
+    """
+    need = (k * k + 1) // 2
+    depth = -1 if k * k <= 255 else cv2.CV_16U  # counts up to k²
+    h, w = q.shape
+    rad = k // 2
+    out = np.zeros(q.shape, np.uint8)
+    y0, y1, x0, x1 = 0, h, 0, w  # the pixels still rising
+    for v in range(1, 256):
+        sy, sx = max(0, y0 - rad), max(0, x0 - rad)
+        sub = q[sy:min(h, y1 + rad), sx:min(w, x1 + rad)]
+        if v > max_levels:
+            out[y0:y1, x0:x1] = cv2.medianBlur(sub, k)[y0 - sy:y1 - sy, x0 - sx:x1 - sx]
+            break
+        _, ge = cv2.threshold(sub, v - 1, 1, cv2.THRESH_BINARY)  # 1 where q ≥ v
+        count = cv2.boxFilter(ge, depth, (k, k), normalize=False, borderType=cv2.BORDER_REPLICATE)
+        hit = count[y0 - sy:y1 - sy, x0 - sx:x1 - sx] >= need
+        bx, by, bw, bh = cv2.boundingRect(hit.view(np.uint8))
+        if bw == 0:
+            break
+        out[y0:y1, x0:x1] += hit
+        y0, y1, x0, x1 = y0 + by, y0 + by + bh, x0 + bx, x0 + bx + bw
+    return out
 
 
 def _median(values: np.ndarray) -> float:
     """Median of an evenly spaced subsample of at most ~4k values (speed; ample for a level)."""
-    return float(np.median(values[:: max(1, values.size // 4096)]))
+    return _np_median(values[:: max(1, values.size // 4096)])
+
+
+def _subsample(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values[mask]`` thinned to every ``(count // 4096)``-th value, as ``_median`` and
+    ``_robust_sigma`` would take it, without gathering all of ``values[mask]`` first."""
+    idx = np.flatnonzero(mask)
+    return values.ravel()[idx[:: max(1, idx.size // 4096)]]
 
 
 def _robust_sigma(values: np.ndarray) -> float:
     """1.4826 × MAD, from an evenly spaced subsample of at most ~4k values (speed)."""
     values = values[:: max(1, values.size // 4096)]
-    med = float(np.median(values))
-    return max(1.4826 * float(np.median(np.abs(values - med))), 1e-9)
+    med = _np_median(values)
+    return max(1.4826 * _np_median(np.abs(values - med)), 1e-9)
 
 
 def _hysteresis(response: np.ndarray, high: float, low: float, mask: np.ndarray) -> tuple[int, np.ndarray]:
@@ -198,51 +273,83 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     shape = tuple(region.shape)
     factor = max(_coating_factor(shape, ps, params.reduced_mm), scale)
     mm_px = ps_eff * factor  # mm per reduced pixel
-    t = reduce_image(transmission, factor // scale)
-    hs, ws = t.shape
+    sub = factor // scale
+    hs, ws = transmission.shape[0] // sub, transmission.shape[1] // sub
 
-    lens = cv2.resize(region.lens_small.astype(np.uint8), (ws, hs), interpolation=cv2.INTER_NEAREST)
+    lens = cv2.resize(region.lens_small.view(np.uint8), (ws, hs), interpolation=cv2.INTER_NEAREST)
     margin = max(1, int(round(params.edge_margin_mm / mm_px)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
     if station is not None:
-        red = reduced_station(station, factor)
-        known = red.valid > 0.999
-        scatter = red.scatter_ratio / np.maximum(red.valid, 1e-6)
-        noise_weight = np.sqrt(np.maximum(red.flat, 1e-6) / max(_median(red.flat[known]), 1e-6)) \
-            if known.any() else np.ones_like(t)
+        maps = _station_maps(station, factor, margin)
+        scatter, noise_weight, known_inner = maps.scatter, maps.noise_weight, maps.known_inner
         patterned = station.backlight == "pattern"
+        t = None  # reduced below, only where it is searched
     else:
+        t = reduce_image(transmission, sub)
         level = _median(t[lens > 0]) if (lens > 0).any() else 0.0
         known = t > 0.5 * level  # blocks reaching into a light trap (transmission 0)
+        known_inner = cv2.erode(known.view(np.uint8), disc).view(bool)
         scatter, noise_weight, patterned = None, np.ones_like(t), False
-    search = cv2.erode(lens, disc).view(bool) & cv2.erode(known.astype(np.uint8), disc).view(bool)
+    search = cv2.erode(lens, disc).view(bool) & known_inner
     if np.count_nonzero(search) < 50:
         return []
+
+    # Only the searched part of the frame matters: every filter below is either weighted by
+    # (a subset of) ``search``, so that it sees zeros outside it, or only read inside it.
+    # When the widest filter's reach around ``search`` stays inside the frame, the frame's
+    # own border never enters, and a crop just around ``search`` with a zero (constant)
+    # border gives the values inside ``search`` of the whole frame; the median, whose
+    # border is replicated, gets zeros from a margin of half its window. Otherwise the crop
+    # keeps the reach, and the frame's reflected border where the crop meets it.
+    k_bg = max(3, int(round(params.background_mm / mm_px)) | 1)
+    k_haze = max(3, int(round(params.haze_mm / mm_px)) | 1)
+    s_px = max(0.5, params.smooth_mm / mm_px)
+    t_px = max(1.0, params.texture_mm / mm_px)
+    k_tex = 2 * int(round(t_px)) + 1
+    reach = max(k_bg // 2, k_haze // 2, k_tex // 2, _gauss_radius(s_px), _gauss_radius(t_px), margin) + 1
+    bx, by, bw, bh = cv2.boundingRect(search.view(np.uint8))
+    if by >= reach and bx >= reach and by + bh + reach <= hs and bx + bw + reach <= ws:
+        pad, border = k_tex // 2 + 1, cv2.BORDER_CONSTANT
+    else:
+        pad, border = reach, cv2.BORDER_REFLECT
+    oy, ox = max(0, by - pad), max(0, bx - pad)
+    crop = (slice(oy, min(hs, by + bh + pad)), slice(ox, min(ws, bx + bw + pad)))
+    if t is None:  # block means of a crop on the block grid are those blocks of the whole
+        (y0, y1), (x0, x1) = (crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)
+        t = reduce_image(transmission[y0 * sub:y1 * sub, x0 * sub:x1 * sub], sub)
+    else:
+        t = t[crop]
+    search = search[crop]
+    if patterned:
+        scatter, scatter_sq, scatter_m1 = maps.scatter[crop], maps.scatter_sq[crop], maps.scatter_m1[crop]
+    noise_weight = noise_weight[crop]
+    nw_sq = maps.noise_weight_sq[crop] if station is not None else noise_weight
     weight = search.astype(np.float32)
 
     # 1. departure from a robust large-scale background (two passes, rejecting outliers)
-    k_bg = max(3, int(round(params.background_mm / mm_px)) | 1)
-    k_haze = max(3, int(round(params.haze_mm / mm_px)) | 1)
     for _ in range(2):
         if patterned:
-            model = _pattern_background(t, scatter, weight, k_bg)
+            model = _pattern_background(t, scatter, weight, k_bg, border)
         else:
-            model = _norm_box(t, weight, k_bg)
-        r = np.where(search & (model > 0), t / np.maximum(model, 1e-6) - 1.0, 0.0).astype(np.float32)
+            model = _norm_box(t, weight, k_bg, border=border)
+        r = t / cv2.max(model, 1e-6)
+        r -= np.float32(1.0)
+        r *= search & (model > 0)
         if patterned:
-            r = _remove_haze_pattern(r, scatter, weight, k_haze)
+            r = _remove_haze_pattern(r, scatter, weight, k_haze, scatter_sq, scatter_m1, border)
         z = r * noise_weight
-        sigma = _robust_sigma(z[search])
+        sigma = _robust_sigma(_subsample(z, search))
         weight = (search & (np.abs(z) < 3.0 * sigma)).astype(np.float32)
     # strong objects (spots, scratches, trap rims) are not coating: keep them out of the maps
-    strong = cv2.dilate((search & (np.abs(r) > params.max_contrast)).astype(np.uint8), disc).view(bool)
+    strong = cv2.dilate((search & (np.abs(r) > params.max_contrast)).view(np.uint8), disc).view(bool)
     usable = search & ~strong
     wu = usable.astype(np.float32)
 
     # 2. mean departure, smoothed at the millimetre scale (matched to mm-sized flaws)
-    s_px = max(0.5, params.smooth_mm / mm_px)
-    d = _norm_gauss(r * noise_weight, wu, s_px) / np.maximum(_norm_gauss(noise_weight, wu, s_px), 1e-6)
-    sigma_d = _robust_sigma(d[usable])
+    den = _Den(cv2.GaussianBlur(wu, (0, 0), s_px, borderType=border), 1e-2)
+    d = _norm_gauss(r * noise_weight, wu, s_px, den, border)
+    d /= cv2.max(_norm_gauss(noise_weight, wu, s_px, den, border), 1e-6)
+    sigma_d = _robust_sigma(_subsample(d, usable))
     high = max(params.k_high * sigma_d, params.min_contrast)
     low = max(params.k_low * sigma_d, 0.5 * params.min_contrast)
 
@@ -250,22 +357,22 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     # median over a window is blind to the thin lines and small blobs of scratches and
     # spots, which fill only a small part of it, but not to a texture that fills it all.
     # For Gaussian values, median |z| = 0.6745·rms.
-    t_px = max(1.0, params.texture_mm / mm_px)
-    k_tex = 2 * int(round(t_px)) + 1
-    scale = 255.0 / (params.max_contrast * 2.0)  # uint8 quantisation: 255 ≙ 2 × max_contrast
-    q = np.clip(np.abs(z) * scale * usable, 0, 255).astype(np.uint8)
-    med = cv2.medianBlur(q, k_tex).astype(np.float32) / (scale * 0.6745)
+    quant = 255.0 / (params.max_contrast * 2.0)  # uint8 quantisation: 255 ≙ 2 × max_contrast
+    q = np.clip(np.abs(z) * quant * usable, 0, 255).astype(np.uint8)
+    med = _median_blur_u8(q, k_tex).astype(np.float32) / (quant * 0.6745)
     texture_sq = med * med - sigma * sigma  # texture variance beyond the noise, in z units
-    texture_sq /= np.maximum(_norm_gauss(noise_weight * noise_weight, wu, t_px), 1e-6)  # to r units
-    energy = np.where(usable, texture_sq, 0).astype(np.float32)
-    sigma_e = _robust_sigma(energy[usable])
+    texture_sq /= cv2.max(_norm_gauss(nw_sq, wu, t_px, border=border), 1e-6)  # to r units
+    energy = texture_sq
+    energy *= usable
+    sigma_e = _robust_sigma(_subsample(energy, usable))
     e_high = max(params.k_texture_high * sigma_e, params.min_mottle_rms ** 2)
     e_low = max(params.k_texture_low * sigma_e, 0.5 * params.min_mottle_rms ** 2)
 
     found: list[CoatingDefect] = []
     area_px_full = factor * factor
+    origin = (ox, oy)
     n_m, mottle_labels = _hysteresis(energy, e_high, e_low, usable)
-    mottle_mask = np.zeros((hs, ws), bool)
+    mottle_mask = np.zeros(usable.shape, bool)
     for i in range(1, n_m + 1):
         comp = mottle_labels == i
         plateau = float(np.percentile(energy[comp], 90))
@@ -276,7 +383,7 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
         if abs(mean_dep) > 0.5 * rms:
             continue
         defect = _measure(core, "mottle", rms, float(np.sqrt(energy[comp].max()) / np.sqrt(e_high)), factor, ps,
-                          region, shape, params, area_px_full)
+                          region, shape, params, area_px_full, origin=origin)
         if defect is not None:
             found.append(defect)
             mottle_mask |= comp
@@ -295,13 +402,48 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
             length, width = _shape(ys, xs)
             kind = "run" if length >= params.run_elongation * width else "void"
             defect = _measure(core, kind, contrast, peak / high, factor, ps, region, shape, params, area_px_full,
-                              width_px=float(np.count_nonzero(core)) / max(length, 1.0))
+                              width_px=float(np.count_nonzero(core)) / max(length, 1.0), origin=origin)
             if defect is not None:
                 found.append(defect)
     return found
 
 
-def _pattern_background(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, k: int) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class _CoatingMaps:
+    """A station's per-factor maps for the coating detector (computed once, kept in ``station.cache``)."""
+
+    known_inner: np.ndarray  # blocks fully lit, eroded by the edge margin
+    scatter: np.ndarray  # S = (B ⊛ K)/B per valid block
+    scatter_sq: np.ndarray
+    scatter_m1: np.ndarray  # S − 1
+    noise_weight: np.ndarray  # √(B / median B): whitens the shot noise of r
+    noise_weight_sq: np.ndarray
+
+
+def _station_maps(station, factor: int, margin: int) -> _CoatingMaps:
+    """The station's coating maps on the grid reduced by ``factor``, cached in ``station.cache``."""
+    key = ("coating_maps", factor, margin)
+    cache = getattr(station, "cache", None)
+    if cache is not None and key in cache:
+        return cache[key]
+    red = reduced_station(station, factor)
+    known = red.valid > 0.999
+    scatter = red.scatter_ratio / np.maximum(red.valid, 1e-6)
+    noise_weight = np.sqrt(np.maximum(red.flat, 1e-6) / max(_median(red.flat[known]), 1e-6)) \
+        if known.any() else np.ones_like(red.flat)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    maps = _CoatingMaps(known_inner=cv2.erode(known.view(np.uint8), disc).view(bool), scatter=scatter,
+                        scatter_sq=scatter * scatter, scatter_m1=(scatter - 1.0).astype(np.float32),
+                        noise_weight=noise_weight, noise_weight_sq=noise_weight * noise_weight)
+    for a in maps.__dict__.values():
+        a.flags.writeable = False
+    if cache is not None:
+        cache[key] = maps
+    return maps
+
+
+def _pattern_background(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, k: int,
+                        border: int = cv2.BORDER_REFLECT) -> np.ndarray:
     """Background ``A(x)·(1 + η·S)`` of a patterned backlight's transmission.
 
     ``T = g·τ·[(1 − h) + h·S]`` (station-model §2), so with ``η = h / (1 − h)`` fitted over
@@ -309,39 +451,57 @@ def _pattern_background(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, 
     ``S``) is part of the background; ``A = g·τ·(1 − h)`` is then a smooth normalised box
     mean, which stays well conditioned at the lens edge and around large flaws.
     """
-    use = weight > 0
-    den = cv2.blur(weight, (5, 5), borderType=cv2.BORDER_REFLECT)
-    t_hp = t - _norm_box(t, weight, 5, den)
-    s_hp = scatter - _norm_box(scatter, weight, 5, den)
-    b = float(np.sum(t_hp[use] * s_hp[use])) / max(float(np.sum(s_hp[use] ** 2)), 1e-9)
-    a = _median(t[use] - b * scatter[use])
+    use = np.flatnonzero(weight > 0)  # gathered by index: the same values in the same order
+    den = _Den(cv2.blur(weight, (5, 5), borderType=border), 1e-3)
+    t_hp = t - _norm_box(t, weight, 5, den, border)
+    s_hp = scatter - _norm_box(scatter, weight, 5, den, border)
+    s_use = s_hp.ravel()[use]
+    b = float(np.sum(t_hp.ravel()[use] * s_use)) / max(float(np.sum(s_use ** 2)), 1e-9)
+    sub = use[:: max(1, use.size // 4096)]  # what _median would keep of them
+    a = _median(t.ravel()[sub] - b * scatter.ravel()[sub])
     eta = max(b / a, 0.0) if a > 0 else 0.0  # haze only adds light to the dark cells
     shape = 1.0 + eta * scatter
-    return (_norm_box(t / shape, weight, k) * shape).astype(np.float32)
+    model = _norm_box(t / shape, weight, k, border=border)
+    model *= shape
+    return model
 
 
-def _remove_haze_pattern(r: np.ndarray, scatter: np.ndarray, weight: np.ndarray, k: int) -> np.ndarray:
+def _remove_haze_pattern(r: np.ndarray, scatter: np.ndarray, weight: np.ndarray, k: int,
+                         scatter_sq: np.ndarray | None = None, scatter_m1: np.ndarray | None = None,
+                         border: int = cv2.BORDER_REFLECT) -> np.ndarray:
     """Remove the part of ``r`` that follows the pattern, ``β·(S − 1)``, fitted over ``k``-boxes.
 
     Local haze (a dull spot) and the error of the assumed scatter kernel lift dark pattern
     cells more than bright ones; a coating flaw scales both alike, so it is not fitted away.
+    ``scatter_sq`` and ``scatter_m1`` are ``S²`` and ``S − 1`` when the caller has them.
     """
-    support = cv2.blur(weight, (k, k), borderType=cv2.BORDER_REFLECT)
-    ms = _norm_box(scatter, weight, k, support)
-    mr = _norm_box(r, weight, k, support)
-    beta = (_norm_box(r * scatter, weight, k, support) - mr * ms) / np.maximum(
-        _norm_box(scatter * scatter, weight, k, support) - ms * ms, 1e-3)
+    if scatter_sq is None:
+        scatter_sq = scatter * scatter
+    if scatter_m1 is None:
+        scatter_m1 = scatter - 1.0
+    support = cv2.blur(weight, (k, k), borderType=border)
+    den = _Den(support, 1e-3)
+    ms = _norm_box(scatter, weight, k, den, border)
+    mr = _norm_box(r, weight, k, den, border)
+    beta = _norm_box(r * scatter, weight, k, den, border)
+    beta -= mr * ms
+    var = _norm_box(scatter_sq, weight, k, den, border)
+    var -= ms * ms
+    beta /= cv2.max(var, 1e-3)
     # a fit over few pixels (at the lens edge, beside a large flaw) is not trusted
     beta *= np.clip(2.0 * support - 0.5, 0.0, 1.0)
     # r ≈ δτ/τ + Δh·(S − 1) to first order (T ∝ τ·[1 + h·(S − 1)]): remove the haze term whole,
     # not just its pattern-correlated part, so that a dull spot leaves no mean departure
-    return (r - beta * (scatter - 1.0)).astype(np.float32)
+    beta *= scatter_m1
+    return r - beta
 
 
 def _measure(core: np.ndarray, kind: str, contrast: float, score: float, factor: int, ps: float | None,
              region: LensRegion, shape: tuple[int, int], params: CoatingParams, area_px_full: int,
-             width_px: float | None = None) -> CoatingDefect | None:
-    """A CoatingDefect from its half-maximum core on the reduced grid, or None when it is not coating."""
+             width_px: float | None = None, origin: tuple[int, int] = (0, 0)) -> CoatingDefect | None:
+    """A CoatingDefect from its half-maximum core on the reduced grid, or None when it is not coating.
+
+    ``origin``: reduced-grid ``(x, y)`` of ``core[0, 0]`` (the detector works on a crop)."""
     n = int(np.count_nonzero(core))
     ps_eff = ps if ps else 0.1
     mm_px = ps_eff * factor
@@ -353,6 +513,7 @@ def _measure(core: np.ndarray, kind: str, contrast: float, score: float, factor:
     if width_px is not None and width_px * mm_px < params.min_width_mm:
         return None
     ys, xs = np.nonzero(core)
+    xs, ys = xs + origin[0], ys + origin[1]
     x0, y0 = int(xs.min()) * factor, int(ys.min()) * factor
     x1, y1 = min(shape[1], (int(xs.max()) + 1) * factor), min(shape[0], (int(ys.max()) + 1) * factor)
     # zone: any pixel of the core, mapped to full-resolution block centres

@@ -27,6 +27,46 @@ def _halve(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
 
 
+#: full-resolution pixels converted to float32 at a time when a large frame is first reduced
+_CHUNK_PX = 1 << 20
+
+
+def _first_levels(image: np.ndarray, factor: int) -> dict[int, np.ndarray]:
+    """Levels 4, … ``factor`` (and 2 when ``factor`` is 2) of a frame, computed in bands of rows.
+
+    Converting a 5 MP frame to float32 whole writes a 20 MB array into freshly mapped
+    memory (page faults) before the first halving reads it back; a band of about a megapixel
+    at a time, in reused buffers, costs less than half as much. The 2× level, which nothing
+    needs at this size when a coarser one is asked for, stays in a band buffer too (it is
+    computed again if it is asked for later). Each output block is the same 2 × 2 mean of
+    the same values, so the levels are bit for bit those of halving the whole frame (bands
+    are a multiple of ``factor`` rows, so no block straddles two).
+    """
+    h, w = image.shape[:2]
+    rows = max(factor, (_CHUNK_PX // max(w, 1)) // factor * factor)
+    levels, step = {}, 2 if factor == 2 else 4
+    while step <= factor:
+        levels[step] = np.empty((h // step, w // step), np.float32)
+        step *= 2
+    buf = np.empty((min(rows, h), w), np.float32)
+    half = np.empty((min(rows, h) // 2, w // 2), np.float32)
+    for r0 in range(0, h, rows):
+        src = image[r0:r0 + rows]
+        band = buf[: src.shape[0]]
+        np.copyto(band, src, casting="unsafe")  # integers to float32: exact
+        step = 2
+        while step <= factor:
+            n, m = band.shape[0] // 2, band.shape[1] // 2
+            dst = levels[step][r0 // step: r0 // step + n] if step in levels else half[:n, :m]
+            if n and m:
+                cv2.resize(band[: 2 * n, : 2 * m], (m, n), dst=dst, interpolation=cv2.INTER_AREA)
+            band = dst
+            step *= 2
+    for out in levels.values():
+        out.flags.writeable = False
+    return levels
+
+
 def _pyramid_level(image: np.ndarray, factor: int) -> np.ndarray:
     """Block means by a power of two, reusing the last frame's finer levels."""
     ref = getattr(_local, "ref", None)
@@ -35,6 +75,9 @@ def _pyramid_level(image: np.ndarray, factor: int) -> np.ndarray:
         _local.levels = {}
     levels = _local.levels
     if factor in levels:
+        return levels[factor]
+    if not levels and image.ndim == 2 and image.shape[0] * image.shape[1] > 2 * _CHUNK_PX:
+        levels.update(_first_levels(image, factor))
         return levels[factor]
     step = max((k for k in levels if factor % k == 0), default=1)
     out = levels[step] if step > 1 else image.astype(np.float32)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from goggleqc.inspect.lens import LensRegion, reduce_image, reduced_station
+from goggleqc.inspect.lens import LensRegion, np_median, reduce_image, reduced_station
 
 #: a drift estimate needs at least this many reduced backlight pixels beside the goggle
 MIN_BACKGROUND_SAMPLES = 20
@@ -84,6 +84,30 @@ def _inner(mask: np.ndarray, box: int) -> np.ndarray:
     return eroded if eroded.any() else mask
 
 
+def _station_sums(station, factor: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """The summing box, the flat's box sums (floored for division) and the clean-block mask of
+    a station on the grid reduced by ``factor``: frame-independent, so kept in ``station.cache``."""
+    key = ("transmittance_sums", factor)
+    cache = getattr(station, "cache", None)
+    if cache is not None and key in cache:
+        return cache[key]
+    red = reduced_station(station, factor)
+    box = _box_px(station, factor)
+    den = red.flat
+    if box > 1:
+        den = cv2.boxFilter(den, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
+    den = np.maximum(den, 1e-6)
+    # blocks touching a light trap (flat too dark to divide) carry its haze fill: leave them
+    # out, with a one-block margin for the camera blur
+    clean = cv2.erode((red.valid > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=1 + box // 2) > 0
+    for a in (den, clean):
+        a.flags.writeable = False
+    entry = (box, den, clean)
+    if cache is not None:
+        cache[key] = entry
+    return entry
+
+
 def measure_transmittance(image: np.ndarray, station, region: LensRegion) -> TransmittanceMeasurement:
     """Measure the transmittance of the clear central zone (station-model.md §3).
 
@@ -104,30 +128,25 @@ def measure_transmittance(image: np.ndarray, station, region: LensRegion) -> Tra
     factor = region.factor
     red = reduced_station(station, factor)
     num = reduce_image(image, factor) - red.dark
-    den = red.flat
-    box = _box_px(station, factor)
+    box, den, clean = _station_sums(station, factor)
     if box > 1:
         num = cv2.boxFilter(num, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
-        den = cv2.boxFilter(den, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
-    # blocks touching a light trap (flat too dark to divide) carry its haze fill: leave them
-    # out, with a one-block margin for the camera blur
-    clean = cv2.erode((red.valid > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=1 + box // 2)
-    ratio = num / np.maximum(den, 1e-6)
+    ratio = num / den
 
     # keep the summing box inside its zone, so the frame never enters a central or backlight block
     zone = _inner(region.central_small, box)
-    samples = ratio[zone & (clean > 0)]
-    background = ratio[_inner(region.background_small, box) & (clean > 0)]
+    samples = ratio[zone & clean]
+    background = ratio[_inner(region.background_small, box) & clean]
     if background.size >= MIN_BACKGROUND_SAMPLES:
-        gain, corrected, note = float(np.median(background)), True, ""
+        gain, corrected, note = np_median(background), True, ""
     else:
         gain, corrected = 1.0, False
         note = "no backlight visible beside the goggle: exposure drift not corrected (g = 1 assumed)"
     if samples.size == 0:
         return TransmittanceMeasurement(None, gain, corrected, None, None, 0,
                                         "no usable pixel in the central zone" + (f"; {note}" if note else ""))
-    raw = float(np.median(samples))
-    spread = 1.4826 * float(np.median(np.abs(samples - raw))) / gain
+    raw = np_median(samples)
+    spread = 1.4826 * np_median(np.abs(samples - raw)) / gain
     return TransmittanceMeasurement(transmittance_pct=100.0 * raw / gain, drift_gain=gain, drift_corrected=corrected,
                                     raw_pct=100.0 * raw, spread_pct=100.0 * spread, n_samples=int(samples.size),
                                     note=note)
