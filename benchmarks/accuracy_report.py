@@ -2,6 +2,10 @@
 
     python benchmarks/accuracy_report.py --size 2448x2048 --pixel-size 0.04 --count 40
 
+The held-out check (seeds no test or tuning ever used; run it, do not tune on it):
+
+    python benchmarks/accuracy_report.py --size 640x512 --pixel-size 0.08 --count 240 --stations 8 --seed 70001
+
 Writes sample sets (with goggleqc's own calibration) under .cache/sets/, inspects them
 end to end and prints a markdown table: one column per backlight, the issue 4 measures in
 rows. The same code (tests/simsets.py, goggleqc.synth.scoring) backs tests/test_accuracy.py.
@@ -43,14 +47,22 @@ def main() -> None:
     ap.add_argument("--pixel-size", type=float, default=0.1)
     ap.add_argument("--count", type=int, default=150)
     ap.add_argument("--seed", type=int, default=101)
+    ap.add_argument("--stations", type=int, default=1,
+                    help="simulated stations per backlight (seeds seed + 1000·k), lenses split among them")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     cols = {}
+    per = max(1, args.count // args.stations)
     for i, backlight in enumerate(("uniform", "pattern")):
-        folder = sample_set(args.count, args.seed + 101 * i, backlight, size=(w, h), pixel_size_mm=args.pixel_size)
-        spec = load_spec(folder / "spec.toml")
-        cols[backlight] = (evaluate(inspected(folder), spec), evaluate(inspected(folder, plates=False), spec))
-    print(f"| {w}×{h}, {args.pixel_size} mm/px, {args.count} lenses each | uniform (traps) | pattern |")
+        pairs, raw = [], []
+        for k in range(args.stations):
+            folder = sample_set(per, args.seed + 101 * i + 1000 * k, backlight, size=(w, h), pixel_size_mm=args.pixel_size)
+            spec = load_spec(folder / "spec.toml")
+            pairs += inspected(folder)
+            raw += inspected(folder, plates=False)
+        cols[backlight] = (evaluate(pairs, spec), evaluate(raw, spec))
+    where = f"{args.stations} stations, " if args.stations > 1 else ""
+    print(f"| {w}×{h}, {args.pixel_size} mm/px, {where}{per * args.stations} lenses each | uniform (traps) | pattern |")
     print("|---|---|---|")
     for label, key, variant in ROWS:
         cells = []

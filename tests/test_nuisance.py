@@ -215,14 +215,15 @@ def _false_per_lens(pairs, key):
 def test_false_alarms_on_watermarks_and_stains_calibrated():
     """Defect-free lenses with about three watermarks or stains each, calibrated station.
 
-    Target: no finds at all (nuisances are not defects). Measured (60 lenses, 30 uniform and
-    30 pattern, detectors of this writing): 1.5–2 false scratches per lens, nearly all
-    arcs of watermark rims (and, on patterns, grid-line residue inside hazy smears); ~0.3 spots
-    (rings of small drops, reported 3–4 mm across); ~1.3 coating defects (stains reported as
-    voids or runs: a stain's τ loss of 0.5–4 % over millimetres is what a coating void is).
-    Without the nuisances the same lenses give 0–0.2 false scratches and nothing else. The
-    ceilings below, on what the nuisances add, are today's level with a margin, to catch a
-    change that makes it worse.
+    Target: no finds at all (nuisances are not defects). A drop's rim that closes into most of
+    a circle is reported as a watermark (``marks``), not a scratch. Measured (30 lenses, half
+    uniform and half pattern): ~1.1 false scratches per lens added by the marks (it was 1.5–2
+    before watermarks were recognised), nearly all short arcs of rims broken by the pattern or
+    drops under 1.5 mm; ~0.03 spots; ~1.2 coating defects (stains reported as voids or runs: a
+    stain's τ loss of 0.5–4 % over millimetres is what a coating void is, and on a uniform
+    panel its haze cannot tell them apart). Without the nuisances the same lenses give ~0.2
+    false scratches (one pattern station) and nothing else. The ceilings below, on what the
+    nuisances add, are today's level with a margin, to catch a change that makes it worse.
     """
     stations = _calibrated("uniform", 3) + _calibrated("pattern", 3)
     plain, marked = _paired(stations, 30, defects=0, mean_marks=3.0)
@@ -230,7 +231,7 @@ def test_false_alarms_on_watermarks_and_stains_calibrated():
     base = {k: _false_per_lens(plain, k) for k in ("scratches", "spots", "coating")}
     print("false finds per lens with nuisances", rates, "without", base)
     extra = {k: rates[k] - base[k] for k in rates}
-    assert extra["scratches"] <= 3.0 and extra["spots"] <= 0.7 and extra["coating"] <= 2.0
+    assert extra["scratches"] <= 1.6 and extra["spots"] <= 0.3 and extra["coating"] <= 1.7
     m = evaluate(marked, SPEC)
     on_marks = sum(m[f"false_{k}_on_nuisances"] for k in ("scratches", "spots", "coating"))
     assert on_marks >= 0.8 * sum(extra.values()) * len(marked)  # what they add is found on them

@@ -31,3 +31,14 @@ def test_evaluate_counts_false_accepts_and_recall():
     m = evaluate([(truth, missed), (truth, found)], spec)
     assert m["recall_scratch_1mm"] == 0.5 and m["false_accept_rate"] == 0.5
     assert abs(m["haze_mae_pp"] - 0.2) < 1e-9 and m["median_length_error"] == 0.1
+
+
+def test_a_defect_at_the_central_zones_edge_may_be_judged_in_either_zone():
+    """11.8 mm² of coating 0.26 mm inside the central zone: over the central limit (4 mm²) but
+    under the marginal one (30 mm²), and within the 0.5 mm zone band, so either verdict is fair."""
+    spec = load_spec("en166-clear")
+    base = {"haze_pct": 1.0, "transmittance_pct": 90.0, "scratches": [], "spots": [], "coating": []}
+    void = {"kind": "void", "area_mm2": 11.8, "zone": "central", "contrast": 0.024, "central_depth_mm": 0.26}
+    assert lens_class({**base, "coating": [void]}, spec) == "band"
+    assert lens_class({**base, "coating": [{**void, "central_depth_mm": 2.0}]}, spec) == "bad"
+    assert lens_class({**base, "coating": [{**void, "area_mm2": 60.0}]}, spec) == "bad"  # clearly over both limits

@@ -108,33 +108,37 @@ def on_nuisance(found: dict, nuisances: list[dict], pad_px: float = 3.0) -> int 
 
 
 def lens_class(truth: dict, spec: Spec, band: GuardBand = GuardBand()) -> str:
-    """``bad``, ``good`` or ``band`` (either verdict acceptable) for a truth record."""
+    """``bad``, ``good`` or ``band`` (either verdict acceptable) for a truth record.
+
+    A defect within ``band.zone_mm`` of the central zone's edge may be judged in either zone:
+    it makes the lens bad only if it breaks the limits of both zones clearly.
+    """
     in_band = False
+    edge_breaks: dict[int, set] = {}
     for limit in spec.limits:
         width = band.width(limit.field, limit.value)
         if limit.code in ("haze", "transmittance"):
-            items = [(truth.get(limit.field), True)]
+            items = [(truth.get(limit.field), True, None)]
         else:
             key = {"scratch": "scratches", "spot": "spots", "coating": "coating"}[limit.code]
-            items = [(o.get(limit.field), band.visible(key, o)) for o in truth.get(key, [])
-                     if not limit.zone or o.get("zone") == limit.zone]
-            # a defect at the central zone's edge: a limit of the other zone puts it in the band
-            edge = [(o.get(limit.field), band.visible(key, o)) for o in truth.get(key, [])
-                    if limit.zone and o.get("zone") != limit.zone
-                    and abs(o.get("central_depth_mm", np.inf)) < band.zone_mm]
-            for value, _ in edge:  # seen or not: a faint defect may still be found
-                if value is not None:
-                    margin = (value - limit.value) if limit.bound == "max" else (limit.value - value)
-                    if margin > -band.width(limit.field, limit.value):
-                        in_band = True
-        for value, visible in items:
+            items = []
+            for o in truth.get(key, []):
+                at_edge = bool(limit.zone) and abs(o.get("central_depth_mm", np.inf)) < band.zone_mm
+                if not limit.zone or o.get("zone") == limit.zone or at_edge:
+                    items.append((o.get(limit.field), band.visible(key, o), id(o) if at_edge else None))
+        for value, visible, edge_id in items:
             if value is None:
                 continue
             margin = (value - limit.value) if limit.bound == "max" else (limit.value - value)
             if margin > width and visible:
-                return "bad"
-            if margin > -width:
+                if edge_id is None:
+                    return "bad"
+                edge_breaks.setdefault(edge_id, set()).add(limit.zone)
                 in_band = True
+            elif margin > -width:
+                in_band = True
+    if any(zones >= {"central", "marginal"} for zones in edge_breaks.values()):
+        return "bad"
     return "band" if in_band else "good"
 
 
