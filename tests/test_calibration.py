@@ -108,6 +108,21 @@ def test_pattern_period_and_orientation(pattern, seed):
     assert cmap is not None and cmap.size > 0 and 0 < found.contrast < 1.5 and cell > 0
 
 
+def test_a_thin_line_grid_is_found():
+    """A grid of thin lines (15 % of the period) spreads its power over both axes and their
+    harmonics: no single peak holds much of it, yet it is a pattern."""
+    from goggleqc.synth import SimStation, random_station
+
+    params = random_station(np.random.default_rng([38001, 0]), width=640, height=512, pixel_size_mm=0.08,
+                            backlight="pattern", bits=8, seed=38001)
+    bl = params.backlight
+    assert bl.pattern == "grid" and bl.line_frac < 0.2  # the case this test is about
+    sim = SimStation(params)
+    found, _, _ = find_pattern(_averaged_flat(sim), 0.08)
+    assert found is not None and found.kind == "grid"
+    assert found.period_px == pytest.approx(bl.period_mm / 0.08, rel=0.01)
+
+
 def test_pattern_contrast_falls_with_defocus():
     sharp = _sim(4, "pattern", pattern="grid", defocus_mm=0.0)
     soft = _sim(4, "pattern", pattern="grid", defocus_mm=0.25 * sharp.params.backlight.period_mm)

@@ -175,8 +175,20 @@ def find_pattern(flat: np.ndarray, pixel_size_mm: float) -> tuple[Pattern | None
     iy, ix = np.unravel_index(np.argmax(spec), spec.shape)
     peak = spec[iy, ix]
     power = spec.astype(np.float64) ** 2
-    near = power[max(0, iy - 2):iy + 3, max(0, ix - 2):ix + 3].sum()
-    if peak <= 0 or near < MIN_PEAK_SHARE * power.sum():
+
+    def near(f) -> float:  # power within 2 bins of frequency f (cycles/px) on the half-plane
+        fxi, fyi = (f[0], f[1]) if f[0] >= 0 else (-f[0], -f[1])
+        cx, cy = int(round(fxi * size)), int(round(fyi * size)) % size
+        if cx >= power.shape[1]:
+            return 0.0
+        rows = [(cy + d) % size for d in range(-2, 3)]
+        return float(power[rows, max(0, cx - 2):cx + 3].sum())
+
+    f0 = np.array([fx[0, ix], fy[iy, 0]])
+    # a thin-line grid spreads its power over two axes and their harmonics: count the peak,
+    # its orthogonal partner and their second harmonics together
+    share = near(f0) + near((-f0[1], f0[0])) + near(2 * f0) + near((-2 * f0[1], 2 * f0[0]))
+    if peak <= 0 or share < MIN_PEAK_SHARE * power.sum():
         return None, None, 0.0  # no dominant periodic component: traps, dust, shading
     f1 = np.array([fx[0, ix], fy[iy, 0]])
     block = int(max(8, min(size // 4, round(4 / np.hypot(*f1)))))
