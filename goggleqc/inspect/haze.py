@@ -104,6 +104,41 @@ class HazeMeasurement:
     map_origin_px: tuple[float, float] = (0.0, 0.0)
 
 
+# -- masks ----------------------------------------------------------------------------------------
+
+class ReducedMask:
+    """A full-resolution (M, N) mask read through its reduced copy (one cell per
+    ``factor × factor`` pixels), as :class:`goggleqc.inspect.lens.LensRegion` keeps them:
+    haze only samples a mask, so the full-size array need never be built."""
+
+    def __init__(self, small: np.ndarray, factor: int, shape: tuple[int, int]):
+        self.small, self.factor, self.shape = small, int(factor), tuple(shape)
+
+    def take(self, flat_idx: np.ndarray) -> np.ndarray:
+        ys, xs = np.divmod(flat_idx, self.shape[1])
+        return self.grid_at(ys, xs)
+
+    def grid_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        h, w = self.small.shape
+        return self.small[np.minimum(ys // self.factor, h - 1), np.minimum(xs // self.factor, w - 1)].astype(bool)
+
+    def strided(self, step_y: int, step_x: int, rows: int, cols: int) -> np.ndarray:
+        ys = np.arange(rows) * step_y
+        xs = np.arange(cols) * step_x
+        return self.grid_at(ys[:, None], xs[None, :])
+
+
+def _take(mask, flat_idx: np.ndarray) -> np.ndarray:
+    return mask.take(flat_idx) if isinstance(mask, ReducedMask) else mask.ravel()[flat_idx] >= 0.5
+
+
+def _strided(mask, step_y: int, step_x: int, rows: int, cols: int) -> np.ndarray:
+    """The mask at every ``step``-th pixel, ``rows × cols`` of them, as uint8."""
+    if isinstance(mask, ReducedMask):
+        return mask.strided(step_y, step_x, rows, cols).astype(np.uint8)
+    return (mask[: rows * step_y: step_y, : cols * step_x: step_x] >= 0.5).astype(np.uint8)
+
+
 # -- the per-station plan ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -272,7 +307,7 @@ def _trap_haze(image: np.ndarray, station, lens_mask: np.ndarray | None) -> tupl
         sums = plan.sums
         visible = np.ones(len(plan.starts), bool)
     else:
-        m = lens_mask.ravel()[plan.idx] >= 0.5
+        m = _take(lens_mask, plan.idx)
         visible = np.logical_and.reduceat(m | ~plan.in_disc, plan.starts)
         mf = m.astype(np.float32)
         sums = tuple(np.add.reduceat((g * mf).astype(np.float64), plan.starts) for g in plan.gram)
@@ -350,7 +385,7 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     allstats = (*lens_stats, *plan.full)
 
     def strided(m):  # the mask on the binned grid: a strided look is enough
-        return (m[: plan.rows * f: f, : plan.cols * f: f] >= 0.5).astype(np.uint8)
+        return _strided(m, f, f, plan.rows, plan.cols)
 
     def wholly(sub):  # the blocks wholly inside a binned mask
         if sub is None:
@@ -429,10 +464,10 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
         The lens image (luminance), of the station's size and bit depth.
     station : goggleqc.calibration.Station
         With ``traps`` (uniform backlight) or ``pattern`` (pattern backlight).
-    lens_mask : (M, N) ndarray, optional
+    lens_mask : (M, N) ndarray or ReducedMask, optional
         Non-zero (≥ 0.5) on the clear lens. Traps count only when their whole disc is seen
         through the lens; trap surrounds use lens pixels only. None: the whole field (plates).
-    central_mask : (M, N) ndarray, optional
+    central_mask : (M, N) ndarray or ReducedMask, optional
         Non-zero on the central zone; pattern regions must lie wholly inside it. Defaults to
         ``lens_mask``, then to the whole field.
 
@@ -459,9 +494,10 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
     central_pct = float(fix(central)) if np.isfinite(central) else None
     if central_pct is not None:
         if mask is not None:
-            ys, xs = np.nonzero(mask[:: max(1, mask.shape[0] // 64), :: max(1, mask.shape[1] // 64)] >= 0.5)
-            cy = float(ys.mean() * max(1, mask.shape[0] // 64)) if ys.size else (mask.shape[0] - 1) / 2
-            cx = float(xs.mean() * max(1, mask.shape[1] // 64)) if xs.size else (mask.shape[1] - 1) / 2
+            sy, sx = max(1, mask.shape[0] // 64), max(1, mask.shape[1] // 64)
+            ys, xs = np.nonzero(_strided(mask, sy, sx, -(-mask.shape[0] // sy), -(-mask.shape[1] // sx)))
+            cy = float(ys.mean() * sy) if ys.size else (mask.shape[0] - 1) / 2
+            cx = float(xs.mean() * sx) if xs.size else (mask.shape[1] - 1) / 2
         else:
             cy, cx = (image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2
         regions.append({"region": "central", "x_px": round(cx, 1), "y_px": round(cy, 1),
