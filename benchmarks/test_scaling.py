@@ -3,10 +3,10 @@
 Every size has the same pixel scale (0.05 mm/px) and a station drawn from the same random
 seed, 5:4 frames, 8-bit, uniform backlight: the field of view and the goggle grow with the
 frame, so the analyses work at the same resolution over more area and their time should grow
-linearly. (At a fixed field of view the pipeline picks its working resolution in mm, so time
-grows less than linearly; that is by design and no test of linearity.) The pipeline also
-steps its working grid with the frame size (``background.working_scale``); when it does, the
-fit is repeated over the sizes sharing the largest frame's working grid. The lenses are
+linearly. (At a fixed field of view the pipeline picks its working resolution in mm,
+``background.working_scale``, so time grows less than linearly; that is by design and no test
+of linearity.) Should sizes of one run ever land on different working grids, the fit is
+repeated over the sizes sharing the largest frame's grid. The lenses are
 defect-free so the random scene does not differ from size to size; per-object costs are in
 ``test_analyses.py``. Each size is its own benchmark; the last one fits
 ``ms = slope·MP + intercept`` over all sizes of the run and reports R² (target ≥ 0.98), and
@@ -62,7 +62,7 @@ def test_scaling(benchmark, mp):
     stages = {k: float(np.median([r.timing_ms.get(k, 0.0) for r in results])) for k in results[0].timing_ms}
     _stages[true_mp] = stages
     scale_fn = getattr(importlib.import_module("goggleqc.inspect.background"), "working_scale", None)
-    _scale[true_mp] = scale_fn((h, w)) if scale_fn else None
+    _scale[true_mp] = scale_fn((h, w), station.pixel_size_mm) if scale_fn else None
     benchmark.extra_info.update(width=w, height=h, megapixels=round(true_mp, 3), median_ms=round(median_ms, 2),
                                 ms_per_mp=round(median_ms / true_mp, 2),
                                 **{f"stage_{k}_ms": round(v, 2) for k, v in stages.items()})

@@ -42,18 +42,27 @@ from goggleqc.errors import CalibrationError, InputError
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.lattice import lattice_background
 
-#: full-resolution pixels per working pixel, for frames up to 2.5 MP; larger frames use
-#: a coarser grid (see :func:`working_scale`)
+#: full-resolution pixels per working pixel by default (see :func:`working_scale`)
 SCALE = 2
+#: the working grid aims at about this size of pixel in the lens plane, mm
+WORKING_PIXEL_MM = 0.2
 
 
-def working_scale(shape: tuple[int, int]) -> int:
-    """Working-grid reduction for a frame: 2 up to 2.5 MP, else 4.
+def working_scale(shape: tuple[int, int], pixel_size_mm: float | None = None) -> int:
+    """Working-grid reduction: the largest power of two (1, 2 or 4) whose working pixel is at
+    most :data:`WORKING_PIXEL_MM` (within 10 %) in the lens plane.
 
-    Larger frames come with finer pixels, so a millimetre still spans enough working pixels,
-    and the cost per lens stays near that of a 1.3 MP frame. Powers of two, because OpenCV's
-    2× area reduction is a fast special case.
+    A scratch is a physical object: what the detectors need is a fixed number of working
+    pixels per millimetre, whatever the camera. So the grid follows the pixel size, and at one
+    pixel size the cost grows linearly with the frame. Without a pixel size (an uncalibrated
+    image), a frame up to 2.5 MP is taken to have the coarse pixels of a small sensor (2) and
+    a larger one fine pixels (4). Powers of two, because OpenCV's 2× area reduction is a fast
+    special case.
     """
+    if pixel_size_mm and pixel_size_mm > 0:
+        # within 10 %: a calibrated 0.1002 mm/px is still a 0.1 mm/px camera
+        ratio = WORKING_PIXEL_MM / pixel_size_mm * 1.1
+        return 4 if ratio >= 4 else 2 if ratio >= 2 else 1
     return 2 if shape[0] * shape[1] <= 2.5e6 else 4
 #: calibrated background fit: coarse-grid reduction (working px) and window (coarse cells)
 _FIT_REDUCE = 8

@@ -165,7 +165,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
             extra["haze_contrast_index"] = haze_contrast_index(image, region.lens)
             transmittance_pct = None
             lap("haze")
-        scale = working_scale(image.shape)
+        scale = working_scale(image.shape, ps)
         reduced = reduce_image(image, scale)
         work_shape = (reduced.shape[1], reduced.shape[0])
         lens_work = cv2.resize(region.lens_small.view(np.uint8), work_shape, interpolation=cv2.INTER_NEAREST)
