@@ -2,7 +2,7 @@
 
 Drawn with OpenCV on an 8-bit BGR copy of the frame. Colours (BGR) are fixed so a reader
 learns them once: lens edge cyan, central-zone edge yellow, scratches red, spots magenta,
-coating defects orange, marks that wipe off (watermarks; they never fail a lens) grey. The verdict and its reasons head the image.
+coating defects orange, marks that wipe off (watermarks; they never fail a lens) white. The verdict and its reasons head the image.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ COLOURS = {
     "scratch": (40, 40, 255),
     "spot": (255, 60, 255),
     "coating": (0, 140, 255),
-    "mark": (170, 170, 170),
+    "mark": (240, 240, 240),
     "pass": (60, 200, 60),
     "fail": (40, 40, 255),
     "error": (0, 165, 255),
