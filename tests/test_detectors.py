@@ -255,3 +255,25 @@ def test_uncalibrated_close_ups_of_a_lens_on_a_pattern():
     assert m["false_scratches_per_clean_lens"] <= 0.05
     assert m["false_spots_per_clean_lens"] <= 0.15
     assert m["false_reject_rate"] <= 0.05
+
+
+@pytest.mark.parametrize("width_px, contrast", [(0.5, 0.3), (3.0, 0.3), (3.0, 0.1)])
+def test_scratch_width_and_contrast_mean_what_the_model_says(width_px, contrast):
+    """A line wider than the optics reports its width and its τ drop; a hairline narrower
+    than a pixel reports the darkening a pixel sees, c·w (station-model §3)."""
+    sim, station = station_pair(31)
+    base = random_lens(np.random.default_rng(32), sim, defects=0, haze=0.01, tau_clear=0.9)
+    base = dataclasses.replace(base, pose=dataclasses.replace(base.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+    p = sim.params
+    cx = p.width / 2 + (p.product.half_width_mm + p.product.eye_gap_mm / 2) / PS * (p.product.kind == "two_eye")
+    cy = p.height / 2 + 60
+    lens = dataclasses.replace(base, scratches=(Scratch(((cx - 40, cy - 12), (cx + 40, cy + 12)), width_px, contrast),))
+    image, truth = render_lens(sim, lens, np.random.default_rng(33))
+    res = inspect_lens(image, station, SPEC)
+    assert len(res.scratches) == 1
+    sc, t = res.scratches[0], truth["scratches"][0]
+    assert sc.contrast == pytest.approx(t["contrast"], rel=0.35)
+    if width_px >= 2:
+        assert sc.width_px == pytest.approx(width_px, rel=0.4)
+    else:  # below the optics' resolution a width is only bounded (the PSF is 0.5–1.2 px)
+        assert sc.width_px < 2.0
