@@ -82,7 +82,7 @@ class ScratchParams:
     crowd: int = 30
     crowd_factor: float = 2.5
     pattern_angle_deg: float = 6.0
-    mark_min_arc_deg: float = 160.0
+    mark_min_arc_deg: float = 180.0
     mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
     mark_min_diameter_px: float = 24.0
     mark_max_rms: float = 0.2
