@@ -148,7 +148,18 @@ def noise_sigma(d: np.ndarray, valid: np.ndarray) -> float:
     vals = diff[::2, ::2][ok[::2, ::2]]
     if vals.size < 50:
         return 1.0
-    return float(1.4826 * np.median(np.abs(vals)) / np.sqrt(2)) or 1e-6
+    # np.median's middle value(s) and float32 mean of the two, from one in-place partition
+    # (np.median copies, checks for NaN and reduces): the same float32 median
+    np.abs(vals, out=vals)
+    n = vals.size
+    k = n // 2
+    if n % 2:
+        vals.partition(k)
+        med = vals[k]
+    else:
+        vals.partition([k - 1, k])
+        med = (vals[k - 1] + vals[k]) / np.float32(2)
+    return float(1.4826 * np.float32(med) / np.sqrt(2)) or 1e-6
 
 
 #: window (working px) over which the local noise level is measured
@@ -248,12 +259,21 @@ def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray)
     """
     f = _FIT_REDUCE
     mf = m.astype(np.float32)
-    tm = t * mf
 
     def red(x):
         return cv2.resize(x, (max(1, x.shape[1] // f), max(1, x.shape[0] // f)), interpolation=cv2.INTER_AREA)
 
-    cells = (red(bp * mf), red(mf), red(u * mf), red(tm * bp), red(tm))
+    # four of the products reduced as the channels of one image: the area weights (a
+    # fractional factor in general) are the same per channel, so each channel is bit for bit
+    # its own reduction, at two thirds of the cost of four single-channel ones
+    prods = np.empty(t.shape + (4,), np.float32)
+    np.multiply(bp, mf, out=prods[..., 0])
+    np.multiply(u, mf, out=prods[..., 1])
+    np.multiply(t, mf, out=prods[..., 3])
+    np.multiply(prods[..., 3], bp, out=prods[..., 2])
+    four = red(prods)
+    s_bp, s_u, s_tb, s_t = (np.ascontiguousarray(four[..., i]) for i in range(4))
+    cells = (s_bp, red(mf), s_u, s_tb, s_t)
     s_w0, s_wu0 = cells[0], cells[1]
     used = s_w0 > 1e-3
 
@@ -301,7 +321,8 @@ def _check(image: np.ndarray, lens_mask: np.ndarray | None) -> None:
 
 
 def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None = None,
-                   scale: int | None = None, reduced: np.ndarray | None = None) -> Relative:
+                   scale: int | None = None, reduced: np.ndarray | None = None,
+                   transmission: np.ndarray | None = None) -> Relative:
     """Relative transmittance of a lens image against its local background, on the working grid.
 
     Parameters
@@ -317,6 +338,9 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         Working-grid reduction; default :func:`working_scale` of the frame.
     reduced : ndarray, optional
         ``reduce_image(image, scale)`` when the caller already has it.
+    transmission : ndarray, optional
+        Calibrated only: ``(reduced − maps.dark)·maps.inv`` of :func:`station_maps` on the
+        whole working grid, when the caller already has it (the coating detector needs it too).
 
     Returns
     -------
@@ -346,7 +370,8 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         small, lens = small[crop], lens[crop]
     if station is not None:
         maps = station_maps(station, scale)
-        t = (small - maps.dark[crop]) * maps.inv[crop]
+        # elementwise, so a crop of the caller's whole-grid transmission is the same values
+        t = transmission[crop] if transmission is not None else (small - maps.dark[crop]) * maps.inv[crop]
         usable = maps.usable[crop]
         # keep clear of the lens edge (a boundary a pixel off would look like a line), but not
         # of dark pattern cells: their edges are in the flat and divide out
