@@ -22,6 +22,7 @@ resolution, where a thin line keeps its integrated contrast ``c·w`` while the n
 from __future__ import annotations
 
 from dataclasses import dataclass
+import threading
 from functools import lru_cache
 
 import cv2
@@ -173,15 +174,71 @@ class MaxAbs:
         cv2.max(self.index, cv2.min(better, i, dst=better), dst=self.index)
 
 
+@lru_cache(maxsize=16)
+def _response_kernels(sigma: float) -> tuple[np.ndarray, ...]:
+    """:func:`_kernels` as :func:`_line_parts` applies them: the y kernel of every Hessian
+    component divided by the scale's noise gain (so all come out in noise units), and that of
+    ``dxy`` doubled (``2·dxy`` is what the normal needs)."""
+    g, g1, g2 = _kernels(sigma)
+    k = 1.0 / _noise_gain(sigma)
+    return g, g2, (g * k).astype(np.float32), (g2 * k).astype(np.float32), g1, (g1 * (2 * k)).astype(np.float32)
+
+
+class _Buffers(threading.local):
+    """Working arrays kept between calls (per thread), each grown as needed.
+
+    A fresh array of a working grid (~0.7 MB) is mapped anew by the allocator and its pages
+    faulted in on first touch: measured on a 1.3 MP lens, 1800 page faults cost 4 ms of a
+    7 ms line response, more than the filters that wrote them. Buffers kept here are
+    already mapped.
+    """
+
+    def __init__(self):
+        self.store: dict[str, np.ndarray] = {}
+
+    def get(self, key: str, shape: tuple[int, int], dtype=np.float32) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` (contents undefined), the same
+        memory as the last one of this ``key`` when that was large enough."""
+        dtype = np.dtype(dtype)
+        n = shape[0] * shape[1] * dtype.itemsize
+        buf = self.store.get(key)
+        if buf is None or buf.size < n:
+            buf = self.store[key] = np.empty(n, np.uint8)
+        return buf[:n].view(dtype).reshape(shape)
+
+
+#: this thread's working buffers (the scratch and spot detectors' full-grid intermediates)
+BUFFERS = _Buffers()
+
+
+def _line_parts(d: np.ndarray, sigma: float, work: np.ndarray, tag: str
+                ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`_hessian` in noise units, unsigned: ``min(|tr|, rad)`` over the white-noise
+    gain, and ``(tr, dxx − dyy, 2·dxy)`` likewise scaled (the sign of the line is ``−tr``'s).
+    ``work`` (shaped like ``d``) is scratch space; the results live in the buffers ``tag``."""
+    g, g2, gk, g2k, g1, g1k = _response_kernels(sigma)
+    dxx, dyy, dxy2, diff = (BUFFERS.get(f"{tag}{j}", d.shape) for j in range(4))
+    cv2.sepFilter2D(d, -1, g2, gk, dst=dxx, borderType=cv2.BORDER_REFLECT)
+    cv2.sepFilter2D(d, -1, g, g2k, dst=dyy, borderType=cv2.BORDER_REFLECT)
+    cv2.sepFilter2D(d, -1, g1, g1k, dst=dxy2, borderType=cv2.BORDER_REFLECT)
+    cv2.subtract(dxx, dyy, dst=diff)
+    tr = cv2.add(dxx, dyy, dst=dxx)
+    resp = cv2.magnitude(diff, dxy2, magnitude=dyy)
+    cv2.min(np.abs(tr, out=work), resp, dst=resp)
+    return resp, (tr, diff, dxy2)
+
+
 def line_response(rel: Relative, scales: tuple[float, ...] = (1.0, 1.8)):
     """Line response ``z`` in noise σ (positive dark, negative bright) over ``scales``.
 
     Returns ``z``, a function ``normals(ys, xs) -> (nx, ny)`` giving the unit normal across
     the line at any pixels (from the scale that answered best there), ``ds`` (the lightly
-    smoothed whitened departure, for the bar test) and the pixel noise ``σ``.
+    smoothed whitened departure, for the bar test) and the pixel noise ``σ``. They live in
+    this thread's working buffers: valid until the next call in the same thread.
     """
     d, sigma, local = rel.whitened
-    z = np.zeros(d.shape, np.float32)
+    z = BUFFERS.get("scratches.z", d.shape)
+    z.fill(0)
     box = valid_box(rel.valid)
     # z is kept only where valid: the filters run over the valid pixels' box, grown by the
     # widest kernel's reach so that the box itself sees the image, not a window border
@@ -191,14 +248,33 @@ def line_response(rel: Relative, scales: tuple[float, ...] = (1.0, 1.8)):
     win = (slice(y0, y1), slice(x0, x1))
     hessians, index = [], None
     if box is not None:
-        best = MaxAbs((y1 - y0, x1 - x0))
-        work = np.empty((y1 - y0, x1 - x0), np.float32)
+        shape = (y1 - y0, x1 - x0)
+        work, better = BUFFERS.get("scratches.work", shape), BUFFERS.get("scratches.better", shape, np.uint8)
+        index = BUFFERS.get("scratches.index", shape, np.uint8)
+        index.fill(0)
+        # the largest magnitude over the scales (the first of equals), its scale and the
+        # sign of its line (−tr): tr of the first scale takes the winner's where a later
+        # scale wins, where the normal never reads the first scale's
+        mag = trw = None
         for i, s in enumerate(scales):
-            resp, hess = _hessian(d[win], s, work)
+            resp, hess = _line_parts(d[win], s, work, f"scratches.h{i}.")
             hessians.append(hess)
-            best.update(cv2.divide(resp, local[win], scale=1.0 / _noise_gain(s), dst=resp), i)
-        z[win] = zero_outside(best.z, np.ascontiguousarray(rel.valid[win]))
-        index = best.index
+            if mag is None:
+                mag, trw = resp, hess[0]
+                continue
+            cv2.compare(resp, mag, cv2.CMP_GT, dst=better)  # 255 where better
+            cv2.max(mag, resp, dst=mag)
+            cv2.copyTo(hess[0], better, trw)
+            cv2.max(index, cv2.min(better, i, dst=better), dst=index)
+        # the sign of tr onto the (non-negative) magnitude by its bit: np.copysign, 5× faster
+        np.bitwise_or(mag.view(np.int32), np.bitwise_and(trw.view(np.int32), _SIGN_BIT, out=work.view(np.int32)),
+                      out=mag.view(np.int32))
+        cv2.divide(mag, local[win], dst=mag, scale=-1.0)
+        valid = BUFFERS.get("scratches.valid", shape, np.uint8)
+        np.copyto(valid.view(bool), rel.valid[win])
+        # a masked OpenCV operation leaves dst alone where the mask is 0: zeros first
+        work.fill(0)
+        z[win] = cv2.bitwise_and(mag, mag, dst=work, mask=valid)
 
     def normals(ys, xs):
         nx = np.empty(len(ys))
@@ -210,7 +286,7 @@ def line_response(rel: Relative, scales: tuple[float, ...] = (1.0, 1.8)):
             nx[sel], ny[sel] = _normals(hess, ys[sel], xs[sel])
         return nx, ny
 
-    ds = cv2.GaussianBlur(d, (0, 0), 0.7)
+    ds = cv2.GaussianBlur(d, (0, 0), 0.7, dst=BUFFERS.get("scratches.ds", d.shape))
     return z, normals, ds, sigma
 
 
@@ -244,8 +320,9 @@ def valid_box(valid: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def nonzero_yx(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.nonzero`` of a 2-D mask (the same order), through the flat index: several times
-    faster on a sparse mask."""
-    idx = np.flatnonzero(mask)
+    faster on a sparse mask. A mask of another type than bool is compared with 0 first:
+    numpy's search for nonzero bytes is ten times slower than for True."""
+    idx = np.flatnonzero(mask if mask.dtype == bool else mask != 0)
     return idx // mask.shape[1], idx % mask.shape[1]
 
 
@@ -363,6 +440,9 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
     return list(groups.values())
 
 
+#: the sign bit of a float32 seen as an int32
+_SIGN_BIT = np.int32(np.iinfo(np.int32).min)
+
 #: ``claimed`` value of the working-grid pixels of a watermark's rim
 MARK_CLAIM = np.iinfo(np.uint16).max
 
@@ -408,7 +488,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     used = polarities[: 2 if params.bright else 1]
     # candidates of every polarity in one sparse pass; all that follows runs on them (in
     # raster order, as over the whole grid)
-    cy_all, cx_all = nonzero_yx(cv2.absdiff(z, 0.0) > params.low_sigma * min(k for *_, k in used))
+    cy_all, cx_all = nonzero_yx(np.abs(z) > params.low_sigma * min(k for *_, k in used))
     for polarity, sign, k in used:
         zc = z[cy_all, cx_all] * np.float32(sign)
         cand = zc > params.low_sigma * k

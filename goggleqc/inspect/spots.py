@@ -23,7 +23,7 @@ import numpy as np
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import Relative
 from goggleqc.inspect.results import Spot
-from goggleqc.inspect.scratches import MaxAbs, nonzero_yx, valid_box, zero_outside
+from goggleqc.inspect.scratches import BUFFERS, MaxAbs, nonzero_yx, valid_box, zero_outside
 
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
 OPTICS_VAR_PX2 = 0.8
@@ -131,33 +131,65 @@ def _dogs(d: np.ndarray, scales: tuple[float, ...], box: tuple[int, int, int, in
     (hh, ww), (y0, y1, x0, x1) = d.shape, box
     h, w = y1 - y0, x1 - x0
     ph, pw = _dft_size(h + 2 * reach), _dft_size(w + 2 * reach)
-    mirrored = cv2.copyMakeBorder(d, reach, max(0, y1 + reach - hh), reach, max(0, x1 + reach - ww),
-                                  cv2.BORDER_REFLECT_101)[y0:y1 + 2 * reach, x0:x1 + 2 * reach]
-    padded = cv2.copyMakeBorder(mirrored, 0, ph - h - 2 * reach, 0, pw - w - 2 * reach, cv2.BORDER_CONSTANT, value=0)
-    spectrum = cv2.dft(padded)
-    product = np.empty_like(spectrum)
-    return [cv2.idft(np.multiply(spectrum, k, out=product), flags=cv2.DFT_REAL_OUTPUT)[reach:reach + h, reach:reach + w]
-            for k in _dog_spectra((ph, pw), tuple(scales))]
+    bottom, right = max(0, y1 + reach - hh), max(0, x1 + reach - ww)
+    mirrored = cv2.copyMakeBorder(d, reach, bottom, reach, right, cv2.BORDER_REFLECT_101,
+                                  dst=BUFFERS.get("spots.mirrored", (hh + reach + bottom, ww + reach + right)))
+    padded = cv2.copyMakeBorder(mirrored[y0:y1 + 2 * reach, x0:x1 + 2 * reach], 0, ph - h - 2 * reach, 0, pw - w - 2 * reach,
+                                cv2.BORDER_CONSTANT, value=0, dst=BUFFERS.get("spots.padded", (ph, pw)))
+    spectrum = cv2.dft(padded, dst=BUFFERS.get("spots.spectrum", (ph, pw)))
+    product = BUFFERS.get("spots.product", (ph, pw))
+    return [cv2.idft(np.multiply(spectrum, k, out=product), dst=BUFFERS.get(f"spots.dog{i}", (ph, pw)),
+                     flags=cv2.DFT_REAL_OUTPUT)[reach:reach + h, reach:reach + w]
+            for i, k in enumerate(_dog_spectra((ph, pw), tuple(scales)))]
 
 
-def blob_response(rel: Relative, scales: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, float]:
-    """Max-over-scales centre-surround response in noise σ (positive = dark), the index of
-    the scale that gave it, and the pixel noise σ of the whitened departure."""
+def blob_response(rel: Relative, scales: tuple[float, ...], low: float
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
+    """Max-over-scales centre-surround response in noise σ (positive = dark) and the index of
+    the scale that gave it, over the window of the grid where ``|z|`` may reach ``low``
+    (grown by the local-maximum test's one pixel); the window's corner ``(y, x)``; the pixel
+    noise σ of the whitened departure.
+
+    Spots are rare: selecting over the scales, dividing by the local noise and masking over
+    the whole grid cost more than screening the largest ``|response|`` against ``low`` times
+    the local noise and doing the rest where that screen leaves anything.
+    """
     d, sigma, local = rel.whitened
-    z, index = np.zeros(d.shape, np.float32), np.zeros(d.shape, np.uint8)
+    nothing = np.zeros((0, 0), np.float32), np.zeros((0, 0), np.uint8), (0, 0), sigma
     box = valid_box(rel.valid)
     if box is None:
-        return z, index, sigma
-    # the response is kept only where valid: it is computed over the valid pixels' box only
+        return nothing
     y0, y1, x0, x1 = box
-    best = MaxAbs((y1 - y0, x1 - x0))
-    for i, dog in enumerate(_dogs(d, scales, box)):
-        # the local noise is common to all scales: it divides the winner only
-        best.update(np.ascontiguousarray(dog) if i == 0 else dog, i)
-    np.divide(best.z, local[y0:y1, x0:x1], out=best.z)
-    z[y0:y1, x0:x1] = zero_outside(best.z, np.ascontiguousarray(rel.valid[y0:y1, x0:x1]))
-    index[y0:y1, x0:x1] = best.index
-    return z, index, sigma
+    dogs = _dogs(d, scales, box)
+    shape = (y1 - y0, x1 - x0)
+    mag, work = np.abs(dogs[0], out=BUFFERS.get("spots.mag", shape)), BUFFERS.get("spots.work", shape)
+    for dog in dogs[1:]:
+        np.maximum(mag, np.abs(dog, out=work), out=mag)
+    # the screen is lowered by far more than float32 rounding: it keeps every pixel of |z| ≥ low
+    screen = cv2.compare(mag, np.multiply(local[y0:y1, x0:x1], np.float32(low * (1 - 1e-5)), out=work), cv2.CMP_GE,
+                         dst=BUFFERS.get("spots.screen", shape, np.uint8))
+    valid = BUFFERS.get("spots.valid", shape, np.uint8)
+    np.copyto(valid.view(bool), rel.valid[y0:y1, x0:x1])
+    # 255 & 1: a 0/1 mask, searched as bool
+    ys, xs = nonzero_yx(cv2.bitwise_and(screen, valid, dst=screen).view(bool))
+    if len(ys) == 0:
+        return nothing
+    # the window, and its part inside the box (where z may be nonzero) in box coordinates
+    h, w = d.shape
+    wy0, wy1 = max(0, y0 + int(ys.min()) - 1), min(h, y0 + int(ys.max()) + 2)
+    wx0, wx1 = max(0, x0 + int(xs.min()) - 1), min(w, x0 + int(xs.max()) + 2)
+    by0, by1, bx0, bx1 = max(wy0, y0) - y0, min(wy1, y1) - y0, max(wx0, x0) - x0, min(wx1, x1) - x0
+    inner = (slice(by0, by1), slice(bx0, bx1))
+    best = MaxAbs((by1 - by0, bx1 - bx0))
+    for i, dog in enumerate(dogs):
+        best.update(np.array(dog[inner]) if i == 0 else dog[inner], i)
+    # the local noise is common to all scales: it divides the winner only
+    np.divide(best.z, local[y0:y1, x0:x1][inner], out=best.z)
+    z, index = np.zeros((wy1 - wy0, wx1 - wx0), np.float32), np.zeros((wy1 - wy0, wx1 - wx0), np.uint8)
+    at = (slice(by0 + y0 - wy0, by1 + y0 - wy0), slice(bx0 + x0 - wx0, bx1 + x0 - wx0))
+    z[at] = zero_outside(best.z, np.ascontiguousarray(valid[inner]))
+    index[at] = best.index
+    return z, index, (wy0, wx0), sigma
 
 
 def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = None,
@@ -186,12 +218,14 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
     if not params.high_sigma > 0:
         raise InputError("SpotParams: high_sigma must be > 0")
     f = rel.scale
-    z, best, sigma = blob_response(rel, params.scales)
-    h, w = z.shape
     # candidates of both polarities in one sparse pass; the local-maximum test and everything
     # after it run on them only (raster order kept, so ties sort as over the whole grid)
     low = params.high_sigma * min(1.0, params.bright_factor)
-    cy_all, cx_all = nonzero_yx(cv2.absdiff(z, 0.0) >= low)
+    z, best, (oy, ox), sigma = blob_response(rel, params.scales, low)
+    if z.size == 0:
+        return []
+    h, w = rel.rel.shape
+    cy_all, cx_all = nonzero_yx(np.abs(z) >= low)  # window coordinates
     out: list[Spot] = []
     for polarity, sign, k in (("dark", 1.0, 1.0), ("bright", -1.0, params.bright_factor)):
         zc = z[cy_all, cx_all] * np.float32(sign)
@@ -199,14 +233,16 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
         ys, xs, zc = cy_all[sel], cx_all[sel], zc[sel]
         if len(ys) == 0:
             continue
-        # a peak is at least its 8 neighbours (the grid's edge left out); the largest
-        # neighbour of sign·z is sign times the largest (dark) or smallest (bright) of z
+        # a peak is at least its 8 neighbours (the grid's edge left out; the window holds
+        # every neighbour of a candidate); the largest neighbour of sign·z is sign times the
+        # largest (dark) or smallest (bright) of z
         around = (cv2.dilate if sign > 0 else cv2.erode)(z, _RING3)[ys, xs]
         sel = zc >= around * np.float32(sign)
+        zp = zc[sel]
+        ys, xs = ys[sel] + oy, xs[sel] + ox  # grid coordinates from here on
         if exclude is not None:
-            sel &= ~exclude[ys, xs]
-        ys, xs = ys[sel], xs[sel]
-        zp = z[ys, xs] * np.float32(sign)
+            keep = ~exclude[ys, xs]
+            ys, xs, zp = ys[keep], xs[keep], zp[keep]
         if len(ys) > params.crowd:
             # dozens of "spots" are the background's own residue (an uncalibrated pattern's
             # corners): a real spot must stand out of that crowd, not just out of the noise
@@ -215,7 +251,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
         order = np.argsort(-zp)
         taken: list[tuple[float, float, float]] = []
         for y, x, zpeak in zip(ys[order], xs[order], zp[order]):
-            radius = max(3, int(np.ceil(3 * params.scales[best[y, x]])))
+            radius = max(3, int(np.ceil(3 * params.scales[best[y - oy, x - ox]])))
             if any((y - ty) ** 2 + (x - tx) ** 2 <= tr ** 2 for ty, tx, tr in taken):
                 continue
             taken.append((y, x, radius))
