@@ -83,6 +83,10 @@ _REL_NOISE = 0.01
 #: uncalibrated: the local-quadratic window radius (working px) and the level below which
 #: a pixel is not lens
 _SG_RADIUS = 3
+#: the largest change of the backlight across the local fit's window (as a fraction of its
+#: level) that the fit follows without leaving a rim behind
+_STEEP_CHANGE = 0.5
+_STEEP_MEDIAN_PX = 15
 _MIN_LEVEL_FRAC = 0.25
 
 
@@ -392,7 +396,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         seen = base if lens is None else (base & lens)
         model = "local"
         # the local fit is biased within its window of the lens edge: keep clear of it
-        valid = _erode(seen, _EDGE_MARGIN + _SG_RADIUS)
+        valid = _erode(seen, _EDGE_MARGIN + _SG_RADIUS) & ~_steep(bg)
         normals = pattern_edge_normals(bg, valid)
         repeats = lattice_background(small, _erode(seen, _LATTICE_MARGIN))
         if repeats is not None:
@@ -465,6 +469,22 @@ def pattern_edge_normals(bg: np.ndarray, valid: np.ndarray, bins: int = 36, rati
         a2 = 2 * angle[near]
         out.append(float(np.mod(np.arctan2((w * np.sin(a2)).sum(), (w * np.cos(a2)).sum()) / 2, np.pi)))
     return tuple(out)
+
+
+def _steep(bg: np.ndarray) -> np.ndarray:
+    """Where the local fit cannot follow the backlight: it changes by more than
+    :data:`_STEEP_CHANGE` across the fit's window (the rim of a light trap, a sharp pattern
+    edge), grown by the window. A plain panel's vignetting changes by a few percent there, a
+    defocused trap's rim by half its level or more."""
+    # a median over ~3 mm first: spots and scratches (which the fit partly follows) are not
+    # backlight structure; traps and pattern cells are
+    top = max(float(bg.max()), 1e-6)
+    smooth = cv2.medianBlur(np.clip(bg * np.float32(250.0 / top), 0, 255).astype(np.uint8), _STEEP_MEDIAN_PX)
+    logb = np.log(np.maximum(smooth.astype(np.float32), np.float32(0.25)))
+    gx = cv2.Sobel(logb, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(logb, cv2.CV_32F, 0, 1, ksize=3) / 8
+    steep = (cv2.magnitude(gx, gy) * np.float32(2 * _SG_RADIUS + 1) > _STEEP_CHANGE).astype(np.uint8)
+    return cv2.dilate(steep, np.ones((2 * _SG_RADIUS + 1,) * 2, np.uint8)).astype(bool)
 
 
 def _uncalibrated_bg(small: np.ndarray) -> np.ndarray:
