@@ -223,10 +223,7 @@ class _StationMaps:
         # Noise of rel: shot noise grows as 1/√B, and where B changes steeply a fraction of a
         # pixel of misregistration between flat and lens frame (vibration, the lens' own
         # refraction) shows as a departure ∝ |∇ log B|. The weight whitens both.
-        logb = np.log(np.maximum(flat, 1e-3 * ref))
-        gx = cv2.Sobel(logb, cv2.CV_32F, 1, 0, ksize=3) / 8
-        gy = cv2.Sobel(logb, cv2.CV_32F, 0, 1, ksize=3) / 8
-        shift = np.float32(_MISREGISTRATION_PX / scale) * cv2.magnitude(gx, gy)
+        shift = np.float32(_MISREGISTRATION_PX / scale) * _log_slope(np.log(np.maximum(flat, 1e-3 * ref)))
         var = np.float32(_REL_NOISE ** 2) / np.maximum(self.bp, 1e-3) + shift ** 2
         self.weight = np.where(usable, np.float32(_REL_NOISE) / np.sqrt(var), 0).astype(np.float32)
         self.usable = usable
@@ -386,7 +383,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         level = float(np.median(a[a > 0])) if (a > 0).any() else 0.0
         valid &= bg > np.float32(0.05 * level)
         weight = maps.weight[crop]
-        num = t
+        num, normals, model = t, (), "flat"
     else:
         bg = _uncalibrated_bg(small)
         bright = float(np.percentile(bg, 99))
@@ -411,7 +408,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
-                    pattern_normals=normals if station is None else (), model="flat" if station is not None else model)
+                    pattern_normals=normals, model=model)
 
 
 @lru_cache(maxsize=4)
@@ -471,6 +468,13 @@ def pattern_edge_normals(bg: np.ndarray, valid: np.ndarray, bins: int = 36, rati
     return tuple(out)
 
 
+def _log_slope(logb: np.ndarray) -> np.ndarray:
+    """|∇ log B| per working pixel (Sobel ÷ 8): the fractional change of B per pixel."""
+    gx = cv2.Sobel(logb, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(logb, cv2.CV_32F, 0, 1, ksize=3) / 8
+    return cv2.magnitude(gx, gy)
+
+
 def _steep(bg: np.ndarray) -> np.ndarray:
     """Where the local fit cannot follow the backlight: it changes by more than
     :data:`_STEEP_CHANGE` across the fit's window (the rim of a light trap, a sharp pattern
@@ -480,10 +484,8 @@ def _steep(bg: np.ndarray) -> np.ndarray:
     # backlight structure; traps and pattern cells are
     top = max(float(bg.max()), 1e-6)
     smooth = cv2.medianBlur(np.clip(bg * np.float32(250.0 / top), 0, 255).astype(np.uint8), _STEEP_MEDIAN_PX)
-    logb = np.log(np.maximum(smooth.astype(np.float32), np.float32(0.25)))
-    gx = cv2.Sobel(logb, cv2.CV_32F, 1, 0, ksize=3) / 8
-    gy = cv2.Sobel(logb, cv2.CV_32F, 0, 1, ksize=3) / 8
-    steep = (cv2.magnitude(gx, gy) * np.float32(2 * _SG_RADIUS + 1) > _STEEP_CHANGE).astype(np.uint8)
+    slope = _log_slope(np.log(np.maximum(smooth.astype(np.float32), np.float32(0.25))))
+    steep = (slope * np.float32(2 * _SG_RADIUS + 1) > _STEEP_CHANGE).astype(np.uint8)
     return cv2.dilate(steep, np.ones((2 * _SG_RADIUS + 1,) * 2, np.uint8)).astype(bool)
 
 

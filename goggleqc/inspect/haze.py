@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from goggleqc.errors import InputError
+from goggleqc.inspect.lens import ReducedMask
 
 #: size (mm) of the square regions over which the worst haze is averaged on pattern backlights
 HAZE_REGION_MM = 8.0
@@ -105,28 +106,6 @@ class HazeMeasurement:
 
 
 # -- masks ----------------------------------------------------------------------------------------
-
-class ReducedMask:
-    """A full-resolution (M, N) mask read through its reduced copy (one cell per
-    ``factor × factor`` pixels), as :class:`goggleqc.inspect.lens.LensRegion` keeps them:
-    haze only samples a mask, so the full-size array need never be built."""
-
-    def __init__(self, small: np.ndarray, factor: int, shape: tuple[int, int]):
-        self.small, self.factor, self.shape = small, int(factor), tuple(shape)
-
-    def take(self, flat_idx: np.ndarray) -> np.ndarray:
-        ys, xs = np.divmod(flat_idx, self.shape[1])
-        return self.grid_at(ys, xs)
-
-    def grid_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        h, w = self.small.shape
-        return self.small[np.minimum(ys // self.factor, h - 1), np.minimum(xs // self.factor, w - 1)].astype(bool)
-
-    def strided(self, step_y: int, step_x: int, rows: int, cols: int) -> np.ndarray:
-        ys = np.arange(rows) * step_y
-        xs = np.arange(cols) * step_x
-        return self.grid_at(ys[:, None], xs[None, :])
-
 
 def _take(mask, flat_idx: np.ndarray) -> np.ndarray:
     return mask.take(flat_idx) if isinstance(mask, ReducedMask) else mask.ravel()[flat_idx] >= 0.5
@@ -422,12 +401,11 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     c0 = k // 2
     centred = mostly[c0: c0 + covered.shape[0], c0: c0 + covered.shape[1]]
     valid = centred & (covered >= MIN_COVER * k * k)
-    hmap, msr, sigma = _contrast_fit(*win)
-    reliable = valid
-    hmap = np.where(reliable, hmap, np.nan)
-    # the central value: one fit over every block a reliable region covers (else every
+    hmap, _, sigma = _contrast_fit(*win)
+    hmap = np.where(valid, hmap, np.nan)
+    # the central value: one fit over every block a valid region covers (else every
     # block inside the mask)
-    cover = _window_sums(np.pad(reliable.astype(np.float64), k - 1), k) > 0
+    cover = _window_sums(np.pad(valid.astype(np.float64), k - 1), k) > 0
     use = cover if cover.any() else inside
     if not use.any():
         central = np.nan

@@ -125,6 +125,29 @@ def upsample_mask(mask_small: np.ndarray, factor: int, shape: tuple[int, int]) -
     return m.view(bool)
 
 
+class ReducedMask:
+    """A full-resolution (M, N) mask read through its reduced copy (one cell per
+    ``factor × factor`` pixels), as :class:`LensRegion` keeps them: what
+    :func:`upsample_mask` would give, pixel for pixel, without building the full-size array
+    (haze only samples its masks)."""
+
+    def __init__(self, small: np.ndarray, factor: int, shape: tuple[int, int]):
+        self.small, self.factor, self.shape = small, int(factor), tuple(shape)
+
+    def take(self, flat_idx: np.ndarray) -> np.ndarray:
+        ys, xs = np.divmod(flat_idx, self.shape[1])
+        return self.grid_at(ys, xs)
+
+    def grid_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        h, w = self.small.shape
+        return self.small[np.minimum(ys // self.factor, h - 1), np.minimum(xs // self.factor, w - 1)].astype(bool)
+
+    def strided(self, step_y: int, step_x: int, rows: int, cols: int) -> np.ndarray:
+        ys = np.arange(rows) * step_y
+        xs = np.arange(cols) * step_x
+        return self.grid_at(ys[:, None], xs[None, :])
+
+
 # ---------------------------------------------------------------------------------------------
 # the region
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +189,10 @@ class LensRegion:
     calibrated: bool = True
 
     # -- full-resolution masks ----------------------------------------------------------------
+    def reduced(self, name: str) -> ReducedMask:
+        """The mask ``name`` (``lens``, ``central`` …) read through its reduced copy."""
+        return ReducedMask(getattr(self, f"{name}_small"), self.factor, self.shape)
+
     @cached_property
     def lens(self) -> np.ndarray:
         """(M, N) bool: the clear lens (holes such as light traps included)."""

@@ -20,7 +20,7 @@ from goggleqc.errors import GoggleQCError, InputError
 from goggleqc.inspect.background import relative_image, station_maps, working_scale
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.coating import CoatingParams, find_coating
-from goggleqc.inspect.haze import ReducedMask, haze_contrast_index, measure_haze
+from goggleqc.inspect.haze import haze_contrast_index, measure_haze
 from goggleqc.inspect.lens import find_lens, whole_frame_region
 from goggleqc.inspect.results import Reason, Result
 from goggleqc.inspect.scratches import ScratchParams
@@ -156,8 +156,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
     try:
         extra: dict = {"lens_outline": "whole frame: no goggle frame in view"} if whole_frame else {}
         if station is not None:
-            haze = measure_haze(image, station, lens_mask=ReducedMask(region.lens_small, region.factor, region.shape),
-                                central_mask=ReducedMask(region.central_small, region.factor, region.shape))
+            haze = measure_haze(image, station, lens_mask=region.reduced("lens"), central_mask=region.reduced("central"))
             haze_pct, haze_kind, regions = haze.haze_pct, ("calibrated" if haze.corrected else "raw"), haze.regions
             extra["haze_raw_pct"] = haze.raw_pct
             lap("haze")
