@@ -38,7 +38,7 @@ import numpy as np
 
 from goggleqc.capture.imagefile import decode_image
 from goggleqc.errors import GoggleQCError, InputError
-from goggleqc.inspect.results import Result
+from goggleqc.inspect.results import Result, VerdictCounts
 from goggleqc.report.overlay import draw_overlay, thumbnail, write_png
 from goggleqc.report.records import error_record, make_record
 
@@ -303,32 +303,17 @@ class ImageJob:
 
 
 @dataclass
-class BatchSummary:
+class BatchSummary(VerdictCounts):
     """Counts of one run (images inspected by *this* run; skipped ones are counted apart)."""
 
-    n_pass: int = 0
-    n_fail: int = 0
-    n_error: int = 0
     n_skipped: int = 0
     wall_s: float = 0.0
     interrupted: bool = False
     started: float = field(default_factory=time.perf_counter)
 
     @property
-    def n_done(self) -> int:
-        return self.n_pass + self.n_fail + self.n_error
-
-    @property
     def images_per_s(self) -> float:
         return self.n_done / self.wall_s if self.wall_s > 0 else 0.0
-
-    def add(self, verdict: str) -> None:
-        if verdict == "pass":
-            self.n_pass += 1
-        elif verdict == "fail":
-            self.n_fail += 1
-        else:
-            self.n_error += 1
 
 
 class _StopOnSigint:

@@ -64,6 +64,27 @@ class Mark:
     arc_deg: float = 360.0
 
 
+@dataclass
+class VerdictCounts:
+    """Running counts of verdicts, shared by the batch runner and the line station."""
+
+    n_pass: int = 0
+    n_fail: int = 0
+    n_error: int = 0
+
+    @property
+    def n_done(self) -> int:
+        return self.n_pass + self.n_fail + self.n_error
+
+    def add(self, verdict: str) -> None:
+        if verdict == "pass":
+            self.n_pass += 1
+        elif verdict == "fail":
+            self.n_fail += 1
+        else:
+            self.n_error += 1
+
+
 @dataclass(frozen=True)
 class Reason:
     """Why a lens failed: ``code`` is haze, transmittance, scratch, coating, spot or error."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from goggleqc.capture.watchdog import Health, LiveFeed
 from goggleqc.errors import GoggleQCError, InputError
-from goggleqc.inspect.results import Result
+from goggleqc.inspect.results import Result, VerdictCounts
 from goggleqc.line.display import Display, render_panel
 from goggleqc.line.trigger import Trigger, TriggerStep, reduce_frame
 from goggleqc.report.overlay import draw_overlay, write_png
@@ -42,22 +42,12 @@ InspectFn = Callable[[np.ndarray, str], Result]
 
 
 @dataclass
-class Tally:
+class Tally(VerdictCounts):
     """Running counts of a line run; ``yield`` is passes over all inspections."""
 
-    n: int = 0
-    n_pass: int = 0
-    n_fail: int = 0
-    n_error: int = 0
-
-    def add(self, verdict: str) -> None:
-        self.n += 1
-        if verdict == "pass":
-            self.n_pass += 1
-        elif verdict == "fail":
-            self.n_fail += 1
-        else:
-            self.n_error += 1
+    @property
+    def n(self) -> int:
+        return self.n_done
 
     @property
     def yield_pct(self) -> float | None:
