@@ -27,8 +27,11 @@ def _loguniform(rng, lo, hi):
 def random_station(rng: np.random.Generator, *, width: int = 1280, height: int = 1024,
                    pixel_size_mm: float | None = None, backlight: str | None = None,
                    bits: int | None = None, colour: bool = False, pattern: str | None = None,
-                   seed: int = 0, marginal_mm: float = 5.0) -> StationParams:
-    """A random but plausible station; arguments pin what the caller wants fixed."""
+                   seed: int = 0, marginal_mm: float = 5.0, warp: float = 0.0) -> StationParams:
+    """A random but plausible station; arguments pin what the caller wants fixed.
+
+    ``warp`` (default 0, drawing nothing from ``rng``) bends a pattern target as a photograph
+    through a curved lens sees it (:class:`~goggleqc.synth.station.Backlight`)."""
     ps = pixel_size_mm if pixel_size_mm is not None else float(rng.uniform(0.03, 0.10))
     bits = bits if bits is not None else int(rng.choice([8, 16]))
     data_bits = 8 if bits == 8 else int(rng.choice([10, 12, 14, 16]))
@@ -73,7 +76,7 @@ def random_station(rng: np.random.Generator, *, width: int = 1280, height: int =
                    line_frac=float(rng.uniform(0.15, 0.4)),
                    defocus_mm=float(rng.uniform(0.05, 0.3)) if kind_bl == "uniform" else float(rng.uniform(0.0, 0.2)) * period,
                    dust=dust, scatter_sigma_mm=float(rng.uniform(12, 40)),
-                   scatter_shape=str(rng.choice(["gaussian", "mixture", "exponential"])))
+                   scatter_shape=str(rng.choice(["gaussian", "mixture", "exponential"])), warp=warp)
     return StationParams(width=width, height=height, pixel_size_mm=ps, camera=camera, backlight=bl,
                          product=product, seed=seed)
 

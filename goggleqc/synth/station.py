@@ -74,6 +74,11 @@ class Backlight:
     ``kind`` is ``uniform`` (diffuse panel with ``traps``) or ``pattern`` (a periodic
     ``checker``, ``grid`` or ``stripes`` target of ``period_mm`` at ``angle_deg``, whose dark
     parts transmit ``1 - modulation`` of the bright ones, blurred by ``defocus_mm``).
+
+    ``warp`` bends the target as a photograph through a goggle sees it: the camera not square
+    to the target (perspective) and the curved lens' own refraction (a radial term). It is the
+    fractional change of the pattern's scale from the frame's centre to its corner; 0 is a
+    target square to the camera, exactly periodic in the image.
     """
 
     kind: str = "uniform"
@@ -90,6 +95,7 @@ class Backlight:
     dust: tuple[Dust, ...] = ()
     scatter_sigma_mm: float = 25.0
     scatter_shape: str = "gaussian"
+    warp: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,21 @@ def _square_wave(u_mm: np.ndarray, period_mm: float, duty: float, ps: float) -> 
     # distance to the on-interval also wraps around the period
     d = np.maximum(d, half - np.abs(phase - period_mm - centre))
     return _soft_step(d / ps)
+
+
+def _warped(x: np.ndarray, y: np.ndarray, warp: float, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Target coordinates (mm) seen at lens-plane ``(x, y)`` through a tilted, curved view.
+
+    A projective tilt towards a direction 35° off the pattern's axes changes the local scale
+    by ``±warp/2`` from centre to corner, and a radial term ``1 + (warp/2)·r²`` (r = 1 at the
+    corner) adds the barrel of a curved visor, so the scale changes by about ``warp`` overall.
+    """
+    corner = float(np.hypot(x[0, 0], y[0, 0]))
+    t = np.deg2rad(angle_deg + 35.0)
+    tilt = (np.cos(t) * x + np.sin(t) * y) / corner  # −1 … 1 across the frame
+    r2 = (x * x + y * y) / corner ** 2
+    s = (1.0 + 0.5 * warp * r2) / (1.0 + 0.5 * warp * tilt)
+    return (x * s).astype(np.float32), (y * s).astype(np.float32)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
@@ -217,6 +238,8 @@ class SimStation:
                 d = np.sqrt((x - trap.x_mm) ** 2 + (y - trap.y_mm) ** 2) - trap.diameter_mm / 2
                 target *= _soft_step(d / ps)
         elif bl.kind == "pattern":
+            if bl.warp:
+                x, y = _warped(x, y, bl.warp, bl.angle_deg)
             a = np.deg2rad(bl.angle_deg)
             u = x * np.cos(a) + y * np.sin(a)
             v = -x * np.sin(a) + y * np.cos(a)
