@@ -31,8 +31,22 @@ MIN_PEAK = 0.35
 MIN_PERIOD_PX = 4.0
 #: the autocorrelation is taken over at most this square of the lens (working px)
 MAX_WINDOW_PX = 256
-#: at least this many of the 8 shifted cells must land on the lens for a background value
+#: at least this many of the 8 shifted cells (in pairs on either side) must land on the lens
+#: for a background value
 MIN_SHIFTS = 4
+#: Gauss–Newton steps of the local registration of the two lattice vectors' cells, and of
+#: the diagonal cells from the sum of those two
+REGISTRATION_ITERATIONS = 6
+DIAGONAL_ITERATIONS = 3
+#: registration stops when no step moves a cell by more than this (working px)
+CONVERGED_PX = 0.05
+#: a registration window this much on the lens is whole; nearer an edge, δ is extrapolated
+FULL_WINDOW = 0.9
+#: registered cells replace the exact shift where the registration moved them by more than
+#: this (working px) over a percent of the lens and cut the mean misfit to the pattern below
+#: this fraction of the exact shift's
+MIN_DISPLACEMENT_PX = 0.25
+REGISTRATION_GAIN = 0.95
 
 
 @dataclass(frozen=True)
@@ -223,6 +237,170 @@ def _median8(values: list[np.ndarray]) -> np.ndarray:
     return cv2.addWeighted(v[3], 0.5, v[4], 0.5, 0.0)
 
 
+def _gradient(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Central-difference gradient per pixel (Sobel ÷ 8, smoothed across)."""
+    return (cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3, scale=0.125),
+            cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3, scale=0.125))
+
+
+def _remapped(image: np.ndarray, v: tuple[float, float], dx: np.ndarray, dy: np.ndarray, fill: float) -> np.ndarray:
+    """``image(x + v + δ(x))`` by cubic interpolation, ``fill`` outside the frame."""
+    h, w = image.shape
+    gx = np.arange(w, dtype=np.float32)[None, :] + np.float32(v[0])
+    gy = np.arange(h, dtype=np.float32)[:, None] + np.float32(v[1])
+    return cv2.remap(image, gx + dx, gy + dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], period: float, *,
+                      shortest: float | None = None, iterations: int = REGISTRATION_ITERATIONS,
+                      start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Where the neighbouring cell one lattice vector away really lies: ``δ(x)`` such that
+    ``q(x + v + δ(x)) ≈ q(x)``.
+
+    A pattern seen through a curved visor, or by a camera not square to it, is periodic only
+    locally: its period changes by several percent across the frame, so one lattice vector
+    lands a pixel or more off the matching cell at the frame's edge, and the pattern's edges
+    would remain as lines. ``δ`` is found by Lucas–Kanade registration (Lucas & Kanade 1981):
+    Gauss–Newton steps of the least-squares fit of the shifted pattern to the pattern itself,
+    with the sums over a Gaussian window of about two periods. The window is much larger than
+    a scratch, whose departures are clipped at a few noise levels first, so a defect does not
+    pull the registration; along a stripe (no gradient) a small ridge term keeps ``δ`` at 0.
+
+    Parameters
+    ----------
+    q : (m, n) float32 ndarray
+        The frame over its illumination, 1.0 outside ``valid``.
+    valid : (m, n) bool ndarray
+        Where ``q`` is lens.
+    v : (float, float)
+        The lattice vector (working px, ``(dx, dy)``).
+    period : float
+        The longer lattice period (working px): sets the registration window.
+    shortest : float, optional
+        The shorter period: ``δ`` is kept within a quarter of it (default ``period``).
+    iterations : int
+        Gauss–Newton steps.
+    start : (dx, dy), optional
+        A first guess of ``δ`` (default 0).
+
+    Returns
+    -------
+    (dx, dy) : (m, n) float32 ndarrays
+        The displacement field, smooth at the scale of a few periods.
+    """
+    # δ is smooth over periods: the window sums are formed on a grid reduced to about a
+    # quarter period per cell, where the wide Gaussian costs little
+    f = max(1, int(period // 4))
+    sigma = max(3.0, 1.5 * period) / f
+    h, w_ = q.shape
+    small = (max(1, w_ // f), max(1, h // f))
+    m = valid.astype(np.float32)
+
+    def window_sum(a):
+        return cv2.GaussianBlur(cv2.resize(a, small, interpolation=cv2.INTER_AREA), (0, 0), sigma,
+                                borderType=cv2.BORDER_CONSTANT)
+
+    def full(a):
+        return cv2.resize(a, (w_, h), interpolation=cv2.INTER_LINEAR)
+
+    if start is None:
+        sdx, sdy = np.zeros(small[::-1], np.float32), np.zeros(small[::-1], np.float32)
+    else:
+        sdx, sdy = (cv2.resize(a, small, interpolation=cv2.INTER_AREA) for a in start)
+    # how much of each window lies on the lens: near its edge (or the frame's) a window sees
+    # one side only, and its δ is that of a point inside, so it is extrapolated instead
+    fill = window_sum(m) / np.maximum(window_sum(np.ones_like(m)), np.float32(1e-6))
+    dx, dy = full(sdx), full(sdy)
+    for _ in range(iterations):
+        s = _remapped(q, v, dx, dy, 1.0)
+        w = m * _remapped(m, v, dx, dy, 0.0)
+        gx, gy = _gradient(s)
+        e = q - s
+        # a defect's departure is a few-percent outlier against the pattern's residue
+        inside = (w > 0.99)[::3, ::3]
+        lim = np.float32(3.0 * 1.4826 * max(float(np.median(np.abs(e[::3, ::3][inside]))) if inside.any() else 0.0, 1e-3))
+        np.clip(e, -lim, lim, out=e)
+        wgx, wgy = w * gx, w * gy
+        sxx, sxy, syy = window_sum(wgx * gx), window_sum(wgx * gy), window_sum(wgy * gy)
+        bx, by = window_sum(wgx * e), window_sum(wgy * e)
+        # a ridge only where the pattern is one-dimensional (a stripe says nothing along
+        # itself): the smaller eigenvalue is raised to a tenth of the larger, so δ stays put
+        # along the stripe while the steps across it stay full Gauss–Newton steps
+        half, dev = (sxx + syy) / 2, cv2.magnitude((sxx - syy) / 2, sxy)
+        ridge = np.maximum(np.float32(0.1) * (half + dev) - (half - dev), 0) + np.float32(1e-12)
+        sxx += ridge
+        syy += ridge
+        det = sxx * syy - sxy * sxy
+        step_x = (syy * bx - sxy * by) / det
+        step_y = (sxx * by - sxy * bx) / det
+        sdx += step_x
+        sdy += step_y
+        sdx, sdy = _extrapolated(sdx, fill), _extrapolated(sdy, fill)
+        dx, dy = full(sdx), full(sdy)
+        if float(cv2.magnitude(step_x, step_y)[fill >= FULL_WINDOW].max(initial=0.0)) < CONVERGED_PX:
+            break
+    # never farther than a quarter of the shortest period: beyond, it is not the same cell
+    limit = np.float32(0.25 * (shortest or period))
+    np.clip(dx, -limit, limit, out=dx)
+    np.clip(dy, -limit, limit, out=dy)
+    return dx, dy
+
+
+def _extrapolated(field: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``field`` where its window was whole (``fill`` ≥ :data:`FULL_WINDOW`), blended towards
+    a cubic polynomial fitted there where the window was cut by an edge.
+
+    A view's bend (perspective, a curved visor's refraction) is smooth over the frame, so a
+    low-order polynomial carries it to the edges better than a one-sided window does.
+    """
+    whole = fill >= FULL_WINDOW
+    if whole.all() or whole.sum() < 30:
+        return field
+    h, w = field.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    x, y = 2 * xx / max(w - 1, 1) - 1, 2 * yy / max(h - 1, 1) - 1
+    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y, x ** 3, x * x * y, x * y * y, y ** 3], -1)
+    coef, *_ = np.linalg.lstsq(basis[whole].astype(np.float64), field[whole].astype(np.float64), rcond=None)
+    poly = (basis @ coef.astype(np.float32)).astype(np.float32)
+    alpha = np.clip((fill - 0.5) / (FULL_WINDOW - 0.5), 0, 1).astype(np.float32)
+    return alpha * field + (1 - alpha) * poly
+
+
+def _is_bent(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], field: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether the view is bent along ``v``: the registration moved the neighbouring cell by
+    more than :data:`MIN_DISPLACEMENT_PX` over a percent of the lens, and the moved cell
+    matches the pattern better (mean misfit below :data:`REGISTRATION_GAIN` of the exact
+    shift's). Near a lens' edge a registration wanders a little on a square-on pattern too,
+    without fitting any better."""
+    shift = cv2.magnitude(field[0], field[1])[valid]
+    if not shift.size or float(np.percentile(shift, 99)) <= MIN_DISPLACEMENT_PX:
+        return False
+    exact, moved = _shifted(q, v, np.nan), _remapped(q, v, field[0], field[1], np.nan)
+    both = valid & np.isfinite(exact) & np.isfinite(moved)
+    return bool(both.any()) and (float(np.mean(np.abs(moved - q)[both]))
+                                 < REGISTRATION_GAIN * float(np.mean(np.abs(exact - q)[both])))
+
+
+def _local_ratio(image: np.ndarray, shifted: np.ndarray, valid: np.ndarray, period: float) -> np.ndarray:
+    """The slow change of illumination between each place and its neighbouring cell:
+    ``Σ image / Σ shifted`` over a Gaussian window of a period, on the places where both are
+    seen. Place and cell are at the same phase of the pattern, so the pattern cancels in the
+    ratio; and both sums run over the same places, so a window cut by the lens' edge or the
+    frame's is not biased the way a one-sided mean of the illumination would be."""
+    f = max(1, int(period // 4))
+    h, w = image.shape
+    small = (max(1, w // f), max(1, h // f))
+    both = valid & np.isfinite(shifted)
+
+    def window_sum(a):
+        return cv2.GaussianBlur(cv2.resize(np.where(both, a, 0).astype(np.float32), small, interpolation=cv2.INTER_AREA),
+                                (0, 0), max(1.0, period / f), borderType=cv2.BORDER_CONSTANT)
+
+    num, den = window_sum(image), window_sum(shifted)
+    ratio = np.where(den > 1e-6 * max(float(den.max()), 1e-12), num / np.maximum(den, 1e-12), 1.0).astype(np.float32)
+    return cv2.resize(ratio, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, Lattice] | None:
     """The backlight behind ``image`` from its neighbouring lattice cells (module docstring).
 
@@ -245,23 +423,54 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
     lattice = find_lattice(q0, valid)
     if lattice is None:
         return None
+    shortest = min(np.hypot(*lattice.a1), np.hypot(*lattice.a2))
     period = max(np.hypot(*lattice.a1), np.hypot(*lattice.a2))
     illum = _illumination(image, valid, max(2.0, period))
-    q = np.where(valid, image / np.maximum(illum, 1e-6), np.nan).astype(np.float32)
-    # a median over the shifts that landed on the lens: the missing ones are padded
-    # alternately above and below the range, which leaves the middle of the order in place
+    q1 = np.where(valid, image / np.maximum(illum, 1e-6), 1.0).astype(np.float32)
+    q = np.where(valid, q1, np.nan).astype(np.float32)
+    # the two lattice vectors' cells are registered from scratch; a diagonal cell's
+    # displacement starts from the sum of theirs (a smooth bend is locally linear)
+    base = [cell_displacement(q1, valid, v, period, shortest=shortest) for v in (lattice.a1, lattice.a2)]
+    fields = base + [cell_displacement(q1, valid, v, period, shortest=shortest, iterations=DIAGONAL_ITERATIONS,
+                                       start=(base[0][0] + sign * base[1][0], base[0][1] + sign * base[1][1]))
+                     for v, sign in ((np.add(lattice.a1, lattice.a2), 1), (np.subtract(lattice.a1, lattice.a2), -1))]
+    # registered cells where the view is bent (judged on the two lattice vectors, registered
+    # from scratch); the exact shift otherwise (no 1/32 px rounding)
+    bent = [any(_is_bent(q, valid, v, field) for v, field in zip((lattice.a1, lattice.a2), base))] * 4
+    # In a bent view the cells on one side of a place differ from it steadily (scale, light),
+    # which a median of one-sided cells near an edge keeps as a faint line along it: cells are
+    # then used in pairs on either side (v and −v), and a pair with a cell off the lens drops
+    # out whole. Square on, every cell that lands on the lens counts.
+    paired = any(bent)
+    img = np.where(valid, image, np.nan).astype(np.float32)
     big = np.float32(1e6)
-    n = np.zeros(q.shape, np.uint8)
-    missing = np.zeros(q.shape, np.uint8)
+    n = np.zeros(image.shape, np.uint8)
+    missing = np.zeros(image.shape, np.uint8)
     values = []
-    for v in lattice.shifts():
-        a = _shifted(q, v, np.nan)
-        gone = ~np.isfinite(a)
-        missing += gone
-        a[gone] = np.where(missing[gone] % 2 == 1, big, -big)
-        n += ~gone
+    for k, v in enumerate(lattice.shifts()):
+        dx, dy = fields[k // 2]
+        if k % 2 == 1:
+            # here v = −u for the vector u registered just before; x's match in the cell at
+            # −u is p with p + u + δ(p) = x, so to first order p = x − u − δ(x − u): the
+            # field read one vector back, negated
+            zero = np.zeros_like(dx)
+            dx, dy = -_remapped(dx, v, zero, zero, 0.0), -_remapped(dy, v, zero, zero, 0.0)
+        a = _remapped(img, v, dx, dy, np.nan) if bent[k // 2] else _shifted(img, v, np.nan)
+        a *= _local_ratio(image, a, valid, period)
         values.append(a)
+        # a median over the cells that landed on the lens: the missing ones are padded
+        # alternately above and below the range, which leaves the middle of the order in place
+        if not paired:
+            gone = ~np.isfinite(a)
+            missing += gone
+            a[gone] = np.where(missing[gone] % 2 == 1, big, -big)
+            n += (~gone).view(np.uint8)
+        elif k % 2 == 1:
+            before = values[-2]
+            gone = ~(np.isfinite(a) & np.isfinite(before))
+            before[gone], a[gone] = big, -big
+            n += np.uint8(2) * (~gone).view(np.uint8)
     med = _median8(values)
     ok = valid & (n >= MIN_SHIFTS)
-    bg = np.where(ok, med * illum, image).astype(np.float32)
+    bg = np.where(ok, med, image).astype(np.float32)
     return bg, ok, lattice
