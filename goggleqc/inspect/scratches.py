@@ -61,6 +61,12 @@ class ScratchParams:
     min_mean_sigma : float
         A scratch's mean response along itself must reach this, so a noise chain hanging on
         one strong pixel is not a scratch.
+    min_contrast, min_contrast_uncalibrated : float
+        The faintest line reported (its contrast, the darkening a pixel sees), against a
+        station's flat and against a background estimated from the image itself. Without a
+        flat the background is uncertain by a percent or two (the pattern's cells registered
+        to a fraction of a pixel, the light's change between them), so a fainter line is
+        not told from the model's own residue.
     mark_min_arc_deg, mark_diameter_mm, mark_min_diameter_px, mark_max_rms : float
         A dark line lying on a circle (rms distance ≤ ``mark_max_rms`` × radius) of diameter
         within ``mark_diameter_mm`` (≥ ``mark_min_diameter_px`` without a pixel size) and
@@ -83,6 +89,8 @@ class ScratchParams:
     crowd: int = 30
     crowd_factor: float = 2.5
     pattern_angle_deg: float = 6.0
+    min_contrast: float = 0.0
+    min_contrast_uncalibrated: float = 0.025
     mark_min_arc_deg: float = 180.0
     mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
     mark_min_diameter_px: float = 24.0
@@ -687,6 +695,8 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     # lower bound on the line's width), so a short line blurred by soft optics stays a line
     core_px = float(np.sqrt(max(eq_width ** 2 - ELONGATION_SPREAD_PX2 - f * f, 0.0)))
     if length_px < params.min_length_px or length_px < params.min_elongation * max(core_px, 1.0):
+        return None
+    if contrast < (params.min_contrast if rel.model == "flat" else params.min_contrast_uncalibrated):
         return None
     ox, oy = rel.origin
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
