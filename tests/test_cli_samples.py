@@ -43,6 +43,8 @@ def test_samples_writes_station_lenses_spec_and_truth(cli, tmp_path):
         (["--pixel-size", "-0.1"], "outside 0.005–1 mm"),
         (["--backlight", "laser"], "use uniform or pattern"),
         (["--spec", "nonexistent-preset"], "neither a file nor a preset"),
+        (["--warp", "0.5"], "use 0 (a target square to the camera) to 0.3"),
+        (["--backlight", "uniform", "--warp", "0.1"], "a uniform panel has nothing to bend"),
     ],
 )
 def test_samples_refuses_impossible_arguments(cli, tmp_path, args, message):

@@ -164,3 +164,24 @@ def test_pose_jitter_moves_the_lens():
     cx_a = (a * np.arange(a.shape[1])).sum() / a.sum()
     cx_b = (b * np.arange(b.shape[1])).sum() / b.sum()
     assert cx_b - cx_a == pytest.approx(2.0 / st.params.pixel_size_mm, abs=0.5)
+
+
+def test_a_bent_target_changes_its_scale_across_the_frame_by_about_warp():
+    """``Backlight.warp``: a photograph through a curved visor, or by a camera not square to
+    the target, sees the pattern's scale change from the centre to the corners; 0 leaves the
+    target exactly periodic (and every earlier rendering unchanged)."""
+    from goggleqc.synth.station import _warped
+
+    x = np.linspace(-32.0, 32.0, 641, dtype=np.float32)[None, :]
+    y = np.linspace(-25.6, 25.6, 513, dtype=np.float32)[:, None]
+    wx, wy = _warped(x, y, 0.1, 20.0)
+    scale = np.hypot(np.gradient(wx, axis=1), np.gradient(wy, axis=1)) / np.gradient(x, axis=1)
+    centre = scale[256, 320]
+    corners = np.array([scale[0, 0], scale[0, -1], scale[-1, 0], scale[-1, -1]]) / centre
+    assert centre == pytest.approx(1.0, abs=0.01)
+    assert 0.05 <= np.abs(corners - 1).max() <= 0.2
+    # opt-in: drawing a station draws nothing more for it, so earlier seeds give earlier stations
+    a = random_station(np.random.default_rng(4), width=160, height=128, pixel_size_mm=0.1, backlight="pattern")
+    b = random_station(np.random.default_rng(4), width=160, height=128, pixel_size_mm=0.1, backlight="pattern", warp=0.1)
+    assert a.backlight.warp == 0.0 and b.backlight.warp == 0.1
+    assert a.to_dict() == {**b.to_dict(), "backlight": {**b.to_dict()["backlight"], "warp": 0.0}}

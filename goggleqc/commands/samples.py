@@ -34,13 +34,15 @@ def samples(
     colour: bool = typer.Option(False, "--colour/--mono", help="Write colour (BGR) frames instead of monochrome."),
     spec: str = typer.Option("en166-clear", "--spec", help="Spec file or preset the truth verdicts use."),
     fog_sequence: bool = typer.Option(False, "--fog-sequence", help="Also write a fog-test sequence into OUT_DIR/fog/."),
+    warp: float = typer.Option(0.0, "--warp", help="Bend the pattern target as seen through a curved visor or by a "
+                               "tilted camera: the change of its scale from centre to corner (0–0.3; implies a pattern)."),
 ) -> None:
     """Write a simulated station (dark, flat, haze plates, scale target), lenses, a spec and truth."""
     try:
         width, height = parse_size(size)
         options = SampleSetOptions(count=count, seed=seed, width=width, height=height, pixel_size_mm=pixel_size,
                                    backlight=backlight, bits=bits, colour=colour, spec=spec,
-                                   fog_sequence=fog_sequence)
+                                   fog_sequence=fog_sequence, warp=warp)
         options.check()
         total = 2 * N_CALIBRATION_FRAMES + len(PLATES_PCT) + 1 + count + int(fog_sequence)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -45,6 +45,8 @@ class SampleSetOptions:
     fog_sequence: bool = False
     #: defects per lens; None draws a realistic mix (about a third of lenses defect-free)
     defects: int | None = None
+    #: a pattern target's bend across the frame (see ``Backlight.warp``); 0 is square on
+    warp: float = 0.0
 
     def check(self) -> None:
         if self.count < 0:
@@ -59,6 +61,10 @@ class SampleSetOptions:
             raise InputError(f"--backlight {self.backlight!r}: use uniform or pattern")
         if self.bits not in (8, 16):
             raise InputError(f"--bits {self.bits}: use 8 or 16")
+        if not 0.0 <= self.warp <= 0.3:
+            raise InputError(f"--warp {self.warp}: use 0 (a target square to the camera) to 0.3")
+        if self.warp and self.backlight == "uniform":
+            raise InputError("--warp bends a pattern target; a uniform panel has nothing to bend (use --backlight pattern)")
 
 
 def ensure_writable(folder: Path) -> None:
@@ -98,9 +104,11 @@ def write_sample_set(out_dir: Path, options: SampleSetOptions,
     spec = load_spec(options.spec)
     tick = progress or (lambda stage, n: None)
     rng = np.random.default_rng([options.seed, 0])
+    # a bend is a pattern target's: asking for one asks for a pattern
+    backlight = options.backlight or ("pattern" if options.warp else None)
     params = random_station(rng, width=options.width, height=options.height, pixel_size_mm=options.pixel_size_mm,
-                            backlight=options.backlight, bits=options.bits, colour=options.colour,
-                            seed=options.seed, marginal_mm=spec.marginal_width_mm)
+                            backlight=backlight, bits=options.bits, colour=options.colour,
+                            seed=options.seed, marginal_mm=spec.marginal_width_mm, warp=options.warp)
     station = SimStation(params)
     suffix = ".png"
     cal = out_dir / "calibration"
