@@ -72,8 +72,8 @@ _MIN_FLAT_FRAC = 0.08
 #: the lens mask is eroded by this many working px, so its edge never looks like a line
 _EDGE_MARGIN = 3
 #: uncalibrated, periodic backlight: the lattice's cells are read this far inside the lens
-#: (working px), and nothing within _BORDER_PX of the frame's border is judged (the shifted
-#: cells run out there)
+#: (working px), and nothing within _BORDER_PX, or half a lattice cell, of the frame's border
+#: is judged (the shifted cells run out there)
 _LATTICE_MARGIN = 3
 _BORDER_PX = 8
 #: misregistration (full-resolution px) allowed between flat and lens frames, and the
@@ -398,9 +398,12 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         repeats = lattice_background(small, _erode(seen, _LATTICE_MARGIN))
         if repeats is not None:
             # a periodic backlight: its own neighbouring cells are the background
-            bg, ok, _ = repeats
+            bg, ok, lattice = repeats
+            # within half a cell of the frame's border the cells of one side are missing, and
+            # the median of the other side's leaves the pattern's slow change as a faint line
+            border = max(_BORDER_PX, int(round(0.5 * max(np.hypot(*lattice.a1), np.hypot(*lattice.a2)))))
             inner = np.zeros(seen.shape, bool)
-            inner[_BORDER_PX:-_BORDER_PX, _BORDER_PX:-_BORDER_PX] = True
+            inner[border:-border, border:-border] = True
             valid = _erode(seen & ok, _EDGE_MARGIN) & inner
             model = "lattice"
         weight = np.sqrt(np.clip(bg / np.float32(bright), 0, 1.5)).astype(np.float32)
