@@ -14,9 +14,12 @@ Calibrated (a :class:`~goggleqc.calibration.station.Station`)
     wider than a trap or a pattern cell. So locally ``T ≈ a + b·u`` with ``u = B_ref/B`` known
     from the flat: ``b·u`` is the haze light that fills dark pattern cells. ``a`` and ``b`` are
     fitted by local weighted least squares on a coarse grid (weights ∝ B, the inverse
-    shot-noise variance), twice, the second time without the cells the first fit flags.
-    Diffuser dust, traps and pattern edges are in ``B`` and never reach ``rel``.
-    The noise of ``rel`` grows as ``1/√B`` in dark cells; ``weight = √(B/B_ref)`` whitens it.
+    shot-noise variance), again without the cells the fit flags. A misregistration ``s``
+    between flat and lens frame (vibration, the lens' prism) adds ``s·∇B/B`` to first order,
+    so ``∇B/B`` are regressors of the fit too. Diffuser dust, traps and pattern edges are in
+    ``B`` and never reach ``rel``. The noise of ``rel`` grows as ``1/√B`` in dark cells, and
+    at steep edges by what a misregistration leaves there, measured on each frame; the
+    ``weight`` whitens both.
 
 Uncalibrated (no station)
     The lens is in focus and the backlight pattern is defocused, so defects are sharp and the
@@ -76,10 +79,14 @@ _EDGE_MARGIN = 3
 #: is judged (the shifted cells run out there)
 _LATTICE_MARGIN = 3
 _BORDER_PX = 8
-#: misregistration (full-resolution px) allowed between flat and lens frames, and the
-#: nominal relative pixel noise of a bright backlight it is weighed against
-_MISREGISTRATION_PX = 0.3
-_REL_NOISE = 0.01
+#: ridge of the misregistration coefficients (variance of ∇ log B per working px)
+_SHIFT_RIDGE = 1e-3
+#: ridge of the haze coefficient b (variance of u)
+_HAZE_RIDGE = 1e-3
+#: |∇ log B| per working px below which the backlight counts as flat, and above which as steep,
+#: when the noise of rel is measured against the backlight's steepness
+_FLAT_SLOPE = 0.05
+_STEEP_SLOPE = 0.1
 #: uncalibrated: the local-quadratic window radius (working px) and the level below which
 #: a pixel is not lens
 _SG_RADIUS = 3
@@ -203,7 +210,8 @@ def _enlarge(a: np.ndarray, shape: tuple[int, int], f: int) -> np.ndarray:
 
 
 class _StationMaps:
-    """Per-station work, done once: working-grid dark, 1/B, u = B_ref/B, B/B_ref, √(B/B_ref)."""
+    """Per-station work, done once: working-grid dark, 1/B, u = B_ref/B, B/B_ref, the
+    whitening weight and ∇B/B (the regressors of a misregistration)."""
 
     def __init__(self, station, scale: int):
         if not (np.isfinite(station.flat).all() and np.isfinite(station.dark).all()):
@@ -220,12 +228,17 @@ class _StationMaps:
         self.inv = np.where(usable, 1.0 / np.maximum(flat, 1e-6), 0).astype(np.float32)
         self.bp = np.where(usable, bp, 0).astype(np.float32)
         self.u = np.where(usable, 1.0 / np.maximum(bp, 1e-6), 0).astype(np.float32)
-        # Noise of rel: shot noise grows as 1/√B, and where B changes steeply a fraction of a
-        # pixel of misregistration between flat and lens frame (vibration, the lens' own
-        # refraction) shows as a departure ∝ |∇ log B|. The weight whitens both.
-        shift = np.float32(_MISREGISTRATION_PX / scale) * _log_slope(np.log(np.maximum(flat, 1e-3 * ref)))
-        var = np.float32(_REL_NOISE ** 2) / np.maximum(self.bp, 1e-3) + shift ** 2
-        self.weight = np.where(usable, np.float32(_REL_NOISE) / np.sqrt(var), 0).astype(np.float32)
+        # A misregistration s between flat and lens frame (vibration, the lens' own prism)
+        # is smooth over the lens, and to first order it adds s·∇B/B to T = I/B: a signal
+        # the background fit takes out with ∇B/B as regressors (per working px), not noise.
+        logb = np.log(np.maximum(flat, 1e-3 * ref))
+        self.gx = np.where(usable, cv2.Sobel(logb, cv2.CV_32F, 1, 0, ksize=3) / 8, 0).astype(np.float32)
+        self.gy = np.where(usable, cv2.Sobel(logb, cv2.CV_32F, 0, 1, ksize=3) / 8, 0).astype(np.float32)
+        # Noise of rel: shot noise grows as 1/√B, so √(B/B_ref) whitens it; what the fit
+        # leaves of a misregistration grows with |∇ log B| and is measured per lens
+        # (:func:`_misregistration_weight`)
+        self.shot = np.sqrt(self.bp).astype(np.float32)
+        self.slope2 = (self.gx * self.gx + self.gy * self.gy).astype(np.float32)
         self.usable = usable
 
 
@@ -250,13 +263,16 @@ def _erode(mask: np.ndarray, r: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), k) > 0
 
 
-def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Local weighted least squares ``T ≈ a + b·u`` with weights ``m·B'``, on a coarse grid.
+def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray,
+                    gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Local weighted least squares ``T ≈ a + b·u + cx·gx + cy·gy`` with weights ``m·B'``, on a
+    coarse grid.
 
-    With ``w = m·B'`` and ``u = 1/B'``: Σw = Σm·B', Σw·u = Σm, Σw·u² = Σm·u, Σw·T = Σm·B'·T,
-    Σw·T·u = Σm·T. Sums run over coarse cells, then a box window on the coarse grid. Cells
-    holding a defect are left out: first those far from the median of their neighbours, then
-    those far from the fit; a window with too few cells left keeps the fit of all its cells.
+    ``u = 1/B'`` carries the haze light that fills dark pattern cells and a trap; ``gx, gy =
+    ∇B/B`` a misregistration ``s`` between flat and lens frame, whose first-order residue is
+    ``s·∇B/B`` (so ``(cx, cy) ≈ τ·s``). Sums run over coarse cells, then a box window on the
+    coarse grid. Cells holding a defect are left out, those far from the fit; a window with
+    too few cells left keeps the fit of all its cells. Returns the coarse ``a, b, cx, cy``.
     """
     f = _FIT_REDUCE
     mf = m.astype(np.float32)
@@ -264,51 +280,110 @@ def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray)
     def red(x):
         return cv2.resize(x, (max(1, x.shape[1] // f), max(1, x.shape[0] // f)), interpolation=cv2.INTER_AREA)
 
-    # four of the products reduced as the channels of one image: the area weights (a
+    # the products, reduced four at a time as the channels of one image: the area weights (a
     # fractional factor in general) are the same per channel, so each channel is bit for bit
-    # its own reduction, at two thirds of the cost of four single-channel ones
-    prods = np.empty(t.shape + (4,), np.float32)
-    np.multiply(bp, mf, out=prods[..., 0])
-    np.multiply(u, mf, out=prods[..., 1])
-    np.multiply(t, mf, out=prods[..., 3])
-    np.multiply(prods[..., 3], bp, out=prods[..., 2])
-    four = red(prods)
-    s_bp, s_u, s_tb, s_t = (np.ascontiguousarray(four[..., i]) for i in range(4))
-    cells = (s_bp, red(mf), s_u, s_tb, s_t)
-    s_w0, s_wu0 = cells[0], cells[1]
-    used = s_w0 > 1e-3
+    # its own reduction, at a fraction of the cost of single-channel ones. Regressors
+    # r = (u, gx, gy): Σw, Σw·r, Σw·r·r', Σw·T, Σw·T·r, with w·u = m
+    shape = t.shape
+    p0, p1, p2 = (np.empty(shape + (4,), np.float32) for _ in range(3))
+    p3 = np.empty(shape + (2,), np.float32)
+    w, wgx, wgy = p0[..., 0], p0[..., 2], p0[..., 3]
+    np.multiply(bp, mf, out=w)
+    p0[..., 1] = mf
+    np.multiply(w, gx, out=wgx)
+    np.multiply(w, gy, out=wgy)
+    np.multiply(mf, u, out=p1[..., 0])
+    np.multiply(wgx, gx, out=p1[..., 1])
+    np.multiply(wgy, gy, out=p1[..., 2])
+    np.multiply(wgx, gy, out=p1[..., 3])
+    np.multiply(mf, gx, out=p2[..., 0])
+    np.multiply(mf, gy, out=p2[..., 1])
+    np.multiply(w, t, out=p2[..., 2])
+    np.multiply(mf, t, out=p2[..., 3])
+    np.multiply(p2[..., 2], gx, out=p3[..., 0])
+    np.multiply(p2[..., 2], gy, out=p3[..., 1])
+    cells = []
+    for prods in (p0, p1, p2, p3):
+        r = red(prods)
+        cells += [np.ascontiguousarray(r[..., j]) for j in range(prods.shape[2])]
+    s_w, s_u, s_gx, s_gy, _, _, _, _, _, _, s_t = cells[:11]
+    first = (s_w, s_u, s_gx, s_gy)
+    used = s_w > 1e-3
+
+    def box(c, keep):
+        return cv2.boxFilter(c * keep, -1, (_FIT_WINDOW, _FIT_WINDOW), normalize=False, borderType=cv2.BORDER_REFLECT)
 
     def fit(keep):
-        sw, swu, swuu, swt, swtu = (cv2.boxFilter(c * keep, -1, (_FIT_WINDOW, _FIT_WINDOW), normalize=False,
-                                                  borderType=cv2.BORDER_REFLECT) for c in cells)
+        sw, swu, swx, swy, swuu, swxx, swyy, swxy, swux, swuy, swt, swtu, swtx, swty = (box(c, keep) for c in cells)
         swc = np.maximum(sw, 1e-6)
-        mu_u = swu / swc
-        var_u = swuu / swc - mu_u ** 2
-        cov = swtu / swc - (swt / swc) * mu_u
-        # ridge term: on a uniform panel u hardly varies and b is undetermined, so b → 0
-        b = cov / (np.maximum(var_u, 0) + np.float32(0.02))
-        return swt / swc - b * mu_u, b, sw
+        mu = np.stack([swu, swx, swy], -1) / swc[..., None]
+        second = np.stack([np.stack([swuu, swux, swuy], -1), np.stack([swux, swxx, swxy], -1),
+                           np.stack([swuy, swxy, swyy], -1)], -2) / swc[..., None, None]
+        cov = second - mu[..., :, None] * mu[..., None, :]
+        mu_t = swt / swc
+        rhs = np.stack([swtu, swtx, swty], -1) / swc[..., None] - mu_t[..., None] * mu
+        # ridge: on a uniform panel u hardly varies and b is undetermined (b → 0); where
+        # the backlight has no edges a shift changes nothing and its coefficients → 0
+        cov = cov.astype(np.float64) + np.diag([_HAZE_RIDGE, _SHIFT_RIDGE, _SHIFT_RIDGE])
+        coef = np.linalg.solve(cov, rhs.astype(np.float64)[..., None])[..., 0].astype(np.float32)
+        return (mu_t - (coef * mu).sum(-1), coef[..., 0], coef[..., 1], coef[..., 2]), sw
 
     def outliers(resid):
         good = resid[used]
         if good.size < 4:
-            return np.ones_like(s_w0)
+            return np.ones_like(s_w)
         mad = float(np.median(good)) * 1.4826 + 1e-4
         return (resid < max(4 * mad, 0.01)).astype(np.float32)
 
-    cell_w = np.maximum(s_w0, 1e-6)
-    cell_t = cells[3] / cell_w
-    ref = cv2.medianBlur(cell_t.astype(np.float32), 5) if min(cell_t.shape) >= 5 else cell_t
-    keep = outliers(np.where(used, np.abs(cell_t / np.maximum(ref, 1e-6) - 1), 0))
-    a_all, b_all, sw_all = fit(np.ones_like(s_w0))
+    cell_w = np.maximum(s_w, 1e-6)
+    cell_t = s_t / cell_w
+    coef_all, sw_all = fit(np.ones_like(s_w))
+    # the first cells left out are those far from the fit of all cells, not from the median
+    # of their neighbours: a cell at a trap's rim or on a dark pattern cell holds haze light
+    # (b·u) its neighbours lack, and leaving those out would lose the haze term there
+    coef = coef_all
     for _ in range(2):
-        a, b, sw = fit(keep)
-        pred = (a * s_w0 + b * s_wu0) / cell_w
+        pred = sum(c * s for c, s in zip(coef, first)) / cell_w
         keep = outliers(np.where(used, np.abs(cell_t / np.maximum(pred, 1e-6) - 1), 0))
+        coef, sw = fit(keep)
     thin = sw < 0.25 * sw_all
-    a = np.where(thin, a_all, a)
-    b = np.where(thin, b_all, b)
-    return a.astype(np.float32), b.astype(np.float32)
+    return tuple(np.where(thin, c_all, c).astype(np.float32) for c, c_all in zip(coef, coef_all))
+
+
+def _misregistration_weight(t: np.ndarray, bg: np.ndarray, valid: np.ndarray, shot: np.ndarray,
+                            slope2: np.ndarray, bp: np.ndarray) -> np.ndarray:
+    """The whitening weight of ``rel``: shot noise, plus the residue a misregistration leaves
+    where the backlight is steep, as much of it as this lens shows.
+
+    With ``x = (rel − 1)·√B'``, ``var x = σ0² + K²·q`` where ``q = |∇ log B|²·B'``: ``σ0`` is the
+    shot noise, ``K`` the part of a misregistration the fit's first-order terms leave. Both are
+    read off the frame: ``σ0`` where the backlight is flat (q small), ``K²`` from the excess
+    spread where it is steepest. A frame registered with its flat (K = 0) is whitened by
+    ``√B'`` alone, so pattern edges keep their sensitivity; a shaken one is damped there.
+    """
+    shot = np.where(valid, shot, 0).astype(np.float32)
+    # statistics on every other pixel of every other row: tens of thousands are plenty
+    v, g2 = valid[::2, ::2], slope2[::2, ::2]
+    gv = g2[v]
+    if gv.size < 200:
+        return shot
+    lo, hi = np.percentile(gv, [40, 75])
+    flat = v & (g2 <= min(lo, _FLAT_SLOPE ** 2))
+    steep = v & (g2 >= max(hi, _STEEP_SLOPE ** 2))
+    if np.count_nonzero(flat) < 100 or np.count_nonzero(steep) < 50:
+        return shot
+    ts, bs, ws = t[::2, ::2], bg[::2, ::2], shot[::2, ::2]
+
+    def spread(mask):
+        x = (ts[mask] / np.maximum(bs[mask], 1e-6) - 1) * ws[mask]
+        return 1.4826 * float(np.median(np.abs(x)))
+
+    s0, s1 = spread(flat), spread(steep)
+    k2 = max(s1 * s1 - s0 * s0, 0.0) / max(float(np.median((g2 * bp[::2, ::2])[steep])), 1e-9)
+    if not s0 > 0 or k2 <= 0:
+        return shot
+    var = 1.0 / np.maximum(bp, 1e-3) + np.float32(k2 / (s0 * s0)) * slope2
+    return np.where(valid, 1.0 / np.sqrt(var), 0).astype(np.float32)
 
 
 def _check(image: np.ndarray, lens_mask: np.ndarray | None) -> None:
@@ -378,11 +453,13 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         # of dark pattern cells: their edges are in the flat and divide out
         valid = usable if lens is None else (usable & _erode(lens, _EDGE_MARGIN))
         u = maps.u[crop]
-        a, b = _fit_background(t, maps.bp[crop], u, valid)
-        bg = _enlarge(a, t.shape, _FIT_REDUCE) + _enlarge(b, t.shape, _FIT_REDUCE) * u
+        gx, gy = maps.gx[crop], maps.gy[crop]
+        a, b, cx, cy = _fit_background(t, maps.bp[crop], u, valid, gx, gy)
+        bg = (_enlarge(a, t.shape, _FIT_REDUCE) + _enlarge(b, t.shape, _FIT_REDUCE) * u
+              + _enlarge(cx, t.shape, _FIT_REDUCE) * gx + _enlarge(cy, t.shape, _FIT_REDUCE) * gy)
         level = float(np.median(a[a > 0])) if (a > 0).any() else 0.0
         valid &= bg > np.float32(0.05 * level)
-        weight = maps.weight[crop]
+        weight = _misregistration_weight(t, bg, valid, maps.shot[crop], maps.slope2[crop], maps.bp[crop])
         num, normals, model = t, (), "flat"
     else:
         bg = _uncalibrated_bg(small)

@@ -21,7 +21,7 @@ resolution, where a thin line keeps its integrated contrast ``c·w`` while the n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import threading
 from functools import lru_cache
 
@@ -67,6 +67,12 @@ class ScratchParams:
         flat the background is uncertain by a percent or two (the pattern's cells registered
         to a fraction of a pixel, the light's change between them), so a fainter line is
         not told from the model's own residue.
+    flat_high_factor, flat_mean_factor : float
+        ``high_sigma`` and ``min_mean_sigma`` are multiplied by these on a flat-corrected
+        (calibrated) image. There the departure is whitened by the noise measured on the
+        frame itself (shot noise, and what a misregistration leaves at the backlight's edges),
+        so σ is the pixel noise everywhere and a threshold is a true significance; without a
+        flat the background model leaves structure that is not noise, and the thresholds stay.
     mark_min_arc_deg, mark_diameter_mm, mark_min_diameter_px, mark_max_rms : float
         A dark line lying on a circle (rms distance ≤ ``mark_max_rms`` × radius) of diameter
         within ``mark_diameter_mm`` (≥ ``mark_min_diameter_px`` without a pixel size) and
@@ -91,6 +97,8 @@ class ScratchParams:
     pattern_angle_deg: float = 6.0
     min_contrast: float = 0.0
     min_contrast_uncalibrated: float = 0.025
+    flat_high_factor: float = 5.0 / 6.0
+    flat_mean_factor: float = 3.5 / 3.8
     mark_min_arc_deg: float = 180.0
     mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
     mark_min_diameter_px: float = 24.0
@@ -488,6 +496,9 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     """
     if not params.high_sigma >= params.low_sigma > 0:
         raise InputError("ScratchParams: need high_sigma ≥ low_sigma > 0")
+    if rel.model == "flat":
+        params = replace(params, high_sigma=params.high_sigma * params.flat_high_factor,
+                         min_mean_sigma=params.min_mean_sigma * params.flat_mean_factor)
     f = rel.scale
     z, normals, ds, _ = line_response(rel, params.scales)
     found: list[Scratch] = []
@@ -527,18 +538,20 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
                 if not _along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg):
                     pieces.append(piece)
     groups = _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid)
-    if len(groups) > params.crowd:
-        # dozens of "lines" are the background's own residue (an uncalibrated pattern's cell
-        # edges): a scratch must stand out of that crowd, not just out of the noise
-        strength = [max(pieces[i].zmax for i in g) for g in groups]
-        floor = params.crowd_factor * float(np.median(strength))
-        groups = [g for g, z in zip(groups, strength) if z >= floor]
     measured = []
     for group in groups:
         members = [pieces[i] for i in group]
         sc = _measure(members, rel, z, f, zone_of, pixel_size_mm, params)
         if sc is not None:
             measured.append((sc, members))
+    if len(measured) > params.crowd:
+        # dozens of lines are the background's own residue (an uncalibrated pattern's cell
+        # edges): a scratch must stand out of that crowd, not just out of the noise. Counted
+        # among lines that pass as scratches, so noise fragments that never would (a coating
+        # flaw's texture at a low threshold) do not make a crowd that hides a real scratch.
+        strength = [sc.score for sc, _ in measured]
+        floor = params.crowd_factor * float(np.median(strength))
+        measured = [m for m, st in zip(measured, strength) if st >= floor]
     rims, measured = _watermarks(measured, f, pixel_size_mm, params)
     for mark, members in rims:
         if marks is not None:

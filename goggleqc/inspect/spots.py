@@ -27,6 +27,12 @@ from goggleqc.inspect.scratches import BUFFERS, MaxAbs, nonzero_yx, valid_box, z
 
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
 OPTICS_VAR_PX2 = 0.8
+#: a blob is judged elongated only when its long axis has at least this variance (px², beyond
+#: the optics and the grid) on a flat-corrected image, where its moments come from its own
+#: pixels only: about a 5 px line; without a flat, noise and residue around it stretch a
+#: small blob's moments, and only a longer one is judged
+_MIN_LINE_VAR_PX2 = 2.0
+_MIN_LINE_VAR_PX2_UNCALIBRATED = 4.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
     if z.size == 0:
         return []
     h, w = rel.rel.shape
+    joined = rel.model == "flat"
     cy_all, cx_all = nonzero_yx(np.abs(z) >= low)  # window coordinates
     out: list[Spot] = []
     for polarity, sign, k in (("dark", 1.0, 1.0), ("bright", -1.0, params.bright_factor)):
@@ -269,7 +276,18 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             # the blob's own pixels: above the noise and above a fraction of its peak, so a
             # halo or the noise around a small spot does not inflate its size
             floor = np.maximum(2 * noise, np.float32(0.1) * float(d_win.max()))
-            win = np.where((d_win > floor) & rel.valid[ya:yb, xa:xb], d_win, 0)
+            own = (d_win > floor) & rel.valid[ya:yb, xa:xb]
+            # and, on a flat-corrected image, joined to the peak: there what lies apart is
+            # white noise, and one noise pixel above the floor at the window's edge weighs
+            # (3 px)² in the second moment: it tripled a small bubble's size and diluted its
+            # contrast below min_contrast. (Without a flat, the background's residue around a
+            # blob is what that dilution keeps from passing as spots; it stays.)
+            if joined:
+                n_lab, lab = cv2.connectedComponents(own.view(np.uint8), connectivity=8)
+                at = lab[y - ya, x - xa]
+                if n_lab > 2 and at > 0:
+                    own = lab == at
+            win = np.where(own, d_win, 0)
             total = float(win.sum())
             if total <= 0:
                 continue
@@ -282,7 +300,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             half = float(np.hypot((vxx - vyy) / 2, vxy))
             ev = np.array([(vxx + vyy) / 2 - half, (vxx + vyy) / 2 + half])
             ev = np.maximum(ev - OPTICS_VAR_PX2 - f * f / 12.0, 0.0)
-            if ev[1] > 4.0 and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
+            if ev[1] > (_MIN_LINE_VAR_PX2 if joined else _MIN_LINE_VAR_PX2_UNCALIBRATED) and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
                 continue  # a line: the scratch detector's
             # a spot can darken by at most 100 %, so its integrated departure bounds it below
             integrated = total * f * f

@@ -1,0 +1,60 @@
+"""Small spots on calibrated stations: a bubble of 0.2–0.4 mm (a dark rim round a brighter
+core) is a few pixels across, and its size comes from the second moment of its own pixels.
+A noise pixel above the floor at the edge of the measuring window, apart from the blob,
+once tripled such a size and diluted the contrast below the spot detector's floor."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from goggleqc.benchmarking import calibrate_from_sim
+from goggleqc.inspect.pipeline import inspect_lens
+from goggleqc.spec import load_spec
+from goggleqc.synth import SimStation, Spot, random_lens, random_station, render_lens
+
+SPEC = load_spec("en166-clear")
+PS = 0.08
+
+
+@pytest.mark.parametrize("backlight", ["pattern", "uniform"])
+def test_small_bubbles_found_and_sized(backlight):
+    # measured: 20 of 21 found on either backlight, median size 1.0× (14 and 10 of 21 when
+    # stray noise pixels took part in the moments). Over bright backlight only: in a dark
+    # pattern cell the light a bubble scatters fills in its shadow, and there is little to see.
+    found, ratios, total = 0, [], 0
+    for seed in (11, 12, 13):
+        params = random_station(np.random.default_rng(seed), width=640, height=512, pixel_size_mm=PS,
+                                backlight=backlight, bits=8)
+        sim = SimStation(params)
+        station = calibrate_from_sim(sim, np.random.default_rng([seed, 7]))
+        bright = 0.8 * float(np.percentile(sim.radiance, 90))
+        p = params.product
+        eye = (p.half_width_mm + p.eye_gap_mm / 2) / PS * (p.kind == "two_eye")
+        rng = np.random.default_rng([seed, 3])
+        for i in range(60):
+            if total >= 7 * (seed - 10):
+                break
+            base = random_lens(rng, sim, defects=0, haze=0.01, tau_clear=0.9)
+            x = params.width / 2 + eye + float(rng.uniform(-60, 60))
+            y = params.height / 2 + float(rng.uniform(-40, 40))
+            d = float(rng.uniform(2.5, 5.0))
+            spec = dataclasses.replace(base, pose=dataclasses.replace(base.pose, angle_deg=0.0),
+                                       spots=(Spot(x, y, d, float(rng.uniform(0.3, 0.4)), "bubble"),))
+            if sim.radiance[int(y), int(x)] < bright:
+                continue
+            image, truth = render_lens(sim, spec, np.random.default_rng([seed, i]), limits=SPEC)
+            if truth["spots"][0].get("backlit", 1.0) < 0.9 or truth["spots"][0]["zone"] != "central":
+                continue
+            total += 1
+            result = inspect_lens(image, station, SPEC)
+            near = [s for s in result.spots if abs((s.bbox_px[0] + s.bbox_px[2]) / 2 - x) < 4
+                    and abs((s.bbox_px[1] + s.bbox_px[3]) / 2 - y) < 4]
+            if near:
+                found += 1
+                ratios.append(near[0].diameter_px / d)
+    assert total >= 18
+    assert found >= total - 1
+    assert 0.8 <= float(np.median(ratios)) <= 1.3
