@@ -324,12 +324,13 @@ def _bright_uncalibrated(small: np.ndarray) -> np.ndarray:
     tried: while ``k`` is below the dark-cell size the lens is broken into small pieces,
     between the cell size and the frame width it is one solid region enclosed by the frame,
     and above the frame width it merges with the backlight around the goggle. The ``k``
-    giving the largest total of enclosed lens area is kept.
+    giving the largest total of enclosed lens area that the next ``k`` keeps is kept; when
+    none is kept (a photograph through a lens, no frame in view) no pixel is lens.
     """
     low = float(np.percentile(small, 1))
     big = max(3, min(small.shape) // 6) | 1
     env_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (big, big))
-    best, best_area = None, 0
+    tried: list[tuple[np.ndarray, int]] = []
     k = 3
     while k <= min(small.shape) // 6:
         closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
@@ -337,12 +338,19 @@ def _bright_uncalibrated(small: np.ndarray) -> np.ndarray:
         env = cv2.blur(cv2.dilate(closed, env_kernel), (big, big))
         bright = closed > low + FRAME_THRESHOLD_REL * (env - low)
         area = int(_enclosed_areas(bright).sum())
-        if area > best_area:
-            best, best_area = bright, area
-        elif best_area and area == 0:
+        tried.append((bright, area))
+        if area == 0 and any(a for _, a in tried):
             break  # the frame has closed: larger kernels only merge the lens with the backlight
         k = int(round(k * 1.5)) | 1
-    return best if best is not None else closed > low + FRAME_THRESHOLD_REL * (env - low)
+    # A lens enclosed by a goggle frame stays the same region while the closing grows from the
+    # pattern's cells to the frame's width. Through a close-up with no frame in view, cells
+    # merged by one closing are enclosed by chance and gone at the next: only an enclosed area
+    # that the next closing keeps (within 20 %) is a lens.
+    kept = [(bright, area) for (bright, area), (_, after) in zip(tried, tried[1:])
+            if area > 0 and 0.8 * area <= after <= 1.25 * area]
+    if not kept:
+        return np.zeros(small.shape, bool)
+    return max(kept, key=lambda t: t[1])[0]
 
 
 def _enclosed_areas(bright: np.ndarray) -> np.ndarray:
