@@ -95,6 +95,11 @@ _SG_RADIUS = 3
 _STEEP_CHANGE = 0.5
 _STEEP_MEDIAN_PX = 15
 _MIN_LEVEL_FRAC = 0.25
+#: uncalibrated, periodic backlight: the lattice is read where the frame is above
+#: _MIN_LIT_FRAC of its bright level, and defects are sought where the background is above
+#: _MIN_LATTICE_LEVEL_FRAC (the local fit's valleys are not a concern there)
+_MIN_LIT_FRAC = 0.02
+_MIN_LATTICE_LEVEL_FRAC = 0.12
 
 
 @dataclass(frozen=True)
@@ -472,10 +477,15 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         # the local fit is biased within its window of the lens edge: keep clear of it
         valid = _erode(seen, _EDGE_MARGIN + _SG_RADIUS) & ~_steep(bg)
         normals = pattern_edge_normals(bg, valid)
-        repeats = lattice_background(small, _erode(seen, _LATTICE_MARGIN))
+        lit = small > np.float32(_MIN_LIT_FRAC * bright)
+        lit = lit if lens is None else (lit & lens)
+        repeats = lattice_background(small, _erode(lit, _LATTICE_MARGIN))
         if repeats is not None:
-            # a periodic backlight: its own neighbouring cells are the background
+            # a periodic backlight: its own neighbouring cells are the background, of its dark
+            # cells too (their noise is whitened by √bg below), down to a level where a
+            # defect still shows against the camera's noise
             bg, ok, lattice = repeats
+            seen = lit & (cv2.GaussianBlur(bg, (0, 0), 1.0) > np.float32(_MIN_LATTICE_LEVEL_FRAC * bright))
             # within half a cell of the frame's border the cells of one side are missing, and
             # the median of the other side's leaves the pattern's slow change as a faint line
             border = max(_BORDER_PX, int(round(0.5 * max(np.hypot(*lattice.a1), np.hypot(*lattice.a2)))))
