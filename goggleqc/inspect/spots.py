@@ -27,12 +27,6 @@ from goggleqc.inspect.scratches import BUFFERS, MaxAbs, nonzero_yx, valid_box, z
 
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
 OPTICS_VAR_PX2 = 0.8
-#: a blob is judged elongated only when its long axis has at least this variance (px², beyond
-#: the optics and the grid) on a flat-corrected image, where its moments come from its own
-#: pixels only: about a 5 px line; without a flat, noise and residue around it stretch a
-#: small blob's moments, and only a longer one is judged
-_MIN_LINE_VAR_PX2 = 2.0
-_MIN_LINE_VAR_PX2_UNCALIBRATED = 4.0
 
 
 @dataclass(frozen=True)
@@ -300,7 +294,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             half = float(np.hypot((vxx - vyy) / 2, vxy))
             ev = np.array([(vxx + vyy) / 2 - half, (vxx + vyy) / 2 + half])
             ev = np.maximum(ev - OPTICS_VAR_PX2 - f * f / 12.0, 0.0)
-            if ev[1] > (_MIN_LINE_VAR_PX2 if joined else _MIN_LINE_VAR_PX2_UNCALIBRATED) and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
+            if ev[1] > 4.0 and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
                 continue  # a line: the scratch detector's
             # a spot can darken by at most 100 %, so its integrated departure bounds it below
             integrated = total * f * f
