@@ -243,12 +243,13 @@ def _gradient(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3, scale=0.125))
 
 
-def _remapped(image: np.ndarray, v: tuple[float, float], dx: np.ndarray, dy: np.ndarray, fill: float) -> np.ndarray:
-    """``image(x + v + δ(x))`` by cubic interpolation, ``fill`` outside the frame."""
+def _remapped(image: np.ndarray, v: tuple[float, float], dx: np.ndarray, dy: np.ndarray, fill: float,
+              interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """``image(x + v + δ(x))`` by cubic (or the given) interpolation, ``fill`` outside the frame."""
     h, w = image.shape
     gx = np.arange(w, dtype=np.float32)[None, :] + np.float32(v[0])
     gy = np.arange(h, dtype=np.float32)[:, None] + np.float32(v[1])
-    return cv2.remap(image, gx + dx, gy + dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    return cv2.remap(image, gx + dx, gy + dy, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
 
 def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], period: float, *,
@@ -313,7 +314,7 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
     dx, dy = full(sdx), full(sdy)
     for _ in range(iterations):
         s = _remapped(q, v, dx, dy, 1.0)
-        w = m * _remapped(m, v, dx, dy, 0.0)
+        w = m * _remapped(m, v, dx, dy, 0.0, cv2.INTER_LINEAR)  # a weight: linear is enough
         gx, gy = _gradient(s)
         e = q - s
         # a defect's departure is a few-percent outlier against the pattern's residue
@@ -454,7 +455,9 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
             # −u is p with p + u + δ(p) = x, so to first order p = x − u − δ(x − u): the
             # field read one vector back, negated
             zero = np.zeros_like(dx)
-            dx, dy = -_remapped(dx, v, zero, zero, 0.0), -_remapped(dy, v, zero, zero, 0.0)
+            # (a smooth field: linear interpolation)
+            dx = -_remapped(dx, v, zero, zero, 0.0, cv2.INTER_LINEAR)
+            dy = -_remapped(dy, v, zero, zero, 0.0, cv2.INTER_LINEAR)
         a = _remapped(img, v, dx, dy, np.nan) if bent[k // 2] else _shifted(img, v, np.nan)
         a *= _local_ratio(image, a, valid, period)
         values.append(a)
