@@ -23,16 +23,13 @@ import numpy as np
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
 from goggleqc.synth.render import render_lens
-from goggleqc.synth.scenes import random_lens, random_station
+from goggleqc.synth.scenes import close_up_station, random_lens
 from goggleqc.synth.scoring import evaluate, match_objects
-from goggleqc.synth.station import Product, SimStation
+from goggleqc.synth.station import SimStation
 
 SPEC = load_spec("en166-clear")
 PIXEL_MM = 0.1
 PER_TARGET = 6
-#: a visor larger than the field of view: the photograph sees lens everywhere
-CLOSE_UP = Product(kind="visor", half_width_mm=48.0, half_height_mm=38.4, exponent=6.0, nose_width_mm=1.0,
-                   nose_height_mm=0.5, frame_mm=2.0)
 ROWS = [
     ("scratch recall, ≥ 1 mm, ≥ 5 %", "recall_scratch_1mm", "pct"),
     ("spot recall, ≥ 0.2 mm, ≥ 30 %", "recall_spot", "pct"),
@@ -43,20 +40,12 @@ ROWS = [
 ]
 
 
-def close_up_station(seed: int, warp: float) -> SimStation:
-    params = random_station(np.random.default_rng(seed), width=640, height=512, pixel_size_mm=PIXEL_MM,
-                            backlight="pattern", bits=8, warp=warp)
-    bl = params.backlight
-    # a photograph focuses on the lens: the target behind it is at least somewhat defocused
-    return SimStation(dataclasses.replace(params, product=CLOSE_UP, backlight=dataclasses.replace(
-        bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm))))
-
-
 def run(seed: int, count: int, warp: float) -> tuple[dict, int, int]:
     """Metrics of ``count`` close-ups, and the unmatched scratch finds on target dust / elsewhere."""
     pairs, on_dust, elsewhere = [], 0, 0
     for i in range(count):
-        sim = close_up_station(seed + i // PER_TARGET, warp)
+        sim = SimStation(close_up_station(np.random.default_rng(seed + i // PER_TARGET), pixel_size_mm=PIXEL_MM,
+                                          warp=warp))
         rng = np.random.default_rng([seed, i, 5])
         lens = random_lens(rng, sim, kinds=("scratch", "spot"))
         lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))

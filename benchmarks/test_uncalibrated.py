@@ -11,8 +11,6 @@ defect-free frames (0 expected).
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -20,8 +18,8 @@ from bench_data import add_passes
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import DEFAULT_SPEC, load_spec
 from goggleqc.synth.render import render_plate
-from goggleqc.synth.scenes import random_station
-from goggleqc.synth.station import Product, SimStation
+from goggleqc.synth.scenes import close_up_station
+from goggleqc.synth.station import SimStation
 
 SPEC = load_spec(DEFAULT_SPEC)
 PIXEL_MM = 0.04
@@ -30,13 +28,8 @@ _medians: dict = {}
 
 def _close_up(warp: float) -> np.ndarray:
     """A defect-free 5 MP close-up (rendered, not cached: about a second)."""
-    params = random_station(np.random.default_rng(77), width=2448, height=2048, pixel_size_mm=PIXEL_MM,
-                            backlight="pattern", bits=8, warp=warp)
-    bl = params.backlight
-    product = Product(kind="visor", half_width_mm=60.0, half_height_mm=50.0, exponent=6.0, nose_width_mm=1.0,
-                      nose_height_mm=0.5, frame_mm=2.0)
-    sim = SimStation(dataclasses.replace(params, product=product, backlight=dataclasses.replace(
-        bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm))))
+    sim = SimStation(close_up_station(np.random.default_rng(77), width=2448, height=2048, pixel_size_mm=PIXEL_MM,
+                                      warp=warp))
     return render_plate(sim, 1.0, np.random.default_rng(1))
 
 

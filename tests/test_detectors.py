@@ -231,17 +231,11 @@ def test_uncalibrated_close_ups_of_a_lens_on_a_pattern():
     1 mm or more; reached ~78 % (59 % with a local quadratic background), with no false
     scratch and ~0.07 false spot per defect-free lens, and no false reject.
     """
-    from goggleqc.synth.station import Product
+    from goggleqc.synth.scenes import close_up_station
 
     pairs = []
     for i in range(60):
-        params = random_station(np.random.default_rng(200 + i // 6), width=640, height=512, pixel_size_mm=PS,
-                                backlight="pattern", bits=8)
-        bl = params.backlight
-        product = Product(kind="visor", half_width_mm=48.0, half_height_mm=38.4, exponent=6.0, nose_width_mm=1.0,
-                          nose_height_mm=0.5, frame_mm=2.0)
-        sim = SimStation(dataclasses.replace(params, product=product, backlight=dataclasses.replace(
-            bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm))))
+        sim = SimStation(close_up_station(np.random.default_rng(200 + i // 6), pixel_size_mm=PS))
         rng = np.random.default_rng([i, 5])
         lens = random_lens(rng, sim, kinds=("scratch", "spot"))
         lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))

@@ -124,20 +124,15 @@ def test_uncalibrated_close_ups_through_a_bent_view():
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
     from goggleqc.synth.render import render_lens
-    from goggleqc.synth.scenes import random_lens, random_station
+    from goggleqc.synth.scenes import close_up_station, random_lens
     from goggleqc.synth.scoring import evaluate
-    from goggleqc.synth.station import Product, SimStation
+    from goggleqc.synth.station import SimStation
 
     spec, ps = load_spec("en166-clear"), 0.1
-    product = Product(kind="visor", half_width_mm=48.0, half_height_mm=38.4, exponent=6.0, nose_width_mm=1.0,
-                      nose_height_mm=0.5, frame_mm=2.0)
     pairs = []
     for i in range(48):
-        params = random_station(np.random.default_rng(700 + i // 6), width=640, height=512, pixel_size_mm=ps,
-                                backlight="pattern", bits=8, warp=0.1)
-        bl = params.backlight
-        sim = SimStation(dataclasses.replace(params, product=product, backlight=dataclasses.replace(
-            bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm))))
+        params = close_up_station(np.random.default_rng(700 + i // 6), pixel_size_mm=ps, warp=0.1)
+        sim = SimStation(params)
         rng = np.random.default_rng([i, 15])
         lens = random_lens(rng, sim, kinds=("scratch", "spot"))
         lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
@@ -146,7 +141,7 @@ def test_uncalibrated_close_ups_through_a_bent_view():
         assert res.verdict != "error", res.error
         found = res.to_dict()
         # dust on the target: without a flat, no single image tells it from dust on the lens
-        dust = [((params.width - 1) / 2 + d.x_mm / ps, (params.height - 1) / 2 + d.y_mm / ps) for d in bl.dust]
+        dust = [((params.width - 1) / 2 + d.x_mm / ps, (params.height - 1) / 2 + d.y_mm / ps) for d in params.backlight.dust]
         found["scratches"] = [sc for sc in found["scratches"] if not any(
             sc["bbox_px"][0] - 4 <= x <= sc["bbox_px"][2] + 4 and sc["bbox_px"][1] - 4 <= y <= sc["bbox_px"][3] + 4
             for x, y in dust)]

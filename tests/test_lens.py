@@ -141,19 +141,11 @@ def test_a_close_up_of_a_coarse_grid_has_no_frame_to_find():
     enclosed by a goggle frame (the next closing scatters it). It was taken for one on four of
     thirty such targets, and the scratches outside it went unseen; now the whole frame is
     inspected."""
-    import dataclasses
+    from goggleqc.synth.scenes import close_up_station
+    from goggleqc.synth.station import SimStation
 
-    from goggleqc.synth.scenes import random_station
-    from goggleqc.synth.station import Product, SimStation
-
-    close_up = Product(kind="visor", half_width_mm=48.0, half_height_mm=38.4, exponent=6.0, nose_width_mm=1.0,
-                       nose_height_mm=0.5, frame_mm=2.0)
     for seed in (5003, 5010):  # grids of 5.6 and 4.0 mm
-        params = random_station(np.random.default_rng(seed), width=640, height=512, pixel_size_mm=0.1,
-                                backlight="pattern", bits=8)
-        bl = params.backlight
-        sim = SimStation(dataclasses.replace(params, product=close_up, backlight=dataclasses.replace(
-            bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm))))
+        sim = SimStation(close_up_station(np.random.default_rng(seed), pixel_size_mm=0.1))
         image, _ = render_lens(sim, random_lens(np.random.default_rng(1), sim, defects=0), np.random.default_rng(2))
         with pytest.raises(InputError, match="no lens found"):
             find_lens(image, pixel_size_mm=0.1)

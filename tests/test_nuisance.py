@@ -21,7 +21,7 @@ from goggleqc.synth.lens import render_masks
 from goggleqc.synth.render import lens_fields
 from goggleqc.synth.scenes import random_nuisances
 from goggleqc.synth.scoring import evaluate, match_objects, on_nuisance
-from goggleqc.synth.station import Product
+from goggleqc.synth.scenes import close_up_station
 
 PS = 0.1
 SIZE = (480, 384)
@@ -178,13 +178,7 @@ def _close_ups(count: int):
     """Uncalibrated photographs through a lens filling the frame, on defocused patterns."""
     out = []
     for s in range(count):
-        params = random_station(np.random.default_rng(200 + s), width=640, height=512, pixel_size_mm=PS,
-                                backlight="pattern", bits=8)
-        bl = params.backlight
-        product = Product(kind="visor", half_width_mm=48.0, half_height_mm=38.4, exponent=6.0, nose_width_mm=1.0,
-                          nose_height_mm=0.5, frame_mm=2.0)
-        out.append((SimStation(dataclasses.replace(params, product=product, backlight=dataclasses.replace(
-            bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm)))), None))
+        out.append((SimStation(close_up_station(np.random.default_rng(200 + s), pixel_size_mm=PS)), None))
     return out
 
 

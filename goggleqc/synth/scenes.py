@@ -11,6 +11,8 @@ would not choose a target whose pattern it can barely see.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from goggleqc.synth.lens import CoatingDefect, DullSpot, LensSpec, Pose, Scratch, Spot, Stain, Watermark, render_masks
@@ -80,6 +82,22 @@ def random_station(rng: np.random.Generator, *, width: int = 1280, height: int =
     return StationParams(width=width, height=height, pixel_size_mm=ps, camera=camera, backlight=bl,
                          product=product, seed=seed)
 
+
+
+def close_up_station(rng: np.random.Generator, *, width: int = 640, height: int = 512, pixel_size_mm: float = 0.1,
+                     bits: int = 8, warp: float = 0.0) -> StationParams:
+    """A photograph through a lens filling the frame, on a pattern target: the uncalibrated case
+    real photographs are. The visor is larger than the field of view (no goggle frame in
+    view), and the target behind it is at least 0.15 period out of focus, since the camera
+    focuses on the lens. ``warp`` bends the target (:class:`~goggleqc.synth.station.Backlight`)."""
+    params = random_station(rng, width=width, height=height, pixel_size_mm=pixel_size_mm, backlight="pattern",
+                            bits=bits, warp=warp)
+    bl = params.backlight
+    product = Product(kind="visor", half_width_mm=round(0.75 * width * pixel_size_mm, 6),
+                      half_height_mm=round(0.75 * height * pixel_size_mm, 6), exponent=6.0, nose_width_mm=1.0,
+                      nose_height_mm=0.5, frame_mm=2.0)
+    return dataclasses.replace(params, product=product, backlight=dataclasses.replace(
+        bl, defocus_mm=max(bl.defocus_mm, 0.15 * bl.period_mm)))
 
 def _inside(masks, points, margin_px=1.0) -> bool:
     """True when every point lies inside the lens, at least ``margin_px`` from its edge."""
