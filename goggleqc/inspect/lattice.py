@@ -12,7 +12,13 @@ two of the eight shifts only, so the median still ignores it.
    the lens); ``q = I / S`` keeps the pattern at its own contrast.
 2. Lattice: the two shortest strong, non-collinear peaks of the autocorrelation of
    ``q − 1`` (by FFT), refined to sub-pixel by a parabola through each peak's neighbours.
-3. Background ``S(x) · median_v q(x + v)``, taken over the shifts that land on the lens.
+3. Registration (:func:`cell_displacement`): seen through a curved visor or by a camera not
+   square to the target, the pattern is bent and periodic only locally, so each
+   neighbouring cell is found at ``x + v + δ(x)``; when that moves cells and fits the pattern
+   better, the view is bent, the registered cells are used, and in pairs (``±v``).
+4. Background ``median_v I(x + v + δ) · r_v(x)``, over the cells that land on the lens, with
+   ``r_v`` the light's slow change between the place and its cell as a local ratio of sums
+   (:func:`_local_ratio`).
 
 It fails (returns None) when the frame has no clear period: a plain or merely uneven panel,
 which the local fit of :mod:`goggleqc.inspect.background` handles.
