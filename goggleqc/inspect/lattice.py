@@ -317,6 +317,7 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
     # how much of each window lies on the lens: near its edge (or the frame's) a window sees
     # one side only, and its δ is that of a point inside, so it is extrapolated instead
     fill = window_sum(m) / np.maximum(window_sum(np.ones_like(m)), np.float32(1e-6))
+    extrapolated = _Extrapolator(fill)
     dx, dy = full(sdx), full(sdy)
     for _ in range(iterations):
         s = _remapped(q, v, dx, dy, 1.0)
@@ -342,7 +343,7 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
         step_y = (sxx * by - sxy * bx) / det
         sdx += step_x
         sdy += step_y
-        sdx, sdy = _extrapolated(sdx, fill), _extrapolated(sdy, fill)
+        sdx, sdy = extrapolated(sdx), extrapolated(sdy)
         dx, dy = full(sdx), full(sdy)
         if float(cv2.magnitude(step_x, step_y)[fill >= FULL_WINDOW].max(initial=0.0)) < CONVERGED_PX:
             break
@@ -353,24 +354,50 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
     return dx, dy
 
 
-def _extrapolated(field: np.ndarray, fill: np.ndarray) -> np.ndarray:
+#: at most about this many of the whole-window points fit the extrapolating polynomial
+_FIT_POINTS = 4000
+
+
+def _cubic_basis(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The ten terms of a cubic in ``(x, y)`` scaled to −1…1 over ``shape``, one row per point."""
+    h, w = shape
+    x = 2 * xs.astype(np.float64) / max(w - 1, 1) - 1
+    y = 2 * ys.astype(np.float64) / max(h - 1, 1) - 1
+    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y, x ** 3, x * x * y, x * y * y, y ** 3], -1)
+
+
+class _Extrapolator:
     """``field`` where its window was whole (``fill`` ≥ :data:`FULL_WINDOW`), blended towards
     a cubic polynomial fitted there where the window was cut by an edge.
 
     A view's bend (perspective, a curved visor's refraction) is smooth over the frame, so a
-    low-order polynomial carries it to the edges better than a one-sided window does.
+    low-order polynomial carries it to the edges better than a one-sided window does. The fit
+    uses a regular sample of the whole-window points (a smooth field needs no more); the
+    least-squares solve and the edge points' terms depend on ``fill`` only, so they are
+    prepared once and each call is two small products.
     """
-    whole = fill >= FULL_WINDOW
-    if whole.all() or whole.sum() < 30:
-        return field
-    h, w = field.shape
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    x, y = 2 * xx / max(w - 1, 1) - 1, 2 * yy / max(h - 1, 1) - 1
-    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y, x ** 3, x * x * y, x * y * y, y ** 3], -1)
-    coef, *_ = np.linalg.lstsq(basis[whole].astype(np.float64), field[whole].astype(np.float64), rcond=None)
-    poly = (basis @ coef.astype(np.float32)).astype(np.float32)
-    alpha = np.clip((fill - 0.5) / (FULL_WINDOW - 0.5), 0, 1).astype(np.float32)
-    return alpha * field + (1 - alpha) * poly
+
+    def __init__(self, fill: np.ndarray):
+        whole = fill >= FULL_WINDOW
+        n_whole = int(np.count_nonzero(whole))
+        self.active = 30 <= n_whole < whole.size
+        if not self.active:
+            return
+        ys, xs = np.nonzero(whole)
+        step = max(1, n_whole // _FIT_POINTS)
+        self.sample = (ys[::step], xs[::step])
+        self.solve = np.linalg.pinv(_cubic_basis(*self.sample, fill.shape))
+        self.edge = np.nonzero(~whole)
+        self.terms = _cubic_basis(*self.edge, fill.shape)
+        self.alpha = np.clip((fill[self.edge] - 0.5) / (FULL_WINDOW - 0.5), 0, 1)
+
+    def __call__(self, field: np.ndarray) -> np.ndarray:
+        if not self.active:
+            return field
+        coef = self.solve @ field[self.sample].astype(np.float64)
+        out = field.copy()
+        out[self.edge] = self.alpha * field[self.edge] + (1 - self.alpha) * (self.terms @ coef)
+        return out
 
 
 def _is_bent(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], field: tuple[np.ndarray, np.ndarray]) -> bool:
