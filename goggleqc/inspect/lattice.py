@@ -462,41 +462,44 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
     illum = _illumination(image, valid, max(2.0, period))
     q1 = np.where(valid, image / np.maximum(illum, 1e-6), 1.0).astype(np.float32)
     q = np.where(valid, q1, np.nan).astype(np.float32)
-    # the two lattice vectors' cells are registered from scratch; a diagonal cell's
-    # displacement starts from the sum of theirs (a smooth bend is locally linear)
+    # the two lattice vectors' cells are registered from scratch, and decide whether the view
+    # is bent; square on, the exact shifts serve (no 1/32 px rounding)
     base = [cell_displacement(q1, valid, v, period, shortest=shortest) for v in (lattice.a1, lattice.a2)]
-    fields = base + [cell_displacement(q1, valid, v, period, shortest=shortest, iterations=DIAGONAL_ITERATIONS,
-                                       start=(base[0][0] + sign * base[1][0], base[0][1] + sign * base[1][1]))
-                     for v, sign in ((np.add(lattice.a1, lattice.a2), 1), (np.subtract(lattice.a1, lattice.a2), -1))]
-    # registered cells where the view is bent (judged on the two lattice vectors, registered
-    # from scratch); the exact shift otherwise (no 1/32 px rounding)
-    bent = [any(_is_bent(q, valid, v, field) for v, field in zip((lattice.a1, lattice.a2), base))] * 4
+    bent = any(_is_bent(q, valid, v, field) for v, field in zip((lattice.a1, lattice.a2), base))
+    if bent:
+        # a diagonal cell's displacement starts from the sum of theirs (a smooth bend is
+        # locally linear)
+        fields = base + [cell_displacement(q1, valid, v, period, shortest=shortest, iterations=DIAGONAL_ITERATIONS,
+                                           start=(base[0][0] + sign * base[1][0], base[0][1] + sign * base[1][1]))
+                         for v, sign in ((np.add(lattice.a1, lattice.a2), 1),
+                                         (np.subtract(lattice.a1, lattice.a2), -1))]
     # In a bent view the cells on one side of a place differ from it steadily (scale, light),
     # which a median of one-sided cells near an edge keeps as a faint line along it: cells are
     # then used in pairs on either side (v and −v), and a pair with a cell off the lens drops
     # out whole. Square on, every cell that lands on the lens counts.
-    paired = any(bent)
     img = np.where(valid, image, np.nan).astype(np.float32)
     big = np.float32(1e6)
     n = np.zeros(image.shape, np.uint8)
     missing = np.zeros(image.shape, np.uint8)
     values = []
     for k, v in enumerate(lattice.shifts()):
-        dx, dy = fields[k // 2]
-        if k % 2 == 1:
-            # here v = −u for the vector u registered just before; x's match in the cell at
-            # −u is p with p + u + δ(p) = x, so to first order p = x − u − δ(x − u): the
-            # field read one vector back, negated
-            zero = np.zeros_like(dx)
-            # (a smooth field: linear interpolation)
-            dx = -_remapped(dx, v, zero, zero, 0.0, cv2.INTER_LINEAR)
-            dy = -_remapped(dy, v, zero, zero, 0.0, cv2.INTER_LINEAR)
-        a = _remapped(img, v, dx, dy, np.nan) if bent[k // 2] else _shifted(img, v, np.nan)
+        if bent:
+            dx, dy = fields[k // 2]
+            if k % 2 == 1:
+                # here v = −u for the vector u registered just before; x's match in the cell
+                # at −u is p with p + u + δ(p) = x, so to first order p = x − u − δ(x − u):
+                # the field read one vector back (a smooth field: linear interpolation), negated
+                zero = np.zeros_like(dx)
+                dx = -_remapped(dx, v, zero, zero, 0.0, cv2.INTER_LINEAR)
+                dy = -_remapped(dy, v, zero, zero, 0.0, cv2.INTER_LINEAR)
+            a = _remapped(img, v, dx, dy, np.nan)
+        else:
+            a = _shifted(img, v, np.nan)
         a *= _local_ratio(image, a, valid, period)
         values.append(a)
-        # a median over the cells that landed on the lens: the missing ones are padded
-        # alternately above and below the range, which leaves the middle of the order in place
-        if not paired:
+        if not bent:
+            # a median over the cells that landed on the lens: the missing ones are padded
+            # alternately above and below the range, which leaves the middle of the order
             gone = ~np.isfinite(a)
             missing += gone
             a[gone] = np.where(missing[gone] % 2 == 1, big, -big)
