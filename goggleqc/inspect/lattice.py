@@ -249,6 +249,26 @@ def _gradient(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3, scale=0.125))
 
 
+class _WindowSums:
+    """Gaussian-weighted window sums of fields smooth over a period, on a grid reduced to about
+    a quarter period per cell (where a wide Gaussian costs little); outside the frame counts
+    as nothing (a window cut by the frame's edge sums its inside only)."""
+
+    def __init__(self, shape: tuple[int, int], period: float, sigma: float):
+        f = max(1, int(period // 4))
+        self.shape = shape
+        self.small = (max(1, shape[1] // f), max(1, shape[0] // f))
+        self.sigma = max(1.0, sigma / f)
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(cv2.resize(a, self.small, interpolation=cv2.INTER_AREA), (0, 0), self.sigma,
+                                borderType=cv2.BORDER_CONSTANT)
+
+    def full(self, a: np.ndarray) -> np.ndarray:
+        """A reduced-grid field back at full size (linear interpolation)."""
+        return cv2.resize(a, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def _remapped(image: np.ndarray, v: tuple[float, float], dx: np.ndarray, dy: np.ndarray, fill: float,
               interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
     """``image(x + v + δ(x))`` by cubic (or the given) interpolation, ``fill`` outside the frame."""
@@ -295,20 +315,11 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
     (dx, dy) : (m, n) float32 ndarrays
         The displacement field, smooth at the scale of a few periods.
     """
-    # δ is smooth over periods: the window sums are formed on a grid reduced to about a
-    # quarter period per cell, where the wide Gaussian costs little
-    f = max(1, int(period // 4))
-    sigma = max(3.0, 1.5 * period) / f
-    h, w_ = q.shape
-    small = (max(1, w_ // f), max(1, h // f))
+    # δ is smooth over periods: the window sums are formed on the reduced grid
+    window_sum = _WindowSums(q.shape, period, max(3.0, 1.5 * period))
+    small = window_sum.small
+    full = window_sum.full
     m = valid.astype(np.float32)
-
-    def window_sum(a):
-        return cv2.GaussianBlur(cv2.resize(a, small, interpolation=cv2.INTER_AREA), (0, 0), sigma,
-                                borderType=cv2.BORDER_CONSTANT)
-
-    def full(a):
-        return cv2.resize(a, (w_, h), interpolation=cv2.INTER_LINEAR)
 
     if start is None:
         sdx, sdy = np.zeros(small[::-1], np.float32), np.zeros(small[::-1], np.float32)
@@ -421,18 +432,12 @@ def _local_ratio(image: np.ndarray, shifted: np.ndarray, valid: np.ndarray, peri
     seen. Place and cell are at the same phase of the pattern, so the pattern cancels in the
     ratio; and both sums run over the same places, so a window cut by the lens' edge or the
     frame's is not biased the way a one-sided mean of the illumination would be."""
-    f = max(1, int(period // 4))
-    h, w = image.shape
-    small = (max(1, w // f), max(1, h // f))
     both = valid & np.isfinite(shifted)
-
-    def window_sum(a):
-        return cv2.GaussianBlur(cv2.resize(np.where(both, a, 0).astype(np.float32), small, interpolation=cv2.INTER_AREA),
-                                (0, 0), max(1.0, period / f), borderType=cv2.BORDER_CONSTANT)
-
-    num, den = window_sum(image), window_sum(shifted)
+    window_sum = _WindowSums(image.shape, period, period)
+    num = window_sum(np.where(both, image, 0).astype(np.float32))
+    den = window_sum(np.where(both, shifted, 0).astype(np.float32))
     ratio = np.where(den > 1e-6 * max(float(den.max()), 1e-12), num / np.maximum(den, 1e-12), 1.0).astype(np.float32)
-    return cv2.resize(ratio, (w, h), interpolation=cv2.INTER_LINEAR)
+    return window_sum.full(ratio)
 
 
 def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, Lattice] | None:
