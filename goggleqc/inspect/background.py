@@ -488,7 +488,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             seen = lit & (cv2.GaussianBlur(bg, (0, 0), 1.0) > np.float32(_MIN_LATTICE_LEVEL_FRAC * bright))
             # within half a cell of the frame's border the cells of one side are missing, and
             # the median of the other side's leaves the pattern's slow change as a faint line
-            border = max(_BORDER_PX, int(round(0.5 * max(np.hypot(*lattice.a1), np.hypot(*lattice.a2)))))
+            border = max(_BORDER_PX, int(round(0.5 * lattice.periods[1])))
             inner = np.zeros(seen.shape, bool)
             inner[border:-border, border:-border] = True
             valid = _erode(seen & ok, _EDGE_MARGIN) & inner

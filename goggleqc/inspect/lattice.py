@@ -63,6 +63,12 @@ class Lattice:
     a2: tuple[float, float]
     strength: float
 
+    @property
+    def periods(self) -> tuple[float, float]:
+        """The shorter and the longer lattice vector's length (working px)."""
+        a, b = float(np.hypot(*self.a1)), float(np.hypot(*self.a2))
+        return min(a, b), max(a, b)
+
     def shifts(self) -> list[tuple[float, float]]:
         """The eight neighbouring cells' offsets."""
         a1, a2 = np.array(self.a1), np.array(self.a2)
@@ -462,8 +468,7 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
     lattice = find_lattice(q0, valid)
     if lattice is None:
         return None
-    shortest = min(np.hypot(*lattice.a1), np.hypot(*lattice.a2))
-    period = max(np.hypot(*lattice.a1), np.hypot(*lattice.a2))
+    shortest, period = lattice.periods
     illum = _illumination(image, valid, max(2.0, period))
     q1 = np.where(valid, image / np.maximum(illum, 1e-6), 1.0).astype(np.float32)
     q = np.where(valid, q1, np.nan).astype(np.float32)
