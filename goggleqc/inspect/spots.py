@@ -261,11 +261,12 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             # without a flat, measured against its own surround, as a photometer's annulus:
             # the median of the window's rim, so an offset the background estimate left nearby
             # (a percent or two) does not spread the blob over the whole window
-            rim = np.ones(d_win.shape, bool)
-            rim[1:-1, 1:-1] = False
-            rim &= rel.valid[ya:yb, xa:xb]
-            if rel.model != "flat" and rim.sum() >= 8:
-                d_win = d_win - np.float32(np.median(d_win[rim]))
+            if not joined:
+                rim = np.ones(d_win.shape, bool)
+                rim[1:-1, 1:-1] = False
+                rim &= rel.valid[ya:yb, xa:xb]
+                if rim.sum() >= 8:
+                    d_win = d_win - np.float32(np.median(d_win[rim]))
             noise = np.float32(sigma) / np.maximum(rel.weight[ya:yb, xa:xb], np.float32(0.05))
             # the blob's own pixels: above the noise and above a fraction of its peak, so a
             # halo or the noise around a small spot does not inflate its size
