@@ -55,8 +55,12 @@ TRAP_SAMPLES_ACROSS = 40
 #: noise expected from the station's noise model (or of the median block, without one) is not
 #: used: a block has few samples, so its residual scatters more than a region's
 BLOCK_RESIDUAL_LIMIT = 2.0
-#: a region counts as worse than the central zone only beyond this many noise σ
-WORST_SIGMAS = 2.5
+#: a region counts as worse than the central zone only beyond this many noise σ (the largest
+#: of about a hundred overlapping regions' noise reaches 3σ on a uniform lens)
+WORST_SIGMAS = 3.5
+#: a region found worse is reported this many σ below its own value (the largest of many
+#: noisy regions is read high: a mild shrinkage toward the truth)
+WORST_SHRINK_SIGMAS = 0.5
 #: a region centred in the central zone is read when at least this fraction of it lies in the
 #: zone (a corner of the zone still has a region, with the noise its size gives it)
 MIN_COVER = 0.2
@@ -327,6 +331,25 @@ def _contrast_fit(szi, sbi, sii, sdl, szb, sbb, sczb, cnt):
         return 100.0 * h, msr, 100.0 * sigma_h
 
 
+def _block_scatter_sigma(szi: np.ndarray, szb: np.ndarray, sczb: np.ndarray, n: np.ndarray, k: int) -> np.ndarray:
+    """Haze noise σ (%) of each k×k-block region from the scatter of its blocks' own fits.
+
+    A region's slope ``q = ΣmZ·mI / ΣmZ·mB`` is the ``szb``-weighted mean of its blocks'
+    slopes. Its variance, estimated from how far each block's ``q_b`` lies from it (the
+    cluster-robust, "sandwich" variance, blocks as clusters), holds noise that is correlated
+    within a block (texture of τ at about a period, such as mottle, that the per-sample
+    residual counts as independent) as well as the camera's noise.
+    """
+    ws = lambda x: _window_sums(x, k)  # noqa: E731
+    sb, sc = ws(szb), ws(sczb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = ws(szi) / sb
+        spread = ws(szi * szi) - 2 * q * ws(szi * szb) + q * q * ws(szb * szb)
+        var_q = np.maximum(spread, 0) / (sb * sb) * n / np.maximum(n - 1, 1)
+        c = sc / sb
+        return 100.0 * np.sqrt(var_q) * c / (1.0 - q + q * c) ** 2
+
+
 def _expected_msr(station, level: np.ndarray, msr: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Fit residual (mean square of the contrast) that noise alone leaves at mean level
     ``level`` (DN): from the station's noise model, else the median residual over ``where``."""
@@ -402,6 +425,7 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     centred = mostly[c0: c0 + covered.shape[0], c0: c0 + covered.shape[1]]
     valid = centred & (covered >= MIN_COVER * k * k)
     hmap, _, sigma = _contrast_fit(*win)
+    sigma = np.fmax(sigma, _block_scatter_sigma(allstats[0] * spb, allstats[4] * spb, allstats[6] * spb, covered, k))
     hmap = np.where(valid, hmap, np.nan)
     # the central value: one fit over every block a valid region covers (else every
     # block inside the mask)
@@ -419,17 +443,21 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
 def _worst_of_map(hmap: np.ndarray, sigma: np.ndarray, central: float) -> tuple[float, tuple[int, int]] | None:
     """The worst region, discounted for the noise of a maximum over many noisy windows.
 
-    Each window's haze is lowered by ``WORST_SIGMAS`` times its own noise σ (from its fit
-    residual) before the maximum is taken, and never reported below the central-zone value:
-    a uniform lens reads its central value, a dull spot counts by its excess beyond noise.
+    The window whose haze lies most noise σ above ``WORST_SIGMAS``·σ is chosen; it counts
+    only if that still exceeds the central-zone value, and is then reported
+    ``WORST_SHRINK_SIGMAS``·σ below its own value (never below the central value). A uniform
+    lens reads its central value; a dull spot reads its region.
     """
     ok = np.isfinite(hmap)
     if not ok.any():
         return None
-    score = np.where(ok, hmap - WORST_SIGMAS * np.nan_to_num(sigma, nan=0.0), -np.inf)
+    s = np.nan_to_num(sigma, nan=0.0)
+    score = np.where(ok, hmap - WORST_SIGMAS * s, -np.inf)
     i, j = np.unravel_index(np.argmax(score), hmap.shape)
     base = central if np.isfinite(central) else -np.inf
-    return max(base, float(score[i, j])), (int(i), int(j))
+    if score[i, j] <= base:
+        return base, (int(i), int(j))
+    return max(base, float(hmap[i, j] - WORST_SHRINK_SIGMAS * s[i, j])), (int(i), int(j))
 
 
 def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = None,
