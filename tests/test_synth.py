@@ -174,7 +174,7 @@ def test_a_bent_target_changes_its_scale_across_the_frame_by_about_warp():
 
     x = np.linspace(-32.0, 32.0, 641, dtype=np.float32)[None, :]
     y = np.linspace(-25.6, 25.6, 513, dtype=np.float32)[:, None]
-    wx, wy = _warped(x, y, 0.1, 20.0)
+    wx, wy = _warped(x, y, 0.1, 20.0, float(np.hypot(32.0, 25.6)))
     scale = np.hypot(np.gradient(wx, axis=1), np.gradient(wy, axis=1)) / np.gradient(x, axis=1)
     centre = scale[256, 320]
     corners = np.array([scale[0, 0], scale[0, -1], scale[-1, 0], scale[-1, -1]]) / centre
@@ -185,3 +185,22 @@ def test_a_bent_target_changes_its_scale_across_the_frame_by_about_warp():
     b = random_station(np.random.default_rng(4), width=160, height=128, pixel_size_mm=0.1, backlight="pattern", warp=0.1)
     assert a.backlight.warp == 0.0 and b.backlight.warp == 0.1
     assert a.to_dict() == {**b.to_dict(), "backlight": {**b.to_dict()["backlight"], "warp": 0.0}}
+
+
+def test_a_defocused_target_continues_past_the_frame_border_instead_of_mirroring():
+    """A camera sees a crop of a continuous target: the defocus blur near the frame's border
+    must not mirror the pattern there (which bends the last cells into a false line along
+    the border). A frame shifted by one period shows the same pattern at its border."""
+    import dataclasses
+
+    from goggleqc.synth.station import SimStation
+
+    params = random_station(np.random.default_rng(11), width=200, height=160, pixel_size_mm=0.1, backlight="pattern")
+    bl = dataclasses.replace(params.backlight, pattern="stripes", angle_deg=0.0, period_mm=2.0, defocus_mm=0.6,
+                             vignetting=0.0, nonuniformity=0.0, dust=())
+    wide = SimStation(dataclasses.replace(params, backlight=bl)).radiance
+    # stripes along y: every row is the same profile; a period is 20 px, so columns 0–19 and
+    # 20–39 hold the same cells, border or not
+    row = wide[80]
+    assert np.abs(row[:20] - row[20:40]).max() <= 1e-3 * row.max()
+    assert np.abs(row[-20:] - row[-40:-20]).max() <= 1e-3 * row.max()

@@ -155,14 +155,14 @@ def _square_wave(u_mm: np.ndarray, period_mm: float, duty: float, ps: float) -> 
     return _soft_step(d / ps)
 
 
-def _warped(x: np.ndarray, y: np.ndarray, warp: float, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+def _warped(x: np.ndarray, y: np.ndarray, warp: float, angle_deg: float, corner: float) -> tuple[np.ndarray, np.ndarray]:
     """Target coordinates (mm) seen at lens-plane ``(x, y)`` through a tilted, curved view.
 
     A projective tilt towards a direction 35° off the pattern's axes changes the local scale
     by ``±warp/2`` from centre to corner, and a radial term ``1 + (warp/2)·r²`` (r = 1 at the
-    corner) adds the barrel of a curved visor, so the scale changes by about ``warp`` overall.
+    frame's ``corner``, mm from its centre) adds the barrel of a curved visor, so the scale
+    changes by about ``warp`` overall.
     """
-    corner = float(np.hypot(x[0, 0], y[0, 0]))
     t = np.deg2rad(angle_deg + 35.0)
     tilt = (np.cos(t) * x + np.sin(t) * y) / corner  # −1 … 1 across the frame
     r2 = (x * x + y * y) / corner ** 2
@@ -229,17 +229,27 @@ class SimStation:
         ps = p.pixel_size_mm
         rng = np.random.default_rng([p.seed, 0])
         x, y = _coords_mm(p)
-        r2 = (x ** 2 + y ** 2) / float(x[0, 0] ** 2 + y[0, 0] ** 2)
+        corner = float(np.hypot(x[0, 0], y[0, 0]))
+        r2 = (x ** 2 + y ** 2) / corner ** 2
         panel = (1.0 - bl.vignetting * r2).astype(np.float32)
         panel *= 1.0 + bl.nonuniformity * _smooth_noise(rng, self.shape, (6, 5))
-        target = np.ones(self.shape, np.float32)
+        # The target is drawn beyond the frame by the reach of its defocus blur and cropped
+        # after it: the camera sees a crop of a continuous target, not one mirrored at the
+        # frame's border (which would bend the pattern's last cells there).
+        pad = int(np.ceil(4 * bl.defocus_mm / ps)) + 1 if bl.defocus_mm > 0 else 0
+        if pad:
+            x = np.concatenate([x[:, :1] - ps * np.arange(pad, 0, -1, dtype=np.float32), x,
+                                x[:, -1:] + ps * np.arange(1, pad + 1, dtype=np.float32)], axis=1)
+            y = np.concatenate([y[:1] - ps * np.arange(pad, 0, -1, dtype=np.float32)[:, None], y,
+                                y[-1:] + ps * np.arange(1, pad + 1, dtype=np.float32)[:, None]], axis=0)
+        target = np.ones((y.shape[0], x.shape[1]), np.float32)
         if bl.kind == "uniform":
             for trap in bl.traps:
                 d = np.sqrt((x - trap.x_mm) ** 2 + (y - trap.y_mm) ** 2) - trap.diameter_mm / 2
                 target *= _soft_step(d / ps)
         elif bl.kind == "pattern":
             if bl.warp:
-                x, y = _warped(x, y, bl.warp, bl.angle_deg)
+                x, y = _warped(x, y, bl.warp, bl.angle_deg, corner)
             a = np.deg2rad(bl.angle_deg)
             u = x * np.cos(a) + y * np.sin(a)
             v = -x * np.sin(a) + y * np.cos(a)
@@ -263,6 +273,8 @@ class SimStation:
             target *= 1 - dust.contrast * (1 - _soft_step(d / ps))
         if bl.defocus_mm > 0:
             target = cv2.GaussianBlur(target, (0, 0), bl.defocus_mm / ps)
+        if pad:
+            target = target[pad:-pad, pad:-pad]
         peak = bl.level_frac * p.camera.max_dn * (1 - p.camera.dark_level_frac)
         return (peak * panel * target).astype(np.float32)
 
