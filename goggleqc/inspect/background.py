@@ -75,10 +75,10 @@ _MIN_FLAT_FRAC = 0.08
 #: the lens mask is eroded by this many working px, so its edge never looks like a line
 _EDGE_MARGIN = 3
 #: uncalibrated, periodic backlight: the lattice's cells are read this far inside the lens
-#: (working px), and nothing within _BORDER_PX, or half a lattice cell, of the frame's border
-#: is judged (the shifted cells run out there)
+#: (working px), and nothing within _BORDER_PX of the frame's border is judged (the filters'
+#: reflected border); nearer the border than a cell, the cells of the inner side serve
 _LATTICE_MARGIN = 3
-_BORDER_PX = 8
+_BORDER_PX = 2
 #: ridge of the misregistration coefficients (variance of ∇ log B per working px)
 _SHIFT_RIDGE = 1e-3
 #: ridge of the haze coefficient b (variance of u)
@@ -486,9 +486,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             # defect still shows against the camera's noise
             bg, ok, lattice = repeats
             seen = lit & (cv2.GaussianBlur(bg, (0, 0), 1.0) > np.float32(_MIN_LATTICE_LEVEL_FRAC * bright))
-            # within half a cell of the frame's border the cells of one side are missing, and
-            # the median of the other side's leaves the pattern's slow change as a faint line
-            border = max(_BORDER_PX, int(round(0.5 * lattice.periods[1])))
+            border = _BORDER_PX
             inner = np.zeros(seen.shape, bool)
             inner[border:-border, border:-border] = True
             valid = _erode(seen & ok, _EDGE_MARGIN) & inner

@@ -15,7 +15,9 @@ two of the eight shifts only, so the median still ignores it.
 3. Registration (:func:`cell_displacement`): seen through a curved visor or by a camera not
    square to the target, the pattern is bent and periodic only locally, so each
    neighbouring cell is found at ``x + v + δ(x)``; when that moves cells and fits the pattern
-   better, the view is bent, the registered cells are used, and in pairs (``±v``).
+   better, the view is bent, the registered cells are used, and in pairs (``±v``); within a
+   cell of the frame's border, where the pairs run out, the registered cells of the inner side
+   serve alone.
 4. Background ``median_v I(x + v + δ) · r_v(x)``, over the cells that land on the lens, with
    ``r_v`` the light's slow change between the place and its cell as a local ratio of sums
    (:func:`_local_ratio`).
@@ -37,8 +39,8 @@ MIN_PEAK = 0.35
 MIN_PERIOD_PX = 4.0
 #: the autocorrelation is taken over at most this square of the lens (working px)
 MAX_WINDOW_PX = 256
-#: at least this many of the 8 shifted cells (in pairs on either side) must land on the lens
-#: for a background value
+#: at least this many of the 8 shifted cells (in pairs on either side where enough pairs
+#: land) must land on the lens for a background value
 MIN_SHIFTS = 4
 #: Gauss–Newton steps of the local registration of the two lattice vectors' cells, and of
 #: the diagonal cells from the sum of those two
@@ -491,7 +493,7 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
     big = np.float32(1e6)
     n = np.zeros(image.shape, np.uint8)
     missing = np.zeros(image.shape, np.uint8)
-    values = []
+    values, singles = [], []
     for k, v in enumerate(lattice.shifts()):
         if bent:
             dx, dy = fields[k // 2]
@@ -507,6 +509,8 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
             a = _shifted(img, v, np.nan)
         a *= _local_ratio(image, a, valid, period)
         values.append(a)
+        if bent:
+            singles.append(a.copy())
         if not bent:
             # a median over the cells that landed on the lens: the missing ones are padded
             # alternately above and below the range, which leaves the middle of the order
@@ -520,6 +524,21 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
             before[gone], a[gone] = big, -big
             n += np.uint8(2) * (~gone).view(np.uint8)
     med = _median8(values)
+    if bent:
+        # within a cell of the frame's border (or of a hole in the lit area) the pairs run out;
+        # there the cells that are seen serve one-sided, each registered, as square on
+        thin = valid & (n < MIN_SHIFTS)
+        if thin.any():
+            gone_n = np.zeros(image.shape, np.uint8)
+            seen = np.zeros(image.shape, np.uint8)
+            for a in singles:
+                gone = ~np.isfinite(a)
+                gone_n += gone
+                a[gone] = np.where(gone_n[gone] % 2 == 1, big, -big)
+                seen += (~gone).view(np.uint8)
+            one_sided = thin & (seen >= MIN_SHIFTS)
+            med = np.where(one_sided, _median8(singles), med)
+            n = np.where(one_sided, seen, n)
     ok = valid & (n >= MIN_SHIFTS)
     bg = np.where(ok, med, image).astype(np.float32)
     return bg, ok, lattice

@@ -435,9 +435,15 @@ def _known_percentile(values: np.ndarray, known: np.ndarray, q: float) -> float:
     return _percentile(values[known], q)
 
 
+#: without a station, a frame whose 1st–99th percentile spread is below this fraction of its
+#: bright level shows nothing (a grey card, a backlight off in a lit room). A photograph of a
+#: far-defocused, faint target through a lens spans about 0.25.
+BLANK_SPREAD = 0.12
+
+
 def _check_blank_raw(small: np.ndarray, full_scale: float) -> None:
     lo, hi = (float(v) for v in np.percentile(small, (1, 99)))
-    if hi < 0.04 * full_scale or hi - lo < 0.25 * hi:
+    if hi < 0.04 * full_scale or hi - lo < BLANK_SPREAD * hi:
         raise InputError(f"the frame is blank: it spans only {lo:.0f}–{hi:.0f} DN of {full_scale:.0f}; "
                          "is the backlight on and the lens cap off?")
 
