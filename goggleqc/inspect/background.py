@@ -124,6 +124,9 @@ class Relative:
     model : str
         How the background was found: ``flat`` (the station's), ``lattice`` (the pattern's
         own repeats, :mod:`goggleqc.inspect.lattice`) or ``local`` (a robust local fit).
+    target_blur_px : float
+        ``lattice`` only: the Gaussian σ (full-resolution px) of the backlight pattern's edges,
+        the target's defocus; 0 when unknown. What is blurred as much lies on the target.
     """
 
     rel: np.ndarray
@@ -133,6 +136,7 @@ class Relative:
     origin: tuple[int, int] = (0, 0)
     pattern_normals: tuple[float, ...] = ()
     model: str = "flat"
+    target_blur_px: float = 0.0
 
     @cached_property
     def whitened(self) -> tuple[np.ndarray, float, np.ndarray]:
@@ -449,6 +453,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         crop = (slice(y0, y1), slice(x0, x1))
         origin = (x0, y0)
         small, lens = small[crop], lens[crop]
+    target_blur = 0.0
     if station is not None:
         maps = station_maps(station, scale)
         # elementwise, so a crop of the caller's whole-grid transmission is the same values
@@ -491,12 +496,13 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             inner[border:-border, border:-border] = True
             valid = _erode(seen & ok, _EDGE_MARGIN) & inner
             model = "lattice"
+            target_blur = lattice.edge_sigma * scale
         weight = np.sqrt(np.clip(bg / np.float32(bright), 0, 1.5)).astype(np.float32)
         num = small
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
-                    pattern_normals=normals, model=model)
+                    pattern_normals=normals, model=model, target_blur_px=target_blur)
 
 
 @lru_cache(maxsize=4)

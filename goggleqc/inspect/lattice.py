@@ -28,7 +28,7 @@ which the local fit of :mod:`goggleqc.inspect.background` handles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -64,6 +64,9 @@ class Lattice:
     a1: tuple[float, float]
     a2: tuple[float, float]
     strength: float
+    #: Gaussian σ (working px) of the pattern's edges: the target's defocus (with the camera's
+    #: blur), a lower bound when the blur merges the edges; 0 until measured
+    edge_sigma: float = 0.0
 
     @property
     def periods(self) -> tuple[float, float]:
@@ -85,6 +88,36 @@ def _illumination(image: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndar
     num = cv2.GaussianBlur(image * m, (0, 0), sigma)
     den = cv2.GaussianBlur(m, (0, 0), sigma)
     return num / np.maximum(den, 1e-3)
+
+
+#: the pattern is smoothed by this σ (working px) before its edges' slope is read, which the
+#: edge blur's estimate then takes off in quadrature: the noise's own slope stays far below an
+#: edge's
+_EDGE_SMOOTH = 0.7
+
+
+def edge_blur(q: np.ndarray, valid: np.ndarray) -> float:
+    """The Gaussian σ (working px) of the pattern's edges in ``q`` (pattern over illumination).
+
+    A step of height ``A`` blurred by σ has a steepest slope ``A / (√(2π)·σ)``: σ is the
+    pattern's range (2nd to 98th percentile) over its steepest slopes (99.5th percentile).
+    When the blur is a good part of a period the edges merge into a sine, whose slope gives
+    about period / 8: then this is a lower bound. The camera focuses on the lens, not on the
+    target, so whatever is blurred this much lies on the target, not on the lens.
+    """
+    if np.count_nonzero(valid) < 400:
+        return 0.0
+    sm = cv2.GaussianBlur(np.where(valid, q, 1.0).astype(np.float32), (0, 0), _EDGE_SMOOTH)
+    gy, gx = np.gradient(sm)
+    inner = cv2.erode(valid.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+    if np.count_nonzero(inner) < 400:
+        return 0.0
+    slope = float(np.percentile(np.hypot(gx, gy)[inner], 99.5))
+    lo, hi = np.percentile(q[inner], [2, 98])
+    if not slope > 0:
+        return 0.0
+    sigma = float(hi - lo) / (np.sqrt(2 * np.pi) * slope)
+    return float(np.sqrt(max(sigma * sigma - _EDGE_SMOOTH ** 2, 0.0)))
 
 
 def _refine(r: np.ndarray, y: int, x: int) -> tuple[float, float]:
@@ -473,6 +506,7 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
     shortest, period = lattice.periods
     illum = _illumination(image, valid, max(2.0, period))
     q1 = np.where(valid, image / np.maximum(illum, 1e-6), 1.0).astype(np.float32)
+    lattice = replace(lattice, edge_sigma=edge_blur(q1, valid))
     q = np.where(valid, q1, np.nan).astype(np.float32)
     # the two lattice vectors' cells are registered from scratch, and decide whether the view
     # is bent; square on, the exact shifts serve (no 1/32 px rounding)

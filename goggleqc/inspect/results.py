@@ -52,8 +52,12 @@ class CoatingDefect:
 
 @dataclass(frozen=True)
 class Mark:
-    """Contamination that wipes off, reported but never failing a lens: a ``watermark`` is the
-    ring of deposit a dried drop leaves (a circle or an arc of one, ``arc_deg`` of it seen)."""
+    """What is seen but is not a flaw of the lens, reported and never failing it.
+
+    A ``watermark`` is the ring of deposit a dried drop leaves (a circle or an arc of one,
+    ``arc_deg`` of it seen; ``diameter_px`` the circle's). A ``target`` mark is dust or a
+    flaw on the defocused backlight target of an uncalibrated photograph, blurred as much as
+    the pattern's edges (``diameter_px`` its length, ``arc_deg`` 0)."""
 
     kind: str
     diameter_px: float

@@ -79,6 +79,11 @@ class ScratchParams:
         covering at least ``mark_min_arc_deg`` of it is the rim of a dried drop, a watermark,
         not a scratch: abrasion draws lines and gentle arcs, it does not curl round a point.
         Smaller closed rings stay bubbles (spots).
+    target_width_ratio, target_max_contrast : float
+        Without a flat, on a pattern backlight: a line at least ``target_width_ratio`` times
+        as wide as the pattern's edge blur (:attr:`Relative.target_blur_px`) and fainter than
+        ``target_max_contrast`` is dust on the defocused target, not on the lens the camera is
+        focused on; it is reported as a ``target`` mark, never failing the lens.
     """
 
     scales: tuple[float, ...] = (1.0, 1.8)
@@ -103,6 +108,8 @@ class ScratchParams:
     mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
     mark_min_diameter_px: float = 24.0
     mark_max_rms: float = 0.2
+    target_width_ratio: float = 1.5
+    target_max_contrast: float = 0.10
 
 
 @lru_cache(maxsize=16)
@@ -553,7 +560,8 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         floor = params.crowd_factor * float(np.median(strength))
         measured = [m for m, st in zip(measured, strength) if st >= floor]
     rims, measured = _watermarks(measured, f, pixel_size_mm, params)
-    for mark, members in rims:
+    on_target, measured = _on_target(measured, rel.target_blur_px, pixel_size_mm, params)
+    for mark, members in rims + on_target:
         if marks is not None:
             marks.append(mark)
         if claimed is not None:
@@ -577,6 +585,26 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
             x0, x1 = max(0, int(xs.min()) - 2), int(xs.max()) + 3
             claimed[y0:y1, x0:x1] = cv2.dilate(claimed[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
     return found
+
+
+def _on_target(measured: list, blur_px: float, ps: float | None, params: ScratchParams) -> tuple[list, list]:
+    """Split measured lines into dust on the defocused backlight target and the rest.
+
+    The camera focuses on the lens: a scratch is as sharp as the optics, however wide it is
+    cut, while dust on the target is blurred as much as the pattern's own edges. A faint line
+    whose profile is that wide (``blur_px``, the edges' σ; 0 when unknown) is on the target.
+    """
+    if not blur_px > 0:
+        return [], measured
+    marks, rest = [], []
+    for sc, members in measured:
+        if sc.width_px >= params.target_width_ratio * blur_px and abs(sc.contrast) < params.target_max_contrast:
+            marks.append((Mark(kind="target", diameter_px=sc.length_px, contrast=sc.contrast, zone=sc.zone,
+                               bbox_px=sc.bbox_px, diameter_mm=sc.length_px * ps if ps else None, arc_deg=0.0),
+                          members))
+        else:
+            rest.append((sc, members))
+    return marks, rest
 
 
 def _circle(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float, float, float]:

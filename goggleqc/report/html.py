@@ -358,7 +358,7 @@ def render_report(data: ReportData, *, spec: Any = None, station: dict[str, Any]
 </section>
 <section id="failed">
 <h2>Failed lenses ({n_fail})</h2>
-<p class="sub">Overlays: lens edge cyan, central-zone edge yellow, scratches red, spots magenta, coating defects orange, watermarks (reported, never failing) white. Click a thumbnail for the full-size overlay.</p>
+<p class="sub">Overlays: lens edge cyan, central-zone edge yellow, scratches red, spots magenta, coating defects orange, marks (watermarks; dust on the target of an uncalibrated photograph; reported, never failing) white. Click a thumbnail for the full-size overlay.</p>
 {f"<table><tr><th>overlay</th><th>image</th><th>reasons</th></tr>{''.join(fail_rows)}</table>" if fail_rows else '<p class="none">no failed lenses</p>'}
 </section>
 <section id="errors">

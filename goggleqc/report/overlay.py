@@ -2,7 +2,7 @@
 
 Drawn with OpenCV on an 8-bit BGR copy of the frame. Colours (BGR) are fixed so a reader
 learns them once: lens edge cyan, central-zone edge yellow, scratches red, spots magenta,
-coating defects orange, marks that wipe off (watermarks; they never fail a lens) white. The verdict and its reasons head the image.
+coating defects orange, marks that are not flaws of the lens (watermarks, and dust on the defocused target of an uncalibrated photograph; they never fail a lens) white. The verdict and its reasons head the image.
 """
 
 from __future__ import annotations
