@@ -119,8 +119,8 @@ class Relative:
     origin : (int, int)
         Working-grid ``(x, y)`` of ``rel[0, 0]``: only the lens' bounding box is kept.
     pattern_normals : tuple of float
-        Uncalibrated only: directions (radians, mod π) across the edges of the backlight
-        pattern, where the background model leaves its residue as lines.
+        ``local`` model only: directions (radians, mod π) across the edges of the backlight
+        pattern, where the local fit leaves its residue as lines.
     model : str
         How the background was found: ``flat`` (the station's), ``lattice`` (the pattern's
         own repeats, :mod:`goggleqc.inspect.lattice`) or ``local`` (a robust local fit).
@@ -481,7 +481,6 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         model = "local"
         # the local fit is biased within its window of the lens edge: keep clear of it
         valid = _erode(seen, _EDGE_MARGIN + _SG_RADIUS) & ~_steep(bg)
-        normals = pattern_edge_normals(bg, valid)
         lit = small > np.float32(_MIN_LIT_FRAC * bright)
         lit = lit if lens is None else (lit & lens)
         repeats = lattice_background(small, _erode(lit, _LATTICE_MARGIN))
@@ -497,6 +496,12 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             valid = _erode(seen & ok, _EDGE_MARGIN) & inner
             model = "lattice"
             target_blur = lattice.edge_sigma * scale
+            normals = ()
+        else:
+            # the local fit leaves the pattern's edges as faint lines: lines along them are not
+            # scratches. The lattice's own repeats leave no such residue, and a scratch along
+            # a stripe target's stripes (or along a spurious direction) stays a scratch.
+            normals = pattern_edge_normals(bg, valid)
         weight = np.sqrt(np.clip(bg / np.float32(bright), 0, 1.5)).astype(np.float32)
         num = small
     rel = np.ones(num.shape, np.float32)
