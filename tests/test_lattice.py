@@ -208,7 +208,7 @@ def test_dust_on_the_defocused_target_is_a_target_mark_not_a_scratch():
         lines = [{"bbox_px": m["bbox_px"]} for m in targets]
         true_lost += len(match_objects([t for t in truth["scratches"] if t["contrast"] >= 0.05], lines))
     print(dict(dust_lines=dust_lines, marks_on_dust=marks_on_dust, marks_elsewhere=marks_elsewhere, true_lost=true_lost))
-    assert marks_on_dust >= 5  # 8 here; 4 finds on the target's dust still read as scratches
+    assert marks_on_dust >= 5  # 12 here; 3 finds on the target's dust still read as scratches
     assert marks_on_dust >= dust_lines
     assert marks_elsewhere <= 2
     assert true_lost == 0

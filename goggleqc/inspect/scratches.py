@@ -69,10 +69,12 @@ class ScratchParams:
         not told from the model's own residue.
     flat_high_factor, flat_mean_factor : float
         ``high_sigma`` and ``min_mean_sigma`` are multiplied by these on a flat-corrected
-        (calibrated) image. There the departure is whitened by the noise measured on the
-        frame itself (shot noise, and what a misregistration leaves at the backlight's edges),
-        so σ is the pixel noise everywhere and a threshold is a true significance; without a
-        flat the background model leaves structure that is not noise, and the thresholds stay.
+        (calibrated) image and against a pattern's own repeats (``lattice``). With a flat the
+        departure is whitened by the noise measured on the frame itself (shot noise, and what
+        a misregistration leaves at the backlight's edges), so σ is the pixel noise
+        everywhere and a threshold is a true significance; the lattice's median of registered
+        cells leaves little more than noise too. A local fit leaves structure that is not
+        noise, and there the thresholds stay.
     mark_min_arc_deg, mark_diameter_mm, mark_min_diameter_px, mark_max_rms : float
         A dark line lying on a circle (rms distance ≤ ``mark_max_rms`` × radius) of diameter
         within ``mark_diameter_mm`` (≥ ``mark_min_diameter_px`` without a pixel size) and
@@ -108,7 +110,7 @@ class ScratchParams:
     mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
     mark_min_diameter_px: float = 24.0
     mark_max_rms: float = 0.2
-    target_width_ratio: float = 1.5
+    target_width_ratio: float = 1.35
     target_max_contrast: float = 0.10
 
 
@@ -503,7 +505,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     """
     if not params.high_sigma >= params.low_sigma > 0:
         raise InputError("ScratchParams: need high_sigma ≥ low_sigma > 0")
-    if rel.model == "flat":
+    if rel.model in ("flat", "lattice"):
         params = replace(params, high_sigma=params.high_sigma * params.flat_high_factor,
                          min_mean_sigma=params.min_mean_sigma * params.flat_mean_factor)
     f = rel.scale
