@@ -77,7 +77,7 @@ _EDGE_MARGIN = 3
 #: uncalibrated, periodic backlight: the lattice's cells are read this far inside the lens
 #: (working px), and nothing within _BORDER_PX of the frame's border is judged (the filters'
 #: reflected border); nearer the border than a cell, the cells of the inner side serve
-_LATTICE_MARGIN = 3
+_LATTICE_MARGIN = 1
 _BORDER_PX = 2
 #: ridge of the misregistration coefficients (variance of ∇ log B per working px)
 _SHIFT_RIDGE = 1e-3
@@ -493,7 +493,9 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             border = _BORDER_PX
             inner = np.zeros(seen.shape, bool)
             inner[border:-border, border:-border] = True
-            valid = _erode(seen & ok, _EDGE_MARGIN) & inner
+            # the cells were read a pixel inside the lit lens already: one more keeps the
+            # lens edge's own blur out, and the edge's full margin is not needed
+            valid = _erode(seen & ok, 1) & inner
             model = "lattice"
             target_blur = lattice.edge_sigma * scale
             normals = ()
