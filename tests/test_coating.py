@@ -12,7 +12,7 @@ from simsets import sim_and_station as sim_station
 from goggleqc.inspect.coating import CoatingParams, find_coating
 from goggleqc.inspect.lens import find_lens
 from goggleqc.synth import random_lens, render_lens
-from goggleqc.synth.lens import render_masks
+from goggleqc.synth.lens import DullSpot, render_masks
 from goggleqc.synth.scenes import random_coating
 
 
@@ -142,3 +142,27 @@ def test_without_station_or_pixel_size():
 def test_params_from_dict():
     p = CoatingParams.from_dict({"k_high": 7, "unknown": 1})
     assert p.k_high == 7.0 and p.k_low == CoatingParams().k_low
+
+
+def test_dull_spot_beside_a_flaw_on_a_pattern():
+    """A dull spot (local haze) on a pattern backlight lifts the dark cells and dims the bright
+    ones (station-model §2: T = g·τ·[1 + h·(S − 1)]); the background follows the local haze,
+    so a faint void beside it is still found, and the dull spot alone is not taken for coating."""
+    hits = trials = false = 0
+    for seed in range(6):
+        sim, station = sim_station(seed, "pattern")
+        spec = _lens_with(sim, [seed, 11], kind="void", area_mm2=12.0, contrast=0.02)
+        cx, cy = np.mean(np.asarray(spec.coating[0].outline_px), axis=0)
+        ps = sim.params.pixel_size_mm
+        away = np.array([cx, cy]) - np.array(sim.shape[::-1]) / 2  # the dull spot towards the lens centre
+        away = away / max(np.hypot(*away), 1e-6) * 9.0 / ps
+        dull = DullSpot(x_px=float(cx - away[0]), y_px=float(cy - away[1]), diameter_px=14.0 / ps, haze=0.07)
+        image, truth = render_lens(sim, dataclasses.replace(spec, dull_spots=(dull,)), np.random.default_rng(seed))
+        found = detect(image, station)
+        trials += 1
+        hits += any(overlaps(f.bbox_px, truth["coating"][0]["bbox_px"]) for f in found)
+        only_dull = dataclasses.replace(spec, coating=(), dull_spots=(dull,))
+        image, _ = render_lens(sim, only_dull, np.random.default_rng(seed))
+        false += len(detect(image, station))
+    assert hits == trials
+    assert false == 0

@@ -329,14 +329,12 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     # 1. departure from a robust large-scale background (two passes, rejecting outliers)
     for _ in range(2):
         if patterned:
-            model = _pattern_background(t, scatter, weight, k_bg, border)
+            model = _pattern_background(t, scatter, weight, k_bg, k_haze, scatter_sq, scatter_m1, border)
         else:
             model = _norm_box(t, weight, k_bg, border=border)
         r = t / cv2.max(model, 1e-6)
         r -= np.float32(1.0)
         r *= search & (model > 0)
-        if patterned:
-            r = _remove_haze_pattern(r, scatter, weight, k_haze, scatter_sq, scatter_m1, border)
         z = r * noise_weight
         sigma = _robust_sigma(_subsample(z, search))
         weight = (search & (np.abs(z) < 3.0 * sigma)).astype(np.float32)
@@ -442,14 +440,11 @@ def _station_maps(station, factor: int, margin: int) -> _CoatingMaps:
     return maps
 
 
-def _pattern_background(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, k: int,
-                        border: int = cv2.BORDER_REFLECT) -> np.ndarray:
-    """Background ``A(x)·(1 + η·S)`` of a patterned backlight's transmission.
+def _global_haze(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, border: int = cv2.BORDER_REFLECT) -> float:
+    """The lens's haze ``h`` from the whole lens: the slope of ``t`` on ``S`` after a 5-pixel
+    high-pass (which leaves out τ's slow changes), over the level ``g·τ``.
 
-    ``T = g·τ·[(1 − h) + h·S]`` (station-model §2), so with ``η = h / (1 − h)`` fitted over
-    the whole lens (haze is mostly uniform) the haze's lifting of dark pattern cells (large
-    ``S``) is part of the background; ``A = g·τ·(1 − h)`` is then a smooth normalised box
-    mean, which stays well conditioned at the lens edge and around large flaws.
+    ``T = g·τ·(1 − h)·(1 + η·S)`` with ``η = h / (1 − h)``, so ``h = η / (1 + η)``.
     """
     use = np.flatnonzero(weight > 0)  # gathered by index: the same values in the same order
     den = _Den(cv2.blur(weight, (5, 5), borderType=border), 1e-3)
@@ -460,40 +455,65 @@ def _pattern_background(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, 
     sub = use[:: max(1, use.size // 4096)]  # what _median would keep of them
     a = _median(t.ravel()[sub] - b * scatter.ravel()[sub])
     eta = max(b / a, 0.0) if a > 0 else 0.0  # haze only adds light to the dark cells
-    shape = 1.0 + eta * scatter
-    model = _norm_box(t / shape, weight, k, border=border)
+    return eta / (1.0 + eta)
+
+
+#: prior variance of ``S`` over a haze box (ridge term): where the pattern barely varies
+#: within a box, its local haze falls back to the lens's
+_SCATTER_VAR_PRIOR = 1e-3
+
+
+def _pattern_background(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, k_bg: int, k_haze: int,
+                        scatter_sq: np.ndarray, scatter_m1: np.ndarray,
+                        border: int = cv2.BORDER_REFLECT) -> np.ndarray:
+    """Background ``A(x)·[1 + h(x)·(S − 1)]`` of a patterned backlight's transmission.
+
+    ``T = g·τ·[(1 − h) + h·S] = g·τ·[1 + h·(S − 1)]`` (station-model §2). The haze ``h(x)``
+    may vary over the lens (a dull spot) and is fitted locally, over ``k_haze`` boxes, as the
+    slope over the intercept of the straight line ``t = a + b·(S − 1)``: a coating flaw
+    scales ``a`` and ``b`` alike (it changes τ, not h), so it barely moves ``h``, while a dull
+    spot's extra haze lifts the dark cells (large ``S``) and dims the bright ones. The slope
+    is shrunk towards the lens's haze where ``S`` barely varies within a box (ridge prior
+    ``_SCATTER_VAR_PRIOR``) or the box holds few usable pixels (lens edge, a large flaw).
+    ``A = g·τ`` is then the normalised ``k_bg`` box mean of ``t / [1 + h·(S − 1)]``.
+
+    The fit is exact for any locally straight relation of ``t`` and ``S``, so the error of the
+    assumed scatter kernel ``K`` (which makes the true ``S`` a local linear function of the
+    assumed one) is fitted as haze too. Fitting only the lens-wide haze, and removing a local
+    haze term from the departure afterwards, left a dull spot as a mean departure of ±1–2 %
+    over the lens (the box background had already absorbed it with the wrong haze), which
+    hid coating flaws of a few percent.
+    """
+    h_lens = _global_haze(t, scatter, weight, border)
+    support = cv2.blur(weight, (k_haze, k_haze), borderType=border)
+    den = _Den(support, 1e-3)
+    ms = _norm_box(scatter, weight, k_haze, den, border)
+    mt = _norm_box(t, weight, k_haze, den, border)
+    slope = _norm_box(t * scatter, weight, k_haze, den, border)
+    slope -= mt * ms
+    var = _norm_box(scatter_sq, weight, k_haze, den, border)
+    var -= ms * ms
+    var = cv2.max(var, 0.0)
+    slope /= cv2.max(var, 1e-9)
+    ms -= np.float32(1.0)
+    ms *= slope
+    mt -= ms  # the intercept at S = 1: g·τ
+    h = slope
+    h /= cv2.max(mt, 1e-6)
+    # ridge regression towards the lens's haze: the slope's precision grows with the box's
+    # usable pixels times the variance of S over them, the prior's is fixed
+    info = support * var
+    trust = info / (info + np.float32(_SCATTER_VAR_PRIOR))
+    h -= np.float32(h_lens)
+    h *= trust
+    h += np.float32(h_lens)
+    shape = h
+    shape *= scatter_m1
+    shape += np.float32(1.0)
+    shape = cv2.max(shape, 0.05)
+    model = _norm_box(t / shape, weight, k_bg, border=border)
     model *= shape
     return model
-
-
-def _remove_haze_pattern(r: np.ndarray, scatter: np.ndarray, weight: np.ndarray, k: int,
-                         scatter_sq: np.ndarray | None = None, scatter_m1: np.ndarray | None = None,
-                         border: int = cv2.BORDER_REFLECT) -> np.ndarray:
-    """Remove the part of ``r`` that follows the pattern, ``β·(S − 1)``, fitted over ``k``-boxes.
-
-    Local haze (a dull spot) and the error of the assumed scatter kernel lift dark pattern
-    cells more than bright ones; a coating flaw scales both alike, so it is not fitted away.
-    ``scatter_sq`` and ``scatter_m1`` are ``S²`` and ``S − 1`` when the caller has them.
-    """
-    if scatter_sq is None:
-        scatter_sq = scatter * scatter
-    if scatter_m1 is None:
-        scatter_m1 = scatter - 1.0
-    support = cv2.blur(weight, (k, k), borderType=border)
-    den = _Den(support, 1e-3)
-    ms = _norm_box(scatter, weight, k, den, border)
-    mr = _norm_box(r, weight, k, den, border)
-    beta = _norm_box(r * scatter, weight, k, den, border)
-    beta -= mr * ms
-    var = _norm_box(scatter_sq, weight, k, den, border)
-    var -= ms * ms
-    beta /= cv2.max(var, 1e-3)
-    # a fit over few pixels (at the lens edge, beside a large flaw) is not trusted
-    beta *= np.clip(2.0 * support - 0.5, 0.0, 1.0)
-    # r ≈ δτ/τ + Δh·(S − 1) to first order (T ∝ τ·[1 + h·(S − 1)]): remove the haze term whole,
-    # not just its pattern-correlated part, so that a dull spot leaves no mean departure
-    beta *= scatter_m1
-    return r - beta
 
 
 def _measure(core: np.ndarray, kind: str, contrast: float, score: float, factor: int, ps: float | None,
