@@ -8,9 +8,9 @@ scratches and spots, so they are sought on the flat-corrected transmission reduc
 
 1. ``r = T / background − 1``, the fractional departure of the transmission from a robust,
    large-scale background (the clear lens's τ is smooth). For a patterned backlight the
-   background is the local fit ``a + b·S`` with ``S = (B ⊛ K)/B`` (station-model §2:
-   ``T = g·τ·[(1 − h) + h·S]``), so the haze's lifting of dark pattern cells is not taken for
-   a flaw.
+   background is ``A·[1 + h(x)·(S − 1)]`` with ``S = (B ⊛ K)/B`` (station-model §2:
+   ``T = g·τ·[(1 − h) + h·S]``) and the haze ``h(x)`` fitted locally, so the haze's lifting
+   of dark pattern cells, a dull spot's included, is not taken for a flaw.
 2. The noise ``σ`` of ``r`` is estimated robustly (MAD) over the lens.
 3. Mean departures (runs, voids) are found by hysteresis on ``r`` smoothed at the
    millimetre scale; texture (mottle) by hysteresis on the local variance of ``r`` in excess
@@ -48,7 +48,7 @@ class CoatingParams:
     background_mm : float
         Side of the box over which the lens background is fitted, mm.
     haze_mm : float
-        Box over which a patterned backlight's residual haze modulation is fitted, mm.
+        Box over which a patterned backlight's local haze ``h(x)`` is fitted, mm.
     texture_mm : float
         Gaussian σ of the local-variance window for mottle, mm.
     edge_margin_mm : float
