@@ -735,8 +735,18 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     contrast = min(integrated / max(width_px, 1.0), 1.0)
     length_px = float(max(chain - 2 * END_OVERSHOOT, 1.0) * f)
     # elongation is judged on the profile's width beyond the grid and a sharp optics alone (a
-    # lower bound on the line's width), so a short line blurred by soft optics stays a line
-    core_px = float(np.sqrt(max(eq_width ** 2 - ELONGATION_SPREAD_PX2 - f * f, 0.0)))
+    # lower bound on the line's width), so a short line blurred by soft optics stays a line.
+    # On a flat-corrected image it is also judged on the integral's lower 2σ bound: across a
+    # faint hairline found along a few working px, the pixel noise of the band summed across
+    # it (σ / weight per pixel in rel) is a good part of the integral, and the width it gives
+    # would make the piece as wide as it is long. Without a flat σ is not all the residue.
+    eq_width_lo = eq_width
+    if rel.model == "flat":
+        _, sigma, _ = rel.whitened
+        noise_rel = np.float32(sigma) / np.maximum(rel.weight[y0:y1, x0:x1][near], np.float32(1e-3))
+        integrated_sd = float(np.sqrt(np.sum(noise_rel.astype(np.float64) ** 2))) / max(chain, 1.0) * f
+        eq_width_lo = max(integrated - 2.0 * integrated_sd, 0.0) / max(peak, 1e-6)
+    core_px = float(np.sqrt(max(eq_width_lo ** 2 - ELONGATION_SPREAD_PX2 - f * f, 0.0)))
     if length_px < params.min_length_px or length_px < params.min_elongation * max(core_px, 1.0):
         return None
     if contrast < (params.min_contrast if rel.model == "flat" else params.min_contrast_uncalibrated):
