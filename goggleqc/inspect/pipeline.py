@@ -68,6 +68,27 @@ def _covers_found(defect, scratches, spots, marks=()) -> bool:
     return False
 
 
+#: a line inside a found mottle is the mottle's own texture unless this many times its contrast
+MOTTLE_TEXTURE_RATIO = 3.0
+
+
+def _mottle_texture(scratch, coating) -> bool:
+    """True when a "scratch" is a ridge of a found mottle's orange-peel texture: it lies within
+    the mottle (grown by a sixth of its size: the texture fades out past where it is found
+    significant) and is no more than :data:`MOTTLE_TEXTURE_RATIO` times as dark as the texture
+    itself. A scratch across a mottled area stands far above it."""
+    x0, y0, x1, y1 = scratch.bbox_px
+    for c in coating:
+        if c.kind != "mottle":
+            continue
+        bx0, by0, bx1, by1 = c.bbox_px
+        pad = 4
+        if (x0 >= bx0 - pad and y0 >= by0 - pad and x1 <= bx1 + pad and y1 <= by1 + pad
+                and abs(scratch.contrast) < MOTTLE_TEXTURE_RATIO * abs(c.contrast)):
+            return True
+    return False
+
+
 def check_exposure(image: np.ndarray, name: str = "image") -> None:
     """Refuse a blank (no light) or saturated frame with a message that says which."""
     if image.ndim == 2 and image.size:
@@ -192,6 +213,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
             coating = find_coating(trans_work, region, pixel_size_mm=ps,
                                    params=detectors.coating, station=station, scale=scale)
             coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
+            scratches = [sc for sc in scratches if not _mottle_texture(sc, coating)]
         else:
             coating = []
         lap("coating")
