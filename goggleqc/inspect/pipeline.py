@@ -212,8 +212,9 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         if station is not None:
             coating = find_coating(trans_work, region, pixel_size_mm=ps,
                                    params=detectors.coating, station=station, scale=scale)
-            coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
+            # a mottle's texture ridges go first, so they do not hide the mottle itself below
             scratches = [sc for sc in scratches if not _mottle_texture(sc, coating)]
+            coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
         else:
             coating = []
         lap("coating")

@@ -81,6 +81,10 @@ class ScratchParams:
         covering at least ``mark_min_arc_deg`` of it is the rim of a dried drop, a watermark,
         not a scratch: abrasion draws lines and gentle arcs, it does not curl round a point.
         Smaller closed rings stay bubbles (spots).
+    texture_ratio : float
+        With a flat: a line no darker than this many times the rms of the τ texture around it
+        (beyond the camera's noise) is a ridge of that texture (orange-peel mottle), not a
+        scratch; 0 turns the test off.
     target_width_ratio, target_max_contrast : float
         Without a flat, on a pattern backlight: a line at least ``target_width_ratio`` times
         as wide as the pattern's edge blur (:attr:`Relative.target_blur_px`) and fainter than
@@ -111,6 +115,7 @@ class ScratchParams:
     mark_min_diameter_px: float = 24.0
     mark_max_rms: float = 0.2
     target_width_ratio: float = 1.35
+    texture_ratio: float = 3.0
     target_max_contrast: float = 0.10
 
 
@@ -708,6 +713,43 @@ def _width_from_profile(eq_width: float, f: int) -> float:
     return float(np.sqrt(max((eq_width ** 2 - spread) / PROFILE_W2_GAIN, 0.0)))
 
 
+#: the texture around a line is read this far from it (working px) ...
+TEXTURE_REACH = 12
+#: ... from differences over this lag (working px): wider than a pixel's noise correlation and
+#: shorter than the millimetre-scale mean departures of runs and voids, which it ignores
+TEXTURE_LAG = 6
+
+
+def _texture(rel: Relative, ys: np.ndarray, xs: np.ndarray, mask: np.ndarray, corner: tuple[int, int]) -> float:
+    """The rms of the τ texture around a line beyond the camera's noise (relative units).
+
+    Robust spread of the whitened departure's differences over :data:`TEXTURE_LAG` across and
+    down a window of :data:`TEXTURE_REACH` around the line (its own pixels, grown by two,
+    left out), less the noise's share; 0 on a clear lens. Orange-peel mottle is ridges of its
+    own texture's amplitude; a scratch stands above it.
+    """
+    d, sigma, _ = rel.whitened
+    h, w = d.shape
+    r, lag = TEXTURE_REACH, TEXTURE_LAG
+    wy0, wy1 = max(0, int(ys.min()) - r), min(h, int(ys.max()) + r + 1)
+    wx0, wx1 = max(0, int(xs.min()) - r), min(w, int(xs.max()) + r + 1)
+    if wy1 - wy0 <= lag or wx1 - wx0 <= lag:
+        return 0.0
+    own = np.zeros((wy1 - wy0, wx1 - wx0), np.uint8)
+    own[ys - wy0, xs - wx0] = 1
+    keep = rel.valid[wy0:wy1, wx0:wx1] & ~cv2.dilate(own, np.ones((5, 5), np.uint8)).astype(bool)
+    win = d[wy0:wy1, wx0:wx1]
+    diffs = [(win[:, lag:] - win[:, :-lag])[keep[:, lag:] & keep[:, :-lag]],
+             (win[lag:] - win[:-lag])[keep[lag:] & keep[:-lag]]]
+    vals = np.concatenate(diffs)
+    if vals.size < 50:
+        return 0.0
+    spread = 1.4826 * float(np.median(np.abs(vals))) / np.sqrt(2.0)
+    excess = np.sqrt(max(spread * spread - float(sigma) ** 2, 0.0))
+    weight = float(np.median(rel.weight[wy0:wy1, wx0:wx1][keep])) if keep.any() else 1.0
+    return excess / max(weight, 1e-3)
+
+
 def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params) -> Scratch | None:
     ys = np.concatenate([p.ys for p in group])
     xs = np.concatenate([p.xs for p in group])
@@ -750,6 +792,9 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     if length_px < params.min_length_px or length_px < params.min_elongation * max(core_px, 1.0):
         return None
     if contrast < (params.min_contrast if rel.model == "flat" else params.min_contrast_uncalibrated):
+        return None
+    if rel.model == "flat" and params.texture_ratio > 0 and \
+            contrast < params.texture_ratio * _texture(rel, ys, xs, mask, (y0, x0)):
         return None
     ox, oy = rel.origin
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
