@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from simsets import inspected, sample_set  # noqa: E402
 
 from goggleqc.spec import load_spec  # noqa: E402
-from goggleqc.synth.scoring import evaluate  # noqa: E402
+from goggleqc.synth.scoring import evaluate, match_objects  # noqa: E402
 
 ROWS = [
     ("haze MAE, with plates (pp)", "haze_mae_pp", None),
@@ -34,6 +34,7 @@ ROWS = [
     ("spot recall, ≥ 0.2 mm, ≥ 30 %", "recall_spot", None),
     ("coating recall, ≥ 4 mm², ≥ 1.5 %", "recall_coating", None),
     ("false scratches per defect-free lens", "false_scratches_per_clean_lens", None),
+    ("scratch reports matching no true scratch, per lens", "unmatched_scratches_per_lens", None),
     ("false spots per defect-free lens", "false_spots_per_clean_lens", None),
     ("false coating defects per defect-free lens", "false_coating_per_clean_lens", None),
     ("false accepts (outside the guard band)", "false_accept_rate", None),
@@ -60,7 +61,14 @@ def main() -> None:
             spec = load_spec(folder / "spec.toml")
             pairs += inspected(folder)
             raw += inspected(folder, plates=False)
-        cols[backlight] = (evaluate(pairs, spec), evaluate(raw, spec))
+        m = evaluate(pairs, spec)
+        # every scratch report that matches no true scratch, on any lens (a defect-free lens's
+        # are the row above; on a flawed lens they are the texture of a coating flaw, a bubble's
+        # rim, a piece of a true scratch): what an engineer reading the reasons is misled by
+        unmatched = sum(len(r["scratches"]) - len(match_objects(t["scratches"], r["scratches"])) for t, r in pairs
+                        if r.get("verdict") != "error")
+        m["unmatched_scratches_per_lens"] = unmatched / max(1, len(pairs))
+        cols[backlight] = (m, evaluate(raw, spec))
     where = f"{args.stations} stations, " if args.stations > 1 else ""
     print(f"| {w}×{h}, {args.pixel_size} mm/px, {where}{per * args.stations} lenses each | uniform (traps) | pattern |")
     print("|---|---|---|")
@@ -68,7 +76,7 @@ def main() -> None:
         cells = []
         for m, raw in cols.values():
             v = (raw if variant == "raw" else m)[key]
-            cells.append("–" if v is None else f"{v:.3f}" if "mae" in key or "per_clean" in key or "error" in key else f"{100 * v:.1f} %")
+            cells.append("–" if v is None else f"{v:.3f}" if "mae" in key or "per_" in key or "error" in key else f"{100 * v:.1f} %")
         print(f"| {label} | {' | '.join(cells)} |")
     counts = [f"{m['n_scratch_1mm']} scratches, {m['n_spot']} spots, {m['n_coating']} coating defects, "
               f"{m['defect_free_lenses']} defect-free" for m, _ in cols.values()]
