@@ -22,7 +22,7 @@ import numpy as np
 
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import Relative
-from goggleqc.inspect.results import Spot
+from goggleqc.inspect.results import Mark, Spot
 from goggleqc.inspect.scratches import BUFFERS, MaxAbs, nonzero_yx, valid_box, zero_outside
 
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
@@ -52,6 +52,11 @@ class SpotParams:
     crowd, crowd_factor : int, float
         When more than ``crowd`` candidates pass, only those ``crowd_factor`` times stronger
         than their median are spots: the rest is structure the background model left.
+    target_diameter_ratio, target_max_contrast : float
+        Without a flat, on a pattern backlight: a blob at least ``target_diameter_ratio``
+        times the pattern's edge blur σ across (a point blurred by σ measures 4σ) and fainter
+        than ``target_max_contrast`` is dust on the defocused target, reported as a ``target``
+        mark; the camera focuses on the lens.
     """
 
     scales: tuple[float, ...] = (0.8, 1.6, 3.2)
@@ -63,6 +68,8 @@ class SpotParams:
     min_contrast: float = 0.08
     crowd: int = 25
     crowd_factor: float = 2.5
+    target_diameter_ratio: float = 3.5
+    target_max_contrast: float = 0.10
 
 
 def _dog(d: np.ndarray, s: float) -> np.ndarray:
@@ -373,6 +380,13 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     spots = [sp for sp in first
              if claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
                         min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))] not in kept]
+    if rel.target_blur_px > 0:
+        blurred = [sp for sp in spots if sp.diameter_px >= spot_params.target_diameter_ratio * rel.target_blur_px
+                   and abs(sp.contrast) < spot_params.target_max_contrast]
+        if marks is not None:
+            marks.extend(Mark(kind="target", diameter_px=sp.diameter_px, contrast=sp.contrast, zone=sp.zone,
+                              bbox_px=sp.bbox_px, diameter_mm=sp.diameter_mm, arc_deg=0.0) for sp in blurred)
+        spots = [sp for sp in spots if sp not in blurred]
     return scratches, spots
 
 
