@@ -24,7 +24,7 @@ import numpy as np
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
 from goggleqc.synth.render import render_lens
-from goggleqc.synth.scenes import close_up_station, random_lens
+from goggleqc.synth.scenes import centred, close_up_station, random_lens
 from goggleqc.synth.scoring import evaluate, match_objects
 from goggleqc.synth.station import SimStation
 
@@ -52,7 +52,7 @@ def run(seed: int, count: int, warp: float) -> tuple[dict, int, int]:
                                           warp=warp))
         rng = np.random.default_rng([seed, i, 5])
         lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+        lens = centred(lens)
         image, truth = render_lens(sim, lens, rng)
         result = inspect_lens(image, None, SPEC, pixel_size_mm=PIXEL_MM).to_dict()
         pairs.append((truth, result))

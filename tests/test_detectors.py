@@ -16,6 +16,7 @@ from goggleqc.calibration.station import Station, Trap
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
 from goggleqc.synth import Scratch, SimStation, Spot, random_lens, random_station, render_lens
+from goggleqc.synth.scenes import centred
 from goggleqc.synth.scoring import evaluate
 from goggleqc.synth.station import Camera, StationParams
 
@@ -239,7 +240,7 @@ def test_uncalibrated_close_ups_of_a_lens_on_a_pattern():
         sim = SimStation(close_up_station(np.random.default_rng(200 + i // 6), pixel_size_mm=PS))
         rng = np.random.default_rng([i, 5])
         lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+        lens = centred(lens)
         image, truth = render_lens(sim, lens, rng)
         res = inspect_lens(image, None, SPEC, pixel_size_mm=PS)
         assert res.verdict != "error", res.error
@@ -258,7 +259,7 @@ def test_scratch_width_and_contrast_mean_what_the_model_says(width_px, contrast)
     than a pixel reports the darkening a pixel sees, c·w (station-model §3)."""
     sim, station = station_pair(31)
     base = random_lens(np.random.default_rng(32), sim, defects=0, haze=0.01, tau_clear=0.9)
-    base = dataclasses.replace(base, pose=dataclasses.replace(base.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+    base = centred(base)
     p = sim.params
     cx = p.width / 2 + (p.product.half_width_mm + p.product.eye_gap_mm / 2) / PS * (p.product.kind == "two_eye")
     cy = p.height / 2 + 60
@@ -310,7 +311,7 @@ def test_short_faint_hairlines_are_lines_not_blobs():
         cx = p.width / 2 + (p.product.half_width_mm + p.product.eye_gap_mm / 2) / PS * (p.product.kind == "two_eye")
         cy = p.height / 2
         base = random_lens(np.random.default_rng(seed), sim, defects=0, haze=0.01, tau_clear=0.9)
-        base = dataclasses.replace(base, pose=dataclasses.replace(base.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+        base = centred(base)
         for j in range(10):
             rng = np.random.default_rng([seed, j])
             half = length_mm / PS / 2 * np.array([np.cos(a := rng.uniform(0, np.pi)), np.sin(a)])

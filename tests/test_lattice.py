@@ -119,12 +119,10 @@ def test_uncalibrated_close_ups_through_a_bent_view():
     development set). Registered cell by cell, with cells taken in pairs on either side,
     there are none here (0.11 and 12 % on the development set), at 80 % recall.
     """
-    import dataclasses
-
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
     from goggleqc.synth.render import render_lens
-    from goggleqc.synth.scenes import close_up_station, random_lens
+    from goggleqc.synth.scenes import centred, close_up_station, random_lens
     from goggleqc.synth.scoring import evaluate
     from goggleqc.synth.station import SimStation
 
@@ -135,7 +133,7 @@ def test_uncalibrated_close_ups_through_a_bent_view():
         sim = SimStation(params)
         rng = np.random.default_rng([i, 15])
         lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+        lens = centred(lens)
         image, truth = render_lens(sim, lens, rng)
         res = inspect_lens(image, None, spec, pixel_size_mm=ps)
         assert res.verdict != "error", res.error
@@ -179,12 +177,10 @@ def test_dust_on_the_defocused_target_is_a_target_mark_not_a_scratch():
     edges. Without a flat such dust read as faint, wide lines or blobs (unmatched finds on the
     target's dust); a line that wide and faint, or a blob as wide as a blurred point, is now a
     ``target`` mark, never failing. True scratches and spots are not taken for it."""
-    import dataclasses
-
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
     from goggleqc.synth.render import render_lens
-    from goggleqc.synth.scenes import close_up_station, random_lens
+    from goggleqc.synth.scenes import centred, close_up_station, random_lens
     from goggleqc.synth.scoring import match_objects
     from goggleqc.synth.station import SimStation
 
@@ -196,7 +192,7 @@ def test_dust_on_the_defocused_target_is_a_target_mark_not_a_scratch():
         sim = SimStation(params)
         rng = np.random.default_rng([i, 44])
         lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+        lens = centred(lens)
         image, truth = render_lens(sim, lens, rng)
         res = inspect_lens(image, None, spec, pixel_size_mm=ps).to_dict()
         dust = [((params.width - 1) / 2 + d.x_mm / ps, (params.height - 1) / 2 + d.y_mm / ps) for d in params.backlight.dust]
@@ -219,12 +215,10 @@ def test_a_blurred_blob_on_the_target_is_a_target_mark_not_a_spot():
     """Dust on a defocused checker (σ 2.5 px here) reads as a faint blob about 1 mm across:
     a point blurred by σ measures 4σ, so a blob that wide and fainter than 10 % is on the
     target. Before, this defect-free lens failed on two such 'spots' of 1 mm."""
-    import dataclasses
-
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
     from goggleqc.synth.render import render_lens
-    from goggleqc.synth.scenes import close_up_station, random_lens
+    from goggleqc.synth.scenes import centred, close_up_station, random_lens
     from goggleqc.synth.station import SimStation
 
     ps = 0.1
@@ -232,7 +226,7 @@ def test_a_blurred_blob_on_the_target_is_a_target_mark_not_a_spot():
     sim = SimStation(params)
     rng = np.random.default_rng([4000, 27, 5])
     lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-    lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+    lens = centred(lens)
     image, truth = render_lens(sim, lens, rng)
     assert not truth["spots"] and not truth["scratches"]
     res = inspect_lens(image, None, load_spec("en166-clear"), pixel_size_mm=ps).to_dict()

@@ -21,7 +21,7 @@ from goggleqc.synth.lens import render_masks
 from goggleqc.synth.render import lens_fields
 from goggleqc.synth.scenes import random_nuisances
 from goggleqc.synth.scoring import evaluate, match_objects, on_nuisance
-from goggleqc.synth.scenes import close_up_station
+from goggleqc.synth.scenes import centred, close_up_station
 
 PS = 0.1
 SIZE = (480, 384)
@@ -35,7 +35,7 @@ def _sim(seed: int, backlight: str = "uniform") -> SimStation:
 
 def _plain_lens(sim: SimStation):
     lens = random_lens(np.random.default_rng(1), sim, defects=0, haze=0.01, tau_clear=0.9)
-    return dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+    return centred(lens)
 
 
 def _deepest(sim, lens) -> tuple[float, float]:
@@ -182,7 +182,7 @@ def _close_ups(count: int):
     return out
 
 
-def _paired(stations, n: int, defects: int, mean_marks: float, centred: bool = False):
+def _paired(stations, n: int, defects: int, mean_marks: float, close_up: bool = False):
     """(truth, result) pairs for ``n`` lenses rendered twice: without and with nuisances
     (the same lens and noise), and how many unmatched finds of each list lie on a nuisance."""
     plain, marked = [], []
@@ -190,8 +190,8 @@ def _paired(stations, n: int, defects: int, mean_marks: float, centred: bool = F
         sim, station = stations[i % len(stations)]
         rng = np.random.default_rng([i, 5])
         lens = random_lens(rng, sim, defects=defects, kinds=("scratch",))
-        if centred:
-            lens = dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+        if close_up:
+            lens = centred(lens)
         mrng = np.random.default_rng([i, 77])
         marks = random_nuisances(mrng, render_masks(sim.params, lens.pose), PS, max(1, int(mrng.poisson(mean_marks))))
         for out, spec in ((plain, lens), (marked, dataclasses.replace(lens, nuisances=marks))):
@@ -241,8 +241,8 @@ def test_scratch_recall_survives_nuisances():
     (uniform and pattern), 0.73 → 0.74 uncalibrated on defocused patterns, 0.58 → 0.59 on
     uncalibrated close-ups: nuisances cost at most one scratch in fifty.
     """
-    for stations, centred in ((_calibrated("pattern", 3), False), (_close_ups(3), True)):
-        plain, marked = _paired(stations, 24, defects=2, mean_marks=4.0, centred=centred)
+    for stations, close_up in ((_calibrated("pattern", 3), False), (_close_ups(3), True)):
+        plain, marked = _paired(stations, 24, defects=2, mean_marks=4.0, close_up=close_up)
         m0, m1 = evaluate(plain, SPEC), evaluate(marked, SPEC)
         print("recall ≥ 1 mm without / with nuisances", m0["recall_scratch_1mm"], m1["recall_scratch_1mm"],
               "n", m0["n_scratch_1mm"])

@@ -6,10 +6,10 @@ benchmark stands on.
 
 from goggleqc.synth.lens import CoatingDefect, DullSpot, LensSpec, Pose, Scratch, Spot, Stain, Watermark
 from goggleqc.synth.render import render_lens
-from goggleqc.synth.scenes import close_up_station, random_lens, random_station
+from goggleqc.synth.scenes import centred, close_up_station, random_lens, random_station
 from goggleqc.synth.station import Backlight, Camera, Product, SimStation, StationParams, Trap
 
 __all__ = ["Backlight", "Camera", "CoatingDefect", "DullSpot", "LensSpec", "Pose", "Product", "Scratch",
-           "SimStation", "Spot", "Stain", "StationParams", "Trap", "Watermark", "close_up_station", "random_lens",
+           "SimStation", "Spot", "Stain", "StationParams", "Trap", "Watermark", "centred", "close_up_station", "random_lens",
            "random_station",
            "render_lens"]

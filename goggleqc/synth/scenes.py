@@ -315,6 +315,12 @@ def random_nuisances(rng, masks, ps: float, count: int, kinds: tuple[str, ...] =
     return tuple(out)
 
 
+def centred(lens: LensSpec) -> LensSpec:
+    """The same lens with no pose offset: centred and square to the camera, as a close-up
+    through a lens that fills the frame (:func:`close_up_station`) has it."""
+    return dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
+
+
 def random_lens(rng: np.random.Generator, station: SimStation, *, defects: int | None = None,
                 kinds: tuple[str, ...] = DEFECT_KINDS, haze: float | None = None,
                 tau_clear: float | None = None, nuisances: float = 0.0,
