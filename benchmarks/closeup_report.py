@@ -23,10 +23,8 @@ import numpy as np
 
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
-from goggleqc.synth.render import render_lens
-from goggleqc.synth.scenes import centred, close_up_station, random_lens
+from goggleqc.synth.scenes import close_up, target_dust_px
 from goggleqc.synth.scoring import evaluate, match_objects
-from goggleqc.synth.station import SimStation
 
 SPEC = load_spec("en166-clear")
 #: verdicts are scored on the limits a photograph without a station can judge: haze and
@@ -48,16 +46,11 @@ def run(seed: int, count: int, warp: float) -> tuple[dict, int, int]:
     """Metrics of ``count`` close-ups, and the unmatched scratch finds on target dust / elsewhere."""
     pairs, on_dust, elsewhere = [], 0, 0
     for i in range(count):
-        sim = SimStation(close_up_station(np.random.default_rng(seed + i // PER_TARGET), pixel_size_mm=PIXEL_MM,
-                                          warp=warp))
-        rng = np.random.default_rng([seed, i, 5])
-        lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = centred(lens)
-        image, truth = render_lens(sim, lens, rng)
+        sim, image, truth = close_up(np.random.default_rng(seed + i // PER_TARGET), np.random.default_rng([seed, i, 5]),
+                                     pixel_size_mm=PIXEL_MM, warp=warp)
         result = inspect_lens(image, None, SPEC, pixel_size_mm=PIXEL_MM).to_dict()
         pairs.append((truth, result))
-        p = sim.params
-        dust = [((p.width - 1) / 2 + d.x_mm / PIXEL_MM, (p.height - 1) / 2 + d.y_mm / PIXEL_MM) for d in p.backlight.dust]
+        dust = target_dust_px(sim.params)
         matched = {j for _, j in match_objects(truth.get("scratches", []), result["scratches"])}
         for j, found in enumerate(result["scratches"]):
             if j in matched:

@@ -16,7 +16,7 @@ from goggleqc.calibration.station import Station, Trap
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
 from goggleqc.synth import Scratch, SimStation, Spot, random_lens, random_station, render_lens
-from goggleqc.synth.scenes import centred
+from goggleqc.synth.scenes import centred, target_dust_px
 from goggleqc.synth.scoring import evaluate
 from goggleqc.synth.station import Camera, StationParams
 
@@ -233,15 +233,11 @@ def test_uncalibrated_close_ups_of_a_lens_on_a_pattern():
     1 mm or more; reached ~78 % (59 % with a local quadratic background), with no false
     scratch and ~0.07 false spot per defect-free lens, and no false reject.
     """
-    from goggleqc.synth.scenes import close_up_station
+    from goggleqc.synth.scenes import close_up
 
     pairs = []
     for i in range(60):
-        sim = SimStation(close_up_station(np.random.default_rng(200 + i // 6), pixel_size_mm=PS))
-        rng = np.random.default_rng([i, 5])
-        lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = centred(lens)
-        image, truth = render_lens(sim, lens, rng)
+        _, image, truth = close_up(np.random.default_rng(200 + i // 6), np.random.default_rng([i, 5]), pixel_size_mm=PS)
         res = inspect_lens(image, None, SPEC, pixel_size_mm=PS)
         assert res.verdict != "error", res.error
         pairs.append((truth, res.to_dict()))
@@ -288,7 +284,7 @@ def test_uncalibrated_on_a_panel_with_light_traps_gives_no_false_scratches():
         sim = SimStation(params)
         lens = random_lens(np.random.default_rng([i, 5]), sim, defects=0)
         image, _ = render_lens(sim, lens, np.random.default_rng([i, 6]))
-        dust = [((params.width - 1) / 2 + d.x_mm / PS, (params.height - 1) / 2 + d.y_mm / PS) for d in params.backlight.dust]
+        dust = target_dust_px(params)
         for sc in inspect_lens(image, None, SPEC, pixel_size_mm=PS).scratches:
             x0, y0, x1, y1 = sc.bbox_px
             false += not any(x0 - 4 <= x <= x1 + 4 and y0 - 4 <= y <= y1 + 4 for x, y in dust)

@@ -121,25 +121,19 @@ def test_uncalibrated_close_ups_through_a_bent_view():
     """
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
-    from goggleqc.synth.render import render_lens
-    from goggleqc.synth.scenes import centred, close_up_station, random_lens
+    from goggleqc.synth.scenes import close_up, target_dust_px
     from goggleqc.synth.scoring import evaluate
-    from goggleqc.synth.station import SimStation
 
     spec, ps = load_spec("en166-clear"), 0.1
     pairs = []
     for i in range(48):
-        params = close_up_station(np.random.default_rng(700 + i // 6), pixel_size_mm=ps, warp=0.1)
-        sim = SimStation(params)
-        rng = np.random.default_rng([i, 15])
-        lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = centred(lens)
-        image, truth = render_lens(sim, lens, rng)
+        sim, image, truth = close_up(np.random.default_rng(700 + i // 6), np.random.default_rng([i, 15]),
+                                     pixel_size_mm=ps, warp=0.1)
         res = inspect_lens(image, None, spec, pixel_size_mm=ps)
         assert res.verdict != "error", res.error
         found = res.to_dict()
         # dust on the target: without a flat, no single image tells it from dust on the lens
-        dust = [((params.width - 1) / 2 + d.x_mm / ps, (params.height - 1) / 2 + d.y_mm / ps) for d in params.backlight.dust]
+        dust = target_dust_px(sim.params)
         found["scratches"] = [sc for sc in found["scratches"] if not any(
             sc["bbox_px"][0] - 4 <= x <= sc["bbox_px"][2] + 4 and sc["bbox_px"][1] - 4 <= y <= sc["bbox_px"][3] + 4
             for x, y in dust)]
@@ -179,23 +173,17 @@ def test_dust_on_the_defocused_target_is_a_target_mark_not_a_scratch():
     ``target`` mark, never failing. True scratches and spots are not taken for it."""
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
-    from goggleqc.synth.render import render_lens
-    from goggleqc.synth.scenes import centred, close_up_station, random_lens
+    from goggleqc.synth.scenes import close_up, target_dust_px
     from goggleqc.synth.scoring import match_objects
-    from goggleqc.synth.station import SimStation
 
     spec, ps = load_spec("en166-clear"), 0.1
     near = lambda b, pts: any(b[0] - 4 <= x <= b[2] + 4 and b[1] - 4 <= y <= b[3] + 4 for x, y in pts)  # noqa: E731
     dust_lines = marks_on_dust = marks_elsewhere = true_lost = 0
     for i in range(36):
-        params = close_up_station(np.random.default_rng(4500 + i // 6), pixel_size_mm=ps)
-        sim = SimStation(params)
-        rng = np.random.default_rng([i, 44])
-        lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-        lens = centred(lens)
-        image, truth = render_lens(sim, lens, rng)
+        sim, image, truth = close_up(np.random.default_rng(4500 + i // 6), np.random.default_rng([i, 44]),
+                                     pixel_size_mm=ps)
         res = inspect_lens(image, None, spec, pixel_size_mm=ps).to_dict()
-        dust = [((params.width - 1) / 2 + d.x_mm / ps, (params.height - 1) / 2 + d.y_mm / ps) for d in params.backlight.dust]
+        dust = target_dust_px(sim.params)
         matched = {j for _, j in match_objects(truth["scratches"], res["scratches"])}
         dust_lines += sum(near(sc["bbox_px"], dust) for j, sc in enumerate(res["scratches"]) if j not in matched)
         targets = [m for m in res["marks"] if m["kind"] == "target"]
@@ -217,17 +205,11 @@ def test_a_blurred_blob_on_the_target_is_a_target_mark_not_a_spot():
     target. Before, this defect-free lens failed on two such 'spots' of 1 mm."""
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
-    from goggleqc.synth.render import render_lens
-    from goggleqc.synth.scenes import centred, close_up_station, random_lens
-    from goggleqc.synth.station import SimStation
+    from goggleqc.synth.scenes import close_up
 
     ps = 0.1
-    params = close_up_station(np.random.default_rng(4000 + 27 // 6), pixel_size_mm=ps)
-    sim = SimStation(params)
-    rng = np.random.default_rng([4000, 27, 5])
-    lens = random_lens(rng, sim, kinds=("scratch", "spot"))
-    lens = centred(lens)
-    image, truth = render_lens(sim, lens, rng)
+    _, image, truth = close_up(np.random.default_rng(4000 + 27 // 6), np.random.default_rng([4000, 27, 5]),
+                               pixel_size_mm=ps)
     assert not truth["spots"] and not truth["scratches"]
     res = inspect_lens(image, None, load_spec("en166-clear"), pixel_size_mm=ps).to_dict()
     assert res["verdict"] == "pass" and not res["spots"]

@@ -321,6 +321,24 @@ def centred(lens: LensSpec) -> LensSpec:
     return dataclasses.replace(lens, pose=dataclasses.replace(lens.pose, dx_mm=0, dy_mm=0, angle_deg=0))
 
 
+def close_up(station_rng: np.random.Generator, lens_rng: np.random.Generator, *, pixel_size_mm: float = 0.1,
+             warp: float = 0.0, kinds: tuple[str, ...] = ("scratch", "spot")) -> tuple[SimStation, np.ndarray, dict]:
+    """A photograph through a random lens filling the frame (:func:`close_up_station`, the lens
+    :func:`centred`): the simulated station, the image and its truth record."""
+    from goggleqc.synth.render import render_lens
+
+    sim = SimStation(close_up_station(station_rng, pixel_size_mm=pixel_size_mm, warp=warp))
+    lens = centred(random_lens(lens_rng, sim, kinds=kinds))
+    image, truth = render_lens(sim, lens, lens_rng)
+    return sim, image, truth
+
+
+def target_dust_px(params: StationParams) -> list[tuple[float, float]]:
+    """Image positions (full-resolution px) of the dust on the backlight target."""
+    ps = params.pixel_size_mm
+    return [((params.width - 1) / 2 + d.x_mm / ps, (params.height - 1) / 2 + d.y_mm / ps) for d in params.backlight.dust]
+
+
 def random_lens(rng: np.random.Generator, station: SimStation, *, defects: int | None = None,
                 kinds: tuple[str, ...] = DEFECT_KINDS, haze: float | None = None,
                 tau_clear: float | None = None, nuisances: float = 0.0,
