@@ -55,15 +55,22 @@ TRAP_SAMPLES_ACROSS = 40
 #: noise expected from the station's noise model (or of the median block, without one) is not
 #: used: a block has few samples, so its residual scatters more than a region's
 BLOCK_RESIDUAL_LIMIT = 2.0
+#: neighbouring blocks within this many blocks enter a region's noise as correlated (a
+#: texture grain reaches across blocks): the lag window of the block-scatter variance
+SCATTER_LAGS = 1
 #: a region counts as worse than the central zone only beyond this many noise σ (the largest
-#: of about a hundred overlapping regions' noise reaches 3σ on a uniform lens)
-WORST_SIGMAS = 3.5
+#: of about a hundred overlapping regions' noise reaches 3σ on a uniform lens, and σ is itself
+#: estimated from a region's few blocks)
+WORST_SIGMAS = 4.0
 #: a region found worse is reported this many σ below its own value (the largest of many
 #: noisy regions is read high: a mild shrinkage toward the truth)
-WORST_SHRINK_SIGMAS = 0.5
+WORST_SHRINK_SIGMAS = 0.25
 #: a region centred in the central zone is read when at least this fraction of it lies in the
 #: zone (a corner of the zone still has a region, with the noise its size gives it)
 MIN_COVER = 0.2
+#: near the lens edge the pattern's local mean is taken over the lens alone, this far (mm)
+#: inside the found outline
+LENS_EDGE_GUARD_MM = 1.0
 #: at most this many samples for the pattern grid (binned 2×2 as often as needed)
 PATTERN_MAX_SAMPLES = 200_000
 
@@ -147,6 +154,9 @@ class _PatternPlan:
     dark: np.ndarray       # binned dark (DN)
     mb: np.ndarray         # the flat's pattern contrast B / L(B) − 1
     mz: np.ndarray         # the same for the instrument B̃
+    b: np.ndarray          # binned flat B, instrument B̃ and scatter S (for the lens edge)
+    z: np.ndarray
+    s: np.ndarray
     full: tuple            # block means of mz·mb, mb·mb, c·mz·mb (c = S / L(B)), and ones
 
 
@@ -257,7 +267,8 @@ def _pattern_plan(station) -> _PatternPlan:
     dark = _bin(station.dark, levels, rows, cols) + np.float32(rounding)
     return _PatternPlan(levels=levels, rows=rows, cols=cols, block=block, box=box,
                         dark=np.ascontiguousarray(dark, dtype=np.float32),
-                        mb=mb.astype(np.float32), mz=mz.astype(np.float32), full=full)
+                        mb=mb.astype(np.float32), mz=mz.astype(np.float32), full=full,
+                        b=b.astype(np.float32), z=z.astype(np.float32), s=s.astype(np.float32))
 
 
 def _plan(station):
@@ -306,11 +317,23 @@ def _trap_haze(image: np.ndarray, station, lens_mask: np.ndarray | None) -> tupl
     return regions, raw
 
 
-def _window_sums(blocks: np.ndarray, k: int) -> np.ndarray:
-    """Sums of every k×k window of a block array (valid windows only): (P−k+1, Q−k+1)."""
+def _window_sums(blocks: np.ndarray, k: int, kx: int | None = None) -> np.ndarray:
+    """Sums of every k×kx window (kx defaults to k) of a block array (valid windows only):
+    (P−k+1, Q−kx+1)."""
+    kx = k if kx is None else kx
     c = np.zeros((blocks.shape[0] + 1, blocks.shape[1] + 1))
     c[1:, 1:] = blocks.cumsum(0).cumsum(1)
-    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return c[k:, kx:] - c[:-k, kx:] - c[k:, :-kx] + c[:-k, :-kx]
+
+
+def _pair_sums(a: np.ndarray, b: np.ndarray, k: int, dy: int, dx: int) -> np.ndarray:
+    """For every k×k window: the sum over block pairs (p, p + (dy, dx)) both inside it of
+    ``a[p]·b[p + (dy, dx)]``; ``dy ≥ 0``. Same shape as ``_window_sums(a, k)``."""
+    h, w = a.shape
+    ax = slice(max(0, -dx), w - max(0, dx))
+    bx = slice(max(0, dx), w - max(0, -dx))
+    prod = a[: h - dy, ax] * b[dy:, bx]
+    return _window_sums(prod, k - dy, k - abs(dx))
 
 
 def _contrast_fit(szi, sbi, sii, sdl, szb, sbb, sczb, cnt):
@@ -335,16 +358,29 @@ def _block_scatter_sigma(szi: np.ndarray, szb: np.ndarray, sczb: np.ndarray, n: 
     """Haze noise σ (%) of each k×k-block region from the scatter of its blocks' own fits.
 
     A region's slope ``q = ΣmZ·mI / ΣmZ·mB`` is the ``szb``-weighted mean of its blocks'
-    slopes. Its variance, estimated from how far each block's ``q_b`` lies from it (the
-    cluster-robust, "sandwich" variance, blocks as clusters), holds noise that is correlated
-    within a block (texture of τ at about a period, such as mottle, that the per-sample
-    residual counts as independent) as well as the camera's noise.
+    slopes: ``q − q_true = Σ e_b / Σ szb_b`` with ``e_b = szi_b − q·szb_b``. Its variance is
+    estimated from the blocks' own ``e_b`` (blocks as clusters: the cluster-robust "sandwich"
+    variance), so it holds τ texture at about a period (mottle), which the per-sample
+    residual counts as independent, as well as the camera's noise. Texture grains reach
+    across neighbouring blocks, so the products of neighbours' ``e_b`` within
+    ``SCATTER_LAGS`` blocks are added with Bartlett weights (a 2-D Newey–West estimator,
+    never negative).
     """
     ws = lambda x: _window_sums(x, k)  # noqa: E731
     sb, sc = ws(szb), ws(sczb)
+    lag = min(SCATTER_LAGS, k - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = ws(szi) / sb
         spread = ws(szi * szi) - 2 * q * ws(szi * szb) + q * q * ws(szb * szb)
+        for dy in range(lag + 1):
+            for dx in range(-lag, lag + 1):
+                if dy == 0 and dx <= 0:
+                    continue
+                weight = (1 - dy / (lag + 1)) * (1 - abs(dx) / (lag + 1))
+                cross = (_pair_sums(szi, szi, k, dy, dx)
+                         - q * (_pair_sums(szi, szb, k, dy, dx) + _pair_sums(szb, szi, k, dy, dx))
+                         + q * q * _pair_sums(szb, szb, k, dy, dx))
+                spread = spread + 2 * weight * cross
         var_q = np.maximum(spread, 0) / (sb * sb) * n / np.maximum(n - 1, 1)
         c = sc / sb
         return 100.0 * np.sqrt(var_q) * c / (1.0 - q + q * c) ** 2
@@ -368,26 +404,45 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     to transmittance changes wider than a period (coating runs and voids, tint gradients)
     while haze, which adds light in proportion to the surround, still lowers the contrast.
     Regions are centred on blocks mostly inside ``mask`` (the central zone) and read the
-    zone's blocks that they cover, kept a period clear of the edge of ``lens_mask`` and
-    leaving out blocks with sub-period texture; the flat's block sums are precomputed.
+    zone's blocks that they cover, leaving out blocks with sub-period texture. Within a
+    period of the edge of ``lens_mask`` the local means are taken over the lens alone; the
+    flat's block sums are precomputed for the rest.
     """
     plan: _PatternPlan = _plan(station)
     f = 1 << plan.levels
     v = _bin(image, plan.levels, plan.rows, plan.cols).astype(np.float32)
     v -= plan.dark
-    li = _lowpass(v, plan.box)
-    mi = v / np.maximum(li, 1e-3) - 1.0
     nb = (plan.cols // plan.block, plan.rows // plan.block)
     spb = plan.block ** 2  # samples per block: block means × spb = sums
 
     def blocks(x):
         return cv2.resize(x, nb, interpolation=cv2.INTER_AREA).astype(np.float64)
 
-    lens_stats = (blocks(mi * plan.mz), blocks(mi * plan.mb), blocks(mi * mi), blocks(li))
-    allstats = (*lens_stats, *plan.full)
-
     def strided(m):  # the mask on the binned grid: a strided look is enough
         return _strided(m, f, f, plan.rows, plan.cols)
+
+    mz, mb, full = plan.mz, plan.mb, plan.full
+    li = None
+    if lens_mask is not None:
+        # Near the lens edge the one-period local mean would reach the goggle frame: there it
+        # is the mean over the lens alone, L(x·m) / L(m), for the lens image and the flat
+        # alike, so I = a·B + b·S still maps to the same slope (normalised convolution).
+        r = max(1, int(round(LENS_EDGE_GUARD_MM / (station.pixel_size_mm or 0.05) / f)))
+        m = cv2.erode(strided(lens_mask), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        m = m.astype(np.float32)
+        lm = _lowpass(m, plan.box)
+        if float(lm.min()) < 0.999:
+            lm = np.maximum(lm, 1e-3)
+            li = _lowpass(v * m, plan.box) / lm
+            lb = np.maximum(_lowpass(plan.b * m, plan.box) / lm, 1e-6)
+            mb, mz, c = plan.b / lb - 1.0, plan.z / lb - 1.0, plan.s / lb
+            full = (blocks(mz * mb), blocks(mb * mb), blocks(c * mz * mb), plan.full[3])
+    if li is None:
+        li = _lowpass(v, plan.box)
+    mi = v / np.maximum(li, 1e-3) - 1.0
+
+    lens_stats = (blocks(mi * mz), blocks(mi * mb), blocks(mi * mi), blocks(li))
+    allstats = (*lens_stats, *full)
 
     def wholly(sub):  # the blocks wholly inside a binned mask
         if sub is None:
@@ -398,15 +453,7 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     # blocks mostly in the zone: regions read the central zone (station-model §3), and a
     # region's centre is in the zone when its centre block mostly is
     mostly = (blocks(strided(mask).astype(np.float32)) >= 0.5) if mask is not None else inside
-    if lens_mask is not None:
-        # the one-period local mean must not reach the frame: keep a period clear of the edge
-        # (eroded on the binned grid, which costs little)
-        period = station.pattern.period_px if station.pattern is not None else 8.0
-        r = max(1, int(round(period / f)))
-        clear = cv2.erode(strided(lens_mask), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-        on_lens = (wholly(clear) & mostly) | inside
-    else:
-        on_lens = mostly
+    on_lens = mostly
     k = min(BLOCKS_PER_REGION, nb[0], nb[1])
     # A block whose own fit leaves far more residual than noise holds τ texture finer than a
     # period (mottle, a scratch, a spot) that mimics or masks pattern contrast: it is left
