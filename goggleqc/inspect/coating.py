@@ -377,8 +377,11 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
         core = comp & (energy >= 0.5 * plateau)
         mean_dep = float(np.mean(r[core])) if core.any() else 0.0
         rms = float(np.sqrt(max(plateau, 0.0)))
-        # a uniform darkening also raises r²; it is a void or run unless the texture dominates
-        if abs(mean_dep) > 0.5 * rms:
+        # A uniform darkening also raises r²: it is a void or run when its mean carries the
+        # energy and nearly all of it departs one way. A texture's mean over a few dozen
+        # grains can reach half its rms by chance, but then only about two thirds of it lies
+        # on the mean's side.
+        if abs(mean_dep) > 0.5 * rms and _one_sided(r[core], mean_dep) >= UNIFORM_SIDE_FRACTION:
             continue
         defect = _measure(core, "mottle", rms, float(np.sqrt(energy[comp].max()) / np.sqrt(e_high)), factor, ps,
                           region, shape, params, area_px_full, origin=origin)
@@ -404,6 +407,16 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
             if defect is not None:
                 found.append(defect)
     return found
+
+
+#: a departure with at least this fraction of its pixels on its mean's side is uniform (a run
+#: or void), not texture
+UNIFORM_SIDE_FRACTION = 0.8
+
+
+def _one_sided(values: np.ndarray, mean: float) -> float:
+    """Fraction of ``values`` on the same side of 0 as ``mean``."""
+    return float(np.mean(values * np.sign(mean) > 0)) if values.size else 0.0
 
 
 @dataclass(frozen=True, eq=False)
