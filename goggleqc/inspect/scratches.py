@@ -14,7 +14,10 @@ resolution, where a thin line keeps its integrated contrast ``c·w`` while the n
    only, so it fails; so does the side lobe a second-derivative filter leaves beside a line.
 4. Hysteresis: pixels above ``low_sigma`` grow from seeds above ``high_sigma``; fragments
    whose ends meet along the same direction are linked, so a broken scratch stays one.
-5. Length along the skeleton (8-connected chain length, plus the width the skeleton loses at
+5. With a flat, a segment test for hairlines of only 2–3σ per pixel: dark pixels above a
+   low threshold are grouped, each elongated group is fitted by a straight segment, and a
+   bar filter (centre against both sides) summed along it must reach ``segment_sigma``.
+6. Length along the skeleton (8-connected chain length, plus the width the skeleton loses at
    its ends, in full-resolution pixels); contrast from the integrated darkening across the
    line, so a sub-pixel scratch reports the darkening a pixel sees (``c·w``).
 """
@@ -85,6 +88,12 @@ class ScratchParams:
         With a flat: a line no darker than this many times the rms of the τ texture around it
         (beyond the camera's noise) is a ridge of that texture (orange-peel mottle), not a
         scratch; 0 turns the test off.
+    segment_low, segment_sigma, segment_min_span_px : float
+        With a flat: a hairline whose pixels answer only 2–3σ each is found as a whole. Dark
+        pixels above ``segment_low`` (not already in a line) are grouped, a group is fitted
+        by a straight segment at least ``segment_min_span_px`` working px long, and the
+        darkening along that segment against both sides of it (a matched bar filter summed
+        along its length) must reach ``segment_sigma`` σ; 0 turns the test off.
     target_width_ratio, target_max_contrast : float
         Without a flat, on a pattern backlight: a line at least ``target_width_ratio`` times
         as wide as the pattern's edge blur (:attr:`Relative.target_blur_px`) and fainter than
@@ -117,6 +126,9 @@ class ScratchParams:
     target_width_ratio: float = 1.35
     texture_ratio: float = 3.0
     target_max_contrast: float = 0.10
+    segment_low: float = 2.2
+    segment_sigma: float = 6.0
+    segment_min_span_px: float = 5.0
 
 
 @lru_cache(maxsize=16)
@@ -392,6 +404,8 @@ class _Piece:
     polarity: str
     ends: np.ndarray  # (2, 2) end points (x, y), working px
     dirs: np.ndarray  # (2, 2) outward unit directions at the ends
+    #: found by the segment test (:func:`_faint_pieces`): its matched-filter sum and variance
+    segment: tuple[float, float] | None = None
 
 
 def _piece(ys, xs, z, polarity) -> _Piece:
@@ -551,6 +565,8 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
                 piece = _piece(gy, gx, z, polarity)
                 if not _along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg):
                     pieces.append(piece)
+    if rel.model == "flat" and params.segment_sigma > 0:
+        pieces += _faint_pieces(z, rel, pieces, exclude, params)
     groups = _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid)
     measured = []
     for group in groups:
@@ -592,6 +608,96 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
             x0, x1 = max(0, int(xs.min()) - 2), int(xs.max()) + 3
             claimed[y0:y1, x0:x1] = cv2.dilate(claimed[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
     return found
+
+
+#: across-line offsets (working px) of the sides the segment test compares a hairline with
+SEGMENT_SIDES = (-3.0, -2.0, 2.0, 3.0)
+#: largest rms distance (working px) of a group's pixels from its fitted segment
+SEGMENT_MAX_SPREAD = 1.0
+
+
+def _faint_pieces(z: np.ndarray, rel: Relative, pieces: list[_Piece], exclude, params: ScratchParams) -> list[_Piece]:
+    """Hairlines too faint for the per-pixel thresholds, found as whole segments.
+
+    A line of 2–3σ per pixel is far above the noise when summed along its length, but its
+    pixels above a low threshold are broken up by the noise. They are grouped (3×3 closing),
+    each elongated group is fitted by its principal axis, and the whitened departure is
+    summed along that segment against the mean of both sides at 2 and 3 px (a matched bar
+    filter, blind to a smooth gradient or a one-sided edge). The sum over its variance is the
+    segment's significance; :func:`_measure` judges a group of such pieces by it.
+    """
+    d, sigma, local = rel.whitened
+    cand = (z > np.float32(params.segment_low)) & rel.valid
+    if exclude is not None:
+        cand &= ~exclude
+    taken = np.zeros(z.shape, np.uint8)
+    for p in pieces:
+        taken[p.ys, p.xs] = 1
+    if pieces:
+        cand &= cv2.dilate(taken, np.ones((5, 5), np.uint8)) == 0
+    ys, xs = nonzero_yx(cand)
+    if len(ys) < 3:
+        return []
+    grown = cv2.dilate(cand.view(np.uint8), np.ones((3, 3), np.uint8))
+    n, labels = cv2.connectedComponents(grown, connectivity=8)
+    lab = labels[ys, xs]
+    cnt = np.bincount(lab, minlength=n).astype(np.float64)
+    fx, fy = xs.astype(np.float64), ys.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = np.bincount(lab, fx, n) / cnt, np.bincount(lab, fy, n) / cnt
+        sxx = np.bincount(lab, fx * fx, n) / cnt - mx * mx
+        syy = np.bincount(lab, fy * fy, n) / cnt - my * my
+        sxy = np.bincount(lab, fx * fy, n) / cnt - mx * my
+    # principal axis of each group: the larger eigenvalue of its 2×2 covariance
+    half_tr, det = (sxx + syy) / 2, sxx * syy - sxy * sxy
+    root = np.sqrt(np.maximum(half_tr * half_tr - det, 0))
+    major, minor = half_tr + root, np.maximum(half_tr - root, 0)
+    ang = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    ux, uy = np.cos(ang), np.sin(ang)
+    t = (fx - mx[lab]) * ux[lab] + (fy - my[lab]) * uy[lab]
+    tmin, tmax = np.full(n, np.inf), np.full(n, -np.inf)
+    np.minimum.at(tmin, lab, t)
+    np.maximum.at(tmax, lab, t)
+    span = tmax - tmin
+    ok = (cnt >= 3) & (span >= params.segment_min_span_px) & (np.sqrt(minor) <= SEGMENT_MAX_SPREAD)
+    ok[0] = False
+    sel = np.flatnonzero(ok)
+    if len(sel) == 0:
+        return []
+    # sample every selected segment at 1 px steps along its axis, on the line and its sides
+    steps = np.floor(span[sel]).astype(int) + 1
+    owner = np.repeat(sel, steps)
+    along = tmin[owner] + (np.arange(len(owner)) - np.repeat(np.cumsum(steps) - steps, steps))
+    cx, cy = mx[owner] + along * ux[owner], my[owner] + along * uy[owner]
+    nx, ny = -uy[owner], ux[owner]
+    offsets = (0.0,) + SEGMENT_SIDES
+    px = np.stack([cx + o * nx for o in offsets]).astype(np.float32)
+    py = np.stack([cy + o * ny for o in offsets]).astype(np.float32)
+    norm = d / np.maximum(local, np.float32(1e-6))
+    vals = cv2.remap(norm, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    seen = cv2.remap(rel.valid.view(np.uint8), px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=0).all(axis=0)
+    bar = (vals[0] - vals[1:].mean(axis=0)) * seen
+    # variance of one sample: the centre's unit noise plus the mean of the four sides'
+    per = np.bincount(owner, bar, n)[sel]
+    var = np.bincount(owner, seen.astype(np.float64), n)[sel] * (1.0 + 1.0 / len(SEGMENT_SIDES))
+    score = per / np.sqrt(np.maximum(var, 1.0)) * (var > 0)
+    out = []
+    order = np.argsort(lab, kind="stable")
+    ys_s, xs_s, lab_s = ys[order], xs[order], lab[order]
+    starts = np.searchsorted(lab_s, sel)
+    stops = np.searchsorted(lab_s, sel, side="right")
+    for k, g in enumerate(sel):
+        # a segment counts towards a scratch when it holds at least half the significance asked
+        if not score[k] >= params.segment_sigma / 2:
+            continue
+        py_, px_ = ys_s[starts[k]:stops[k]], xs_s[starts[k]:stops[k]]
+        piece = _piece(py_, px_, z, "dark")
+        u = np.array([ux[g], uy[g]])
+        ends = np.array([[mx[g], my[g]] + tmin[g] * u, [mx[g], my[g]] + tmax[g] * u])
+        out.append(_Piece(py_, px_, piece.zmax, "dark", ends, np.array([-u, u]),
+                          segment=(float(per[k]), float(var[k]))))
+    return out
 
 
 def _on_target(measured: list, blur_px: float, ps: float | None, params: ScratchParams) -> tuple[list, list]:
@@ -753,10 +859,17 @@ def _texture(rel: Relative, ys: np.ndarray, xs: np.ndarray, mask: np.ndarray, co
 def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params) -> Scratch | None:
     ys = np.concatenate([p.ys for p in group])
     xs = np.concatenate([p.xs for p in group])
-    zmean = float(np.mean(np.abs(z[ys, xs])))
     zmax = max(p.zmax for p in group)
-    if zmean < params.min_mean_sigma * (params.bright_factor if group[0].polarity == "bright" else 1.0):
-        return None
+    strong = [p for p in group if p.segment is None]
+    if strong:
+        zs = np.concatenate([np.abs(z[p.ys, p.xs]) for p in strong])
+        if float(np.mean(zs)) < params.min_mean_sigma * (params.bright_factor if group[0].polarity == "bright" else 1.0):
+            return None
+    else:
+        total = sum(p.segment[0] for p in group) / np.sqrt(sum(p.segment[1] for p in group))
+        if total < params.segment_sigma:
+            return None
+        zmax = params.high_sigma * total / params.segment_sigma
     h, w = rel.rel.shape
     y0, y1, x0, x1 = max(0, ys.min() - 2), min(h, ys.max() + 3), max(0, xs.min() - 2), min(w, xs.max() + 3)
     # a short, two-pixel-wide piece loses most of its ends to thinning: its span along its
