@@ -444,8 +444,31 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
     """Groups of piece indices whose ends meet: close, and aligned with the gap between them.
 
     A gap may be longer by the part of it that crosses unmeasurable pixels (a light trap, a
-    dark pattern cell): a scratch that runs across a trap is one scratch."""
+    dark pattern cell): a scratch that runs across a trap is one scratch. Every pair of ends
+    is judged at once (arrays over pieces × pieces); only pairs too far apart for the plain
+    gap but aligned have their hidden length measured.
+    """
     n = len(pieces)
+    if n < 2:
+        return [[i] for i in range(n)]
+    ends = np.stack([p.ends for p in pieces]).astype(np.float64)  # (n, 2 ends, xy)
+    dirs = np.stack([p.dirs for p in pieces]).astype(np.float64)
+    pol = np.array([p.polarity for p in pieces])
+    pairs = np.triu(pol[:, None] == pol[None, :], 1)
+    cos_max = np.cos(np.deg2rad(angle_deg))
+    linked = np.zeros((n, n), bool)
+    for ea in range(2):
+        for eb in range(2):
+            v = ends[None, :, eb, :] - ends[:, None, ea, :]  # from a's end (row) to b's (column)
+            dist = np.hypot(v[..., 0], v[..., 1])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                u = v / dist[..., None]
+            aligned = ((dirs[:, None, ea, :] * u).sum(-1) >= cos_max) & (-(dirs[None, :, eb, :] * u).sum(-1) >= cos_max)
+            ok = pairs & ~linked & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
+            allowed = ok & (dist <= gap)
+            for i, j in zip(*np.nonzero(ok & (dist > gap))):
+                allowed[i, j] = dist[i, j] - _hidden_length(valid, ends[i, ea], ends[j, eb]) <= gap
+            linked |= allowed
     parent = list(range(n))
 
     def find(i):
@@ -454,30 +477,8 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
             i = parent[i]
         return i
 
-    cos_max = np.cos(np.deg2rad(angle_deg))
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b = pieces[i], pieces[j]
-            if a.polarity != b.polarity:
-                continue
-            best = None
-            for ea in range(2):
-                for eb in range(2):
-                    v = b.ends[eb] - a.ends[ea]
-                    dist = float(np.hypot(*v))
-                    if dist > gap and (dist > 8 * gap or dist - _hidden_length(valid, a.ends[ea], b.ends[eb]) > gap):
-                        continue
-                    if dist < 3.0:
-                        best = True
-                        break
-                    u = v / dist
-                    # a's end points outward towards b, and b's end points back towards a
-                    if a.dirs[ea] @ u >= cos_max and -(b.dirs[eb] @ u) >= cos_max:
-                        best = True
-                if best:
-                    break
-            if best:
-                parent[find(i)] = find(j)
+    for i, j in zip(*np.nonzero(linked)):
+        parent[find(int(i))] = find(int(j))
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
@@ -535,7 +536,16 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     used = polarities[: 2 if params.bright else 1]
     # candidates of every polarity in one sparse pass; all that follows runs on them (in
     # raster order, as over the whole grid)
-    cy_all, cx_all = nonzero_yx(np.abs(z) > params.low_sigma * min(k for *_, k in used))
+    low_all = params.low_sigma * min(k for *_, k in used)
+    faint = rel.model == "flat" and params.segment_sigma > 0
+    # (and, for the segment test, the fainter dark pixels in the same pass)
+    cy_all, cx_all = nonzero_yx(np.abs(z) > (min(low_all, params.segment_low) if faint else low_all))
+    if faint:
+        z_all = z[cy_all, cx_all]
+        dim = z_all > np.float32(params.segment_low)
+        faint_yx = cy_all[dim], cx_all[dim]
+        strong = np.abs(z_all) > np.float32(low_all)
+        cy_all, cx_all = cy_all[strong], cx_all[strong]
     for polarity, sign, k in used:
         zc = z[cy_all, cx_all] * np.float32(sign)
         cand = zc > params.low_sigma * k
@@ -565,8 +575,8 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
                 piece = _piece(gy, gx, z, polarity)
                 if not _along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg):
                     pieces.append(piece)
-    if rel.model == "flat" and params.segment_sigma > 0:
-        pieces += _faint_pieces(z, rel, pieces, exclude, params)
+    if faint:
+        pieces += _faint_pieces(z, rel, *faint_yx, pieces, exclude, params)
     groups = _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid)
     measured = []
     for group in groups:
@@ -616,7 +626,8 @@ SEGMENT_SIDES = (-3.0, -2.0, 2.0, 3.0)
 SEGMENT_MAX_SPREAD = 1.0
 
 
-def _faint_pieces(z: np.ndarray, rel: Relative, pieces: list[_Piece], exclude, params: ScratchParams) -> list[_Piece]:
+def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, pieces: list[_Piece], exclude,
+                  params: ScratchParams) -> list[_Piece]:
     """Hairlines too faint for the per-pixel thresholds, found as whole segments.
 
     A line of 2–3σ per pixel is far above the noise when summed along its length, but its
@@ -624,23 +635,30 @@ def _faint_pieces(z: np.ndarray, rel: Relative, pieces: list[_Piece], exclude, p
     each elongated group is fitted by its principal axis, and the whitened departure is
     summed along that segment against the mean of both sides at 2 and 3 px (a matched bar
     filter, blind to a smooth gradient or a one-sided edge). The sum over its variance is the
-    segment's significance; :func:`_measure` judges a group of such pieces by it.
+    segment's significance; :func:`_measure` judges a group of such pieces by it. ``ys, xs``:
+    the pixels where ``z`` exceeds ``segment_low`` (dark), in raster order.
     """
     d, sigma, local = rel.whitened
-    cand = (z > np.float32(params.segment_low)) & rel.valid
-    if exclude is not None:
-        cand &= ~exclude
-    taken = np.zeros(z.shape, np.uint8)
-    for p in pieces:
-        taken[p.ys, p.xs] = 1
-    if pieces:
-        cand &= cv2.dilate(taken, np.ones((5, 5), np.uint8)) == 0
-    ys, xs = nonzero_yx(cand)
+    keep = np.ones(len(ys), bool) if exclude is None else ~exclude[ys, xs]
+    if pieces:  # not within 2 px of a line already found
+        py = np.concatenate([p.ys for p in pieces])
+        px = np.concatenate([p.xs for p in pieces])
+        y0, x0 = max(0, int(py.min()) - 2), max(0, int(px.min()) - 2)
+        taken = np.zeros((int(py.max()) + 3 - y0, int(px.max()) + 3 - x0), np.uint8)
+        taken[py - y0, px - x0] = 1
+        taken = cv2.dilate(taken, np.ones((5, 5), np.uint8))
+        ty, tx = ys - y0, xs - x0
+        inside = (ty >= 0) & (tx >= 0) & (ty < taken.shape[0]) & (tx < taken.shape[1])
+        keep[inside] &= taken[ty[inside], tx[inside]] == 0
+    ys, xs = ys[keep], xs[keep]
     if len(ys) < 3:
         return []
-    grown = cv2.dilate(cand.view(np.uint8), np.ones((3, 3), np.uint8))
-    n, labels = cv2.connectedComponents(grown, connectivity=8)
-    lab = labels[ys, xs]
+    # grouped within their bounding box (grown by the closing's reach)
+    y0, x0 = max(0, int(ys.min()) - 1), max(0, int(xs.min()) - 1)
+    grown = np.zeros((int(ys.max()) + 2 - y0, int(xs.max()) + 2 - x0), np.uint8)
+    grown[ys - y0, xs - x0] = 1
+    n, labels = cv2.connectedComponents(cv2.dilate(grown, np.ones((3, 3), np.uint8)), connectivity=8)
+    lab = labels[ys - y0, xs - x0]
     cnt = np.bincount(lab, minlength=n).astype(np.float64)
     fx, fy = xs.astype(np.float64), ys.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -655,9 +673,12 @@ def _faint_pieces(z: np.ndarray, rel: Relative, pieces: list[_Piece], exclude, p
     ang = 0.5 * np.arctan2(2 * sxy, sxx - syy)
     ux, uy = np.cos(ang), np.sin(ang)
     t = (fx - mx[lab]) * ux[lab] + (fy - my[lab]) * uy[lab]
+    order = np.argsort(lab, kind="stable")
+    ys_s, xs_s, lab_s, t_s = ys[order], xs[order], lab[order], t[order]
+    present, first = np.unique(lab_s, return_index=True)
     tmin, tmax = np.full(n, np.inf), np.full(n, -np.inf)
-    np.minimum.at(tmin, lab, t)
-    np.maximum.at(tmax, lab, t)
+    tmin[present] = np.minimum.reduceat(t_s, first)
+    tmax[present] = np.maximum.reduceat(t_s, first)
     span = tmax - tmin
     ok = (cnt >= 3) & (span >= params.segment_min_span_px) & (np.sqrt(minor) <= SEGMENT_MAX_SPREAD)
     ok[0] = False
@@ -683,8 +704,6 @@ def _faint_pieces(z: np.ndarray, rel: Relative, pieces: list[_Piece], exclude, p
     var = np.bincount(owner, seen.astype(np.float64), n)[sel] * (1.0 + 1.0 / len(SEGMENT_SIDES))
     score = per / np.sqrt(np.maximum(var, 1.0)) * (var > 0)
     out = []
-    order = np.argsort(lab, kind="stable")
-    ys_s, xs_s, lab_s = ys[order], xs[order], lab[order]
     starts = np.searchsorted(lab_s, sel)
     stops = np.searchsorted(lab_s, sel, side="right")
     for k, g in enumerate(sel):
@@ -692,10 +711,9 @@ def _faint_pieces(z: np.ndarray, rel: Relative, pieces: list[_Piece], exclude, p
         if not score[k] >= params.segment_sigma / 2:
             continue
         py_, px_ = ys_s[starts[k]:stops[k]], xs_s[starts[k]:stops[k]]
-        piece = _piece(py_, px_, z, "dark")
         u = np.array([ux[g], uy[g]])
         ends = np.array([[mx[g], my[g]] + tmin[g] * u, [mx[g], my[g]] + tmax[g] * u])
-        out.append(_Piece(py_, px_, piece.zmax, "dark", ends, np.array([-u, u]),
+        out.append(_Piece(py_, px_, float(np.abs(z[py_, px_]).max()), "dark", ends, np.array([-u, u]),
                           segment=(float(per[k]), float(var[k]))))
     return out
 
