@@ -52,16 +52,14 @@ TRAP_WINDOW = 1.8
 #: samples across a trap diameter (windows are strided to about this density)
 TRAP_SAMPLES_ACROSS = 40
 #: a pattern block (1/8 of a region across) whose fit residual exceeds this multiple of the
-#: noise expected from the station's noise model (or of the median block, without one) is not
-#: used: a block has few samples, so its residual scatters more than a region's
+#: noise expected from the station's noise model for its binned samples (at least the typical
+#: block's; the median block without a model) is not used: a block has few samples, so its
+#: residual scatters more than a region's
 BLOCK_RESIDUAL_LIMIT = 2.0
-#: neighbouring blocks within this many blocks enter a region's noise as correlated (a
-#: texture grain reaches across blocks): the lag window of the block-scatter variance
-SCATTER_LAGS = 1
 #: a region counts as worse than the central zone only beyond this many noise σ (the largest
 #: of about a hundred overlapping regions' noise reaches 3σ on a uniform lens, and σ is itself
 #: estimated from a region's few blocks)
-WORST_SIGMAS = 4.0
+WORST_SIGMAS = 4.5
 #: a region found worse is reported this many σ below its own value (the largest of many
 #: noisy regions is read high: a mild shrinkage toward the truth)
 WORST_SHRINK_SIGMAS = 0.25
@@ -317,23 +315,11 @@ def _trap_haze(image: np.ndarray, station, lens_mask: np.ndarray | None) -> tupl
     return regions, raw
 
 
-def _window_sums(blocks: np.ndarray, k: int, kx: int | None = None) -> np.ndarray:
-    """Sums of every k×kx window (kx defaults to k) of a block array (valid windows only):
-    (P−k+1, Q−kx+1)."""
-    kx = k if kx is None else kx
+def _window_sums(blocks: np.ndarray, k: int) -> np.ndarray:
+    """Sums of every k×k window of a block array (valid windows only): (P−k+1, Q−k+1)."""
     c = np.zeros((blocks.shape[0] + 1, blocks.shape[1] + 1))
     c[1:, 1:] = blocks.cumsum(0).cumsum(1)
-    return c[k:, kx:] - c[:-k, kx:] - c[k:, :-kx] + c[:-k, :-kx]
-
-
-def _pair_sums(a: np.ndarray, b: np.ndarray, k: int, dy: int, dx: int) -> np.ndarray:
-    """For every k×k window: the sum over block pairs (p, p + (dy, dx)) both inside it of
-    ``a[p]·b[p + (dy, dx)]``; ``dy ≥ 0``. Same shape as ``_window_sums(a, k)``."""
-    h, w = a.shape
-    ax = slice(max(0, -dx), w - max(0, dx))
-    bx = slice(max(0, dx), w - max(0, -dx))
-    prod = a[: h - dy, ax] * b[dy:, bx]
-    return _window_sums(prod, k - dy, k - abs(dx))
+    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
 
 
 def _contrast_fit(szi, sbi, sii, sdl, szb, sbb, sczb, cnt):
@@ -358,41 +344,30 @@ def _block_scatter_sigma(szi: np.ndarray, szb: np.ndarray, sczb: np.ndarray, n: 
     """Haze noise σ (%) of each k×k-block region from the scatter of its blocks' own fits.
 
     A region's slope ``q = ΣmZ·mI / ΣmZ·mB`` is the ``szb``-weighted mean of its blocks'
-    slopes: ``q − q_true = Σ e_b / Σ szb_b`` with ``e_b = szi_b − q·szb_b``. Its variance is
-    estimated from the blocks' own ``e_b`` (blocks as clusters: the cluster-robust "sandwich"
-    variance), so it holds τ texture at about a period (mottle), which the per-sample
-    residual counts as independent, as well as the camera's noise. Texture grains reach
-    across neighbouring blocks, so the products of neighbours' ``e_b`` within
-    ``SCATTER_LAGS`` blocks are added with Bartlett weights (a 2-D Newey–West estimator,
-    never negative).
+    slopes. Its variance, estimated from how far each block's ``q_b`` lies from it (the
+    cluster-robust, "sandwich" variance, blocks as clusters), holds noise that is correlated
+    within a block (texture of τ at about a period, such as mottle, that the per-sample
+    residual counts as independent) as well as the camera's noise.
     """
     ws = lambda x: _window_sums(x, k)  # noqa: E731
     sb, sc = ws(szb), ws(sczb)
-    lag = min(SCATTER_LAGS, k - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = ws(szi) / sb
         spread = ws(szi * szi) - 2 * q * ws(szi * szb) + q * q * ws(szb * szb)
-        for dy in range(lag + 1):
-            for dx in range(-lag, lag + 1):
-                if dy == 0 and dx <= 0:
-                    continue
-                weight = (1 - dy / (lag + 1)) * (1 - abs(dx) / (lag + 1))
-                cross = (_pair_sums(szi, szi, k, dy, dx)
-                         - q * (_pair_sums(szi, szb, k, dy, dx) + _pair_sums(szb, szi, k, dy, dx))
-                         + q * q * _pair_sums(szb, szb, k, dy, dx))
-                spread = spread + 2 * weight * cross
         var_q = np.maximum(spread, 0) / (sb * sb) * n / np.maximum(n - 1, 1)
         c = sc / sb
         return 100.0 * np.sqrt(var_q) * c / (1.0 - q + q * c) ** 2
 
 
-def _expected_msr(station, level: np.ndarray, msr: np.ndarray, where: np.ndarray) -> np.ndarray:
+def _expected_msr(station, level: np.ndarray, msr: np.ndarray, where: np.ndarray, pixels: int = 1) -> np.ndarray:
     """Fit residual (mean square of the contrast) that noise alone leaves at mean level
-    ``level`` (DN): from the station's noise model, else the median residual over ``where``."""
+    ``level`` (DN) on samples that are each the mean of ``pixels`` camera pixels: from the
+    station's noise model (per pixel, so divided by ``pixels``), else the median residual
+    over ``where``."""
     noise = station.noise_model
     if noise is not None:
         # the lens frame's relative noise plus the averaged flat's, which the fit also sees
-        return (noise[0] * level + noise[1]) / np.maximum(level, 1e-6) ** 2 * (1 + 1 / station.flat_frames)
+        return (noise[0] * level + noise[1]) / np.maximum(level, 1e-6) ** 2 * (1 + 1 / station.flat_frames) / pixels
     return np.full(msr.shape, float(np.median(msr[where])) if where.any() else np.inf)
 
 
@@ -460,8 +435,13 @@ def _pattern_haze(image: np.ndarray, station, mask: np.ndarray | None, lens_mask
     # out. Judged per block, where haze is constant, so a dull spot's gradient across a
     # region is not mistaken for texture, and a scratch costs its blocks, not its regions.
     _, bmsr, _ = _contrast_fit(*allstats)
-    on_lens = on_lens & (bmsr <= BLOCK_RESIDUAL_LIMIT * _expected_msr(station, allstats[3] / np.maximum(allstats[-1], 1e-9),
-                                                                     bmsr, on_lens))
+    expected = _expected_msr(station, allstats[3] / np.maximum(allstats[-1], 1e-9), bmsr, on_lens, pixels=f * f)
+    if on_lens.any() and station.noise_model is not None:
+        # a fit misses a little more than noise where the camera's noise is small (many
+        # binned pixels): the typical block's excess over the noise model is the floor
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected = expected * max(1.0, float(np.nanmedian((bmsr / expected)[on_lens])))
+    on_lens = on_lens & (bmsr <= BLOCK_RESIDUAL_LIMIT * expected)
     allstats = tuple(x * on_lens for x in allstats)
     # a region is centred in the zone and reads the zone's blocks it covers (at least
     # MIN_COVER of it): a small central zone, such as one eye of a two-lens goggle, still has
