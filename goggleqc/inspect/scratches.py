@@ -409,16 +409,19 @@ class _Piece:
 
 
 def _piece(ys, xs, z, polarity) -> _Piece:
-    pts = np.stack([xs, ys], 1).astype(np.float64)
-    centre = pts.mean(0)
-    cov = np.cov((pts - centre).T) if len(pts) > 2 else np.eye(2)
-    _, evecs = np.linalg.eigh(cov)
-    axis = evecs[:, 1]
-    t = (pts - centre) @ axis
+    """A piece of line: its pixels, its ends along its principal axis (the covariance's
+    larger eigenvector, in closed form for 2×2) and the outward directions there."""
+    fx, fy = xs.astype(np.float64), ys.astype(np.float64)
+    dx, dy = fx - fx.mean(), fy - fy.mean()
+    if len(fx) > 2:
+        ang = 0.5 * np.arctan2(2.0 * float(dx @ dy), float(dx @ dx) - float(dy @ dy))
+        axis = np.array([np.cos(ang), np.sin(ang)])
+    else:
+        axis = np.array([0.0, 1.0])
+    t = dx * axis[0] + dy * axis[1]
     i0, i1 = int(np.argmin(t)), int(np.argmax(t))
-    zz = np.abs(z[ys, xs])
-    return _Piece(ys, xs, float(zz.max()), polarity,
-                  np.array([pts[i0], pts[i1]]), np.array([-axis, axis]))
+    return _Piece(ys, xs, float(np.abs(z[ys, xs]).max()), polarity,
+                  np.array([[fx[i0], fy[i0]], [fx[i1], fy[i1]]]), np.array([-axis, axis]))
 
 
 def _hidden_length(valid: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
