@@ -169,8 +169,10 @@ def test_edge_blur_reads_the_defocus_of_a_target_s_edges(sigma):
 def test_dust_on_the_defocused_target_is_a_target_mark_not_a_scratch():
     """The camera focuses on the lens, so dust on the target is as blurred as the pattern's
     edges. Without a flat such dust read as faint, wide lines or blobs (unmatched finds on the
-    target's dust); a line that wide and faint, or a blob as wide as a blurred point, is now a
-    ``target`` mark, never failing. True scratches and spots are not taken for it."""
+    target's dust); a line whose mean profile across it is that blurred, or a blob as wide as
+    a blurred point, is now a ``target`` mark, never failing. True scratches and spots are
+    not taken for it. Measured: 17 marks on the dust, no dust read as a scratch (13 and 3 when
+    the line test used the measured width instead of the profile)."""
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
     from goggleqc.synth.scenes import close_up, target_dust_px
@@ -193,8 +195,8 @@ def test_dust_on_the_defocused_target_is_a_target_mark_not_a_scratch():
         true_lost += len(match_objects([t for t in truth["scratches"] if t["contrast"] >= 0.05], lines))
         true_lost += len(match_objects([t for t in truth["spots"] if t["contrast"] >= 0.3], lines))
     print(dict(dust_lines=dust_lines, marks_on_dust=marks_on_dust, marks_elsewhere=marks_elsewhere, true_lost=true_lost))
-    assert marks_on_dust >= 5  # 12 here; 3 finds on the target's dust still read as scratches
-    assert marks_on_dust >= dust_lines
+    assert marks_on_dust >= 12
+    assert dust_lines <= 1
     assert marks_elsewhere <= 2
     assert true_lost == 0
 
