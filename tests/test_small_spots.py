@@ -58,3 +58,29 @@ def test_small_bubbles_found_and_sized(backlight):
     assert total >= 18
     assert found >= total - 1
     assert 0.8 <= float(np.median(ratios)) <= 1.3
+
+
+@pytest.mark.parametrize("blur", [0.0, 3.0, 5.0])
+def test_edge_sigma_reads_a_blob_s_edge_blur(blur):
+    """A disc on the working grid (2 full px per working px), its edge blurred by a Gaussian
+    σ (full px): ``edge_sigma`` reads about σ, and a sharp disc (the optics alone) well under
+    the blur of a defocused target's edges, so dust on the target is told from a spot on the
+    lens by its edge, not only by its size and contrast."""
+    import cv2
+
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.results import Spot
+    from goggleqc.inspect.spots import edge_sigma
+
+    f, n = 2, 96
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    disc = (np.hypot(xx - 48, yy - 48) <= 6.0).astype(np.float32)  # 12 working px = 24 full px across
+    if blur > 0:
+        disc = cv2.GaussianBlur(disc, (0, 0), blur / f)
+    rel = Relative(rel=1.0 - 0.1 * disc, valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32), scale=f)
+    spot = Spot(diameter_px=24.0, contrast=0.1, zone="unknown", bbox_px=[72, 72, 122, 122])
+    sigma = edge_sigma(rel, spot)
+    if blur == 0:
+        assert sigma < 1.5  # the working grid's own step
+    else:
+        assert sigma == pytest.approx(blur, rel=0.25)
