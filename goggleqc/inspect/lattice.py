@@ -544,7 +544,7 @@ def lattice_background(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
         a *= _local_ratio(image, a, valid, period)
         values.append(a)
         if bent:
-            singles.append(a.copy())
+            singles.append(a.copy())  # before the pairs pad it in place below
         if not bent:
             # a median over the cells that landed on the lens: the missing ones are padded
             # alternately above and below the range, which leaves the middle of the order

@@ -70,19 +70,21 @@ def _covers_found(defect, scratches, spots, marks=()) -> bool:
 
 #: a line inside a found mottle is the mottle's own texture unless this many times its contrast
 MOTTLE_TEXTURE_RATIO = 3.0
+#: ... inside meaning within the mottle's box grown by this many full-resolution px
+MOTTLE_TEXTURE_PAD_PX = 4
 
 
 def _mottle_texture(scratch, coating) -> bool:
     """True when a "scratch" is a ridge of a found mottle's orange-peel texture: it lies within
-    the mottle (grown by a sixth of its size: the texture fades out past where it is found
-    significant) and is no more than :data:`MOTTLE_TEXTURE_RATIO` times as dark as the texture
-    itself. A scratch across a mottled area stands far above it."""
+    the mottle's box (grown by :data:`MOTTLE_TEXTURE_PAD_PX`: the texture fades out past where
+    it is found significant) and is no more than :data:`MOTTLE_TEXTURE_RATIO` times as dark as
+    the texture itself. A scratch across a mottled area stands far above it."""
     x0, y0, x1, y1 = scratch.bbox_px
+    pad = MOTTLE_TEXTURE_PAD_PX
     for c in coating:
         if c.kind != "mottle":
             continue
         bx0, by0, bx1, by1 = c.bbox_px
-        pad = 4
         if (x0 >= bx0 - pad and y0 >= by0 - pad and x1 <= bx1 + pad and y1 <= by1 + pad
                 and abs(scratch.contrast) < MOTTLE_TEXTURE_RATIO * abs(c.contrast)):
             return True

@@ -625,6 +625,27 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     return found
 
 
+def sample_points(values: np.ndarray, valid: np.ndarray, px: np.ndarray, py: np.ndarray,
+                  outside: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` at working-grid points ``(px, py)`` (float32 arrays of one shape; bilinear,
+    ``outside`` beyond the grid) and whether each point's nearest pixel is ``valid``."""
+    vals = cv2.remap(values, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=outside)
+    seen = cv2.remap(valid.view(np.uint8), px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=0).astype(bool)
+    return vals, seen
+
+
+def departure_at(rel: Relative, px: np.ndarray, py: np.ndarray, polarity: str) -> tuple[np.ndarray, np.ndarray]:
+    """The departure ``1 − rel`` (sign flipped for a bright object) at working-grid points, and
+    whether each is valid: read from ``rel`` itself (1 where not valid), so no departure image
+    of the whole grid is made for a few points."""
+    vals, seen = sample_points(rel.rel, rel.valid, px, py, outside=1.0)
+    vals = np.float32(1.0) - vals
+    if polarity != "dark":
+        vals = -vals
+    return vals, seen
+
+
 #: across-line offsets (working px) of the sides the segment test compares a hairline with
 SEGMENT_SIDES = (-3.0, -2.0, 2.0, 3.0)
 #: largest rms distance (working px) of a group's pixels from its fitted segment
@@ -643,7 +664,7 @@ def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, 
     segment's significance; :func:`_measure` judges a group of such pieces by it. ``ys, xs``:
     the pixels where ``z`` exceeds ``segment_low`` (dark), in raster order.
     """
-    d, sigma, local = rel.whitened
+    d, _, local = rel.whitened
     keep = np.ones(len(ys), bool) if exclude is None else ~exclude[ys, xs]
     if pieces:  # not within 2 px of a line already found
         py = np.concatenate([p.ys for p in pieces])
@@ -671,10 +692,10 @@ def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, 
         sxx = np.bincount(lab, fx * fx, n) / cnt - mx * mx
         syy = np.bincount(lab, fy * fy, n) / cnt - my * my
         sxy = np.bincount(lab, fx * fy, n) / cnt - mx * my
-    # principal axis of each group: the larger eigenvalue of its 2×2 covariance
+    # principal axis of each group (its 2×2 covariance's larger eigenvector) and the spread
+    # across it (the smaller eigenvalue)
     half_tr, det = (sxx + syy) / 2, sxx * syy - sxy * sxy
-    root = np.sqrt(np.maximum(half_tr * half_tr - det, 0))
-    major, minor = half_tr + root, np.maximum(half_tr - root, 0)
+    minor = np.maximum(half_tr - np.sqrt(np.maximum(half_tr * half_tr - det, 0)), 0)
     ang = 0.5 * np.arctan2(2 * sxy, sxx - syy)
     ux, uy = np.cos(ang), np.sin(ang)
     t = (fx - mx[lab]) * ux[lab] + (fy - my[lab]) * uy[lab]
@@ -699,10 +720,8 @@ def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, 
     offsets = (0.0,) + SEGMENT_SIDES
     px = np.stack([cx + o * nx for o in offsets]).astype(np.float32)
     py = np.stack([cy + o * ny for o in offsets]).astype(np.float32)
-    norm = d / np.maximum(local, np.float32(1e-6))
-    vals = cv2.remap(norm, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    seen = cv2.remap(rel.valid.view(np.uint8), px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                     borderValue=0).all(axis=0)
+    vals, seen = sample_points(d / np.maximum(local, np.float32(1e-6)), rel.valid, px, py)
+    seen = seen.all(axis=0)
     bar = (vals[0] - vals[1:].mean(axis=0)) * seen
     # variance of one sample: the centre's unit noise plus the mean of the four sides'
     per = np.bincount(owner, bar, n)[sel]
@@ -744,17 +763,14 @@ def _profile_sigma(members: list, rel: Relative, polarity: str) -> float:
     (integral ÷ peak = √(2π)·σ) over the middle, less the grid's own spread. A scratch on the
     lens is as sharp as the optics; dust on a defocused target is as blurred as its edges.
     """
-    sign = 1.0 if polarity == "dark" else -1.0
-    d = (np.float32(1.0) - rel.rel) * np.float32(sign)
     offs = np.arange(-PROFILE_REACH, PROFILE_REACH + 1, dtype=np.float64)
     rows, weights = [], []
     for p in members:
         n = np.array([-p.dirs[1][1], p.dirs[1][0]])
         px = (p.xs[None, :] + offs[:, None] * n[0]).astype(np.float32)
         py = (p.ys[None, :] + offs[:, None] * n[1]).astype(np.float32)
-        vals = cv2.remap(d, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        seen = cv2.remap(rel.valid.view(np.uint8), px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0).all(axis=0)
+        vals, seen = departure_at(rel, px, py, polarity)
+        seen = seen.all(axis=0)
         if seen.any():
             rows.append(vals[:, seen].sum(axis=1))
             weights.append(int(seen.sum()))

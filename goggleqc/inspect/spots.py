@@ -23,7 +23,7 @@ import numpy as np
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import Relative
 from goggleqc.inspect.results import Mark, Spot
-from goggleqc.inspect.scratches import BUFFERS, MaxAbs, nonzero_yx, valid_box, zero_outside
+from goggleqc.inspect.scratches import BUFFERS, MaxAbs, departure_at, nonzero_yx, valid_box, zero_outside
 
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
 OPTICS_VAR_PX2 = 0.8
@@ -412,11 +412,7 @@ def edge_sigma(rel, spot) -> float:
     ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
     px = (cx + radii[:, None] * np.cos(ang)[None, :]).astype(np.float32)
     py = (cy + radii[:, None] * np.sin(ang)[None, :]).astype(np.float32)
-    sign = np.float32(1.0 if spot.contrast >= 0 else -1.0)
-    d = (np.float32(1.0) - rel.rel) * sign
-    vals = cv2.remap(d, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    seen = cv2.remap(rel.valid.view(np.uint8), px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                     borderValue=0).astype(bool)
+    vals, seen = departure_at(rel, px, py, "dark" if spot.contrast >= 0 else "bright")
     count = seen.sum(axis=1)
     if (count == 0).any():
         return 0.0
