@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from goggleqc.inspect.pipeline import inspect_lens
+from goggleqc.inspect.tone import Tone, parse_tone
 from goggleqc.spec import load_spec
 from goggleqc.synth.scenes import close_up, target_dust_px
 from goggleqc.synth.scoring import evaluate, match_objects
@@ -42,13 +43,13 @@ ROWS = [
 ]
 
 
-def run(seed: int, count: int, warp: float) -> tuple[dict, int, int]:
+def run(seed: int, count: int, warp: float, photo: bool = False, tone: Tone | None = None) -> tuple[dict, int, int]:
     """Metrics of ``count`` close-ups, and the unmatched scratch finds on target dust / elsewhere."""
     pairs, on_dust, elsewhere = [], 0, 0
     for i in range(count):
         sim, image, truth = close_up(np.random.default_rng(seed + i // PER_TARGET), np.random.default_rng([seed, i, 5]),
-                                     pixel_size_mm=PIXEL_MM, warp=warp)
-        result = inspect_lens(image, None, SPEC, pixel_size_mm=PIXEL_MM).to_dict()
+                                     pixel_size_mm=PIXEL_MM, warp=warp, photo=photo)
+        result = inspect_lens(image, None, SPEC, pixel_size_mm=PIXEL_MM, tone=tone).to_dict()
         pairs.append((truth, result))
         dust = target_dust_px(sim.params)
         matched = {j for _, j in match_objects(truth.get("scratches", []), result["scratches"])}
@@ -68,8 +69,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=9000)
     ap.add_argument("--count", type=int, default=180)
     ap.add_argument("--warp", type=float, nargs="+", default=[0.0, 0.1, 0.15])
+    ap.add_argument("--photo", action="store_true",
+                    help="ordinary cameras: colour mosaics, sRGB or gamma tone curves, sharpening, JPEG")
+    ap.add_argument("--tone", default="linear", help="the tone curve undone before inspection: linear, srgb or gamma=G")
     args = ap.parse_args()
-    cols = [run(args.seed, args.count, w) for w in args.warp]
+    cols = [run(args.seed, args.count, w, args.photo, parse_tone(args.tone)) for w in args.warp]
     print(f"| {args.count} close-ups, seed {args.seed} | " + " | ".join(
         "square on" if w == 0 else f"bent {w:g}" for w in args.warp) + " |")
     print("|---|" + "---|" * len(cols))

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from goggleqc.synth.lens import CoatingDefect, DullSpot, LensSpec, Pose, Scratch, Spot, Stain, Watermark, render_masks
-from goggleqc.synth.station import Backlight, Camera, Dust, Product, SimStation, StationParams, Trap
+from goggleqc.synth.station import Backlight, Camera, Dust, Product, SimStation, StationParams, Trap, random_photo
 
 DEFECT_KINDS = ("scratch", "spot", "coating", "dull")
 NUISANCE_KINDS = ("watermark", "stain")
@@ -85,13 +85,18 @@ def random_station(rng: np.random.Generator, *, width: int = 1280, height: int =
 
 
 def close_up_station(rng: np.random.Generator, *, width: int = 640, height: int = 512, pixel_size_mm: float = 0.1,
-                     bits: int = 8, warp: float = 0.0) -> StationParams:
+                     bits: int = 8, warp: float = 0.0, photo: bool = False) -> StationParams:
     """A photograph through a lens filling the frame, on a pattern target: the uncalibrated case
     real photographs are. The visor is larger than the field of view (no goggle frame in
     view), and the target behind it is at least 0.15 period out of focus, since the camera
-    focuses on the lens. ``warp`` bends the target (:class:`~goggleqc.synth.station.Backlight`)."""
+    focuses on the lens. ``warp`` bends the target (:class:`~goggleqc.synth.station.Backlight`).
+    ``photo`` makes the camera an ordinary one (:func:`~goggleqc.synth.station.random_photo`:
+    colour or not, a tone curve, sharpening, JPEG), 8-bit."""
     params = random_station(rng, width=width, height=height, pixel_size_mm=pixel_size_mm, backlight="pattern",
-                            bits=bits, warp=warp)
+                            bits=8 if photo else bits, warp=warp)
+    if photo:
+        params = dataclasses.replace(params, camera=dataclasses.replace(
+            params.camera, colour=bool(rng.random() < 0.7), photo=random_photo(rng)))
     bl = params.backlight
     product = Product(kind="visor", half_width_mm=round(0.75 * width * pixel_size_mm, 6),
                       half_height_mm=round(0.75 * height * pixel_size_mm, 6), exponent=6.0, nose_width_mm=1.0,
@@ -322,12 +327,13 @@ def centred(lens: LensSpec) -> LensSpec:
 
 
 def close_up(station_rng: np.random.Generator, lens_rng: np.random.Generator, *, pixel_size_mm: float = 0.1,
-             warp: float = 0.0, kinds: tuple[str, ...] = ("scratch", "spot")) -> tuple[SimStation, np.ndarray, dict]:
+             warp: float = 0.0, kinds: tuple[str, ...] = ("scratch", "spot"),
+             photo: bool = False) -> tuple[SimStation, np.ndarray, dict]:
     """A photograph through a random lens filling the frame (:func:`close_up_station`, the lens
     :func:`centred`): the simulated station, the image and its truth record."""
     from goggleqc.synth.render import render_lens
 
-    sim = SimStation(close_up_station(station_rng, pixel_size_mm=pixel_size_mm, warp=warp))
+    sim = SimStation(close_up_station(station_rng, pixel_size_mm=pixel_size_mm, warp=warp, photo=photo))
     lens = centred(random_lens(lens_rng, sim, kinds=kinds))
     image, truth = render_lens(sim, lens, lens_rng)
     return sim, image, truth

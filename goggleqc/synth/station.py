@@ -17,6 +17,77 @@ from goggleqc.errors import InputError
 
 
 @dataclass(frozen=True)
+class Photo:
+    """What an ordinary camera does to a picture before it is a file: the real photographs
+    of uncalibrated inspection, not a machine-vision camera's linear frame.
+
+    In order: a colour camera samples a Bayer mosaic (RGGB) and demosaics it; the linear
+    signal is encoded with the sRGB tone curve (``tone="srgb"``, or a plain power ``gamma``);
+    edge-preserving noise reduction (a bilateral filter, 5 px, of range ``denoise`` in encoded
+    units; 0 for none) smooths the grain a phone shows off;
+    an unsharp mask of ``sharpen`` × (image − Gaussian blur of ``sharpen_sigma_px``) is added;
+    the result is quantised to 8 bits and, when ``jpeg_quality`` is set, written and read back
+    as a JPEG of that quality.
+    """
+
+    tone: str = "srgb"
+    gamma: float = 2.2
+    denoise: float = 0.0
+    sharpen: float = 0.0
+    sharpen_sigma_px: float = 1.0
+    jpeg_quality: int | None = 90
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Tone curve of the linear signal ``x`` (0–1 at full scale) → encoded 0–1."""
+        x = np.clip(x, 0.0, 1.0)
+        if self.tone == "srgb":
+            return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
+        if self.tone == "gamma":
+            return np.power(x, 1 / self.gamma).astype(np.float32)
+        if self.tone == "linear":
+            return x.astype(np.float32)
+        raise InputError(f"unknown tone curve {self.tone!r}; use srgb, gamma or linear")
+
+    def develop(self, linear: np.ndarray, max_dn: float, colour: bool) -> np.ndarray:
+        """8-bit picture of a noisy linear frame (DN, full scale ``max_dn``; (M, N, 3) BGR if
+        ``colour``)."""
+        x = linear.astype(np.float32) / np.float32(max_dn)
+        if colour:
+            # the sensor saw one colour per pixel (RGGB); OpenCV's edge-aware demosaic fills in
+            # the others, on 16-bit data so the mosaic's quantisation stays below the noise
+            h, w = x.shape[:2]
+            mosaic = np.empty((h, w), np.float32)
+            mosaic[0::2, 0::2] = x[0::2, 0::2, 2]
+            mosaic[0::2, 1::2] = x[0::2, 1::2, 1]
+            mosaic[1::2, 0::2] = x[1::2, 0::2, 1]
+            mosaic[1::2, 1::2] = x[1::2, 1::2, 0]
+            raw = np.clip(np.rint(mosaic * 65535), 0, 65535).astype(np.uint16)
+            x = cv2.cvtColor(raw, cv2.COLOR_BayerBG2BGR_EA).astype(np.float32) / np.float32(65535)
+        y = self.encode(x)
+        if self.denoise > 0:
+            y = cv2.bilateralFilter(y, 5, float(self.denoise), 1.5)
+        if self.sharpen > 0:
+            y = y + np.float32(self.sharpen) * (y - cv2.GaussianBlur(y, (0, 0), self.sharpen_sigma_px))
+        out = np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
+        if self.jpeg_quality is not None:
+            ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
+            if not ok:
+                raise InputError("OpenCV cannot write a JPEG here")
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        return out
+
+
+def random_photo(rng: np.random.Generator) -> Photo:
+    """A random ordinary camera's processing: sRGB (or a 1.8–2.4 power), noise reduction and
+    sharpening each from none to strong, JPEG quality 70–98 (or none)."""
+    tone = str(rng.choice(["srgb", "gamma"], p=[0.8, 0.2]))
+    return Photo(tone=tone, gamma=float(rng.uniform(1.8, 2.4)), denoise=float(rng.choice([0.0, rng.uniform(0.01, 0.04)])),
+                 sharpen=float(rng.choice([0.0, rng.uniform(0.2, 1.2)])),
+                 sharpen_sigma_px=float(rng.uniform(0.7, 1.5)),
+                 jpeg_quality=None if rng.random() < 0.15 else int(rng.integers(70, 99)))
+
+
+@dataclass(frozen=True)
 class Camera:
     """A monochrome (or colour) camera with a linear response.
 
@@ -34,6 +105,8 @@ class Camera:
     psf_sigma_px: float = 0.8
     colour: bool = False
     white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: an ordinary camera's processing (tone curve, sharpening, JPEG); None: a linear frame
+    photo: Photo | None = None
 
     @property
     def max_dn(self) -> int:
@@ -293,6 +366,8 @@ class SimStation:
             dark = self.dark_map
         var = np.maximum(signal, 0) / np.float32(cam.gain_e_per_dn) + np.float32((cam.read_noise_e / cam.gain_e_per_dn) ** 2)
         noisy = signal + dark + np.sqrt(var) * rng.standard_normal(signal.shape, dtype=np.float32)
+        if cam.photo is not None:
+            return cam.photo.develop(noisy, cam.max_dn, cam.colour)
         return np.clip(np.rint(noisy), 0, cam.max_dn).astype(cam.dtype)
 
     def dark_frame(self, rng: np.random.Generator) -> np.ndarray:
