@@ -203,11 +203,16 @@ class LensInspector:
     station: Any
     spec: Any
     pixel_size_mm: float | None = None
+    #: the tone curve of uncalibrated pictures; None: by the file name (a JPEG is sRGB,
+    #: :func:`goggleqc.inspect.tone.tone_for_name`). A station's camera is always linear.
+    tone: Any = None
 
     def __call__(self, image: np.ndarray, name: str) -> Result:
         from goggleqc.inspect.pipeline import inspect_lens
+        from goggleqc.inspect.tone import tone_for_name
 
-        return inspect_lens(image, self.station, self.spec, pixel_size_mm=self.pixel_size_mm, name=name)
+        tone = None if self.station is not None else tone_for_name(name, self.tone)
+        return inspect_lens(image, self.station, self.spec, pixel_size_mm=self.pixel_size_mm, name=name, tone=tone)
 
 
 def overlay_name(path: str) -> str:

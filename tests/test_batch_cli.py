@@ -28,7 +28,7 @@ def truth_fn(monkeypatch):
     truth = load_truth(folder)
     built = []
 
-    def make(station, spec, pixel_size_mm):
+    def make(station, spec, pixel_size_mm, tone=None):
         built.append((station, spec, pixel_size_mm))
         return TruthInspector(truth, shape=(256, 320))
 
@@ -115,6 +115,8 @@ def test_bad_inputs_exit_3_and_keep_the_rest(cli, tmp_path, truth_fn):
     (["--spec", "nope"], "spec 'nope' is neither a file nor a preset"),
     (["--pixel-size", "-1"], "--pixel-size -1.0 mm is not a plausible pixel size"),
     (["--station", "/no/such/station"], "no such station folder"),
+    (["--tone", "log"], "unknown tone 'log'"),
+    (["--tone", "srgb", "--station", "/no/such/station"], "--tone srgb is for uncalibrated pictures"),
 ])
 def test_usage_errors_exit_2(cli, tmp_path, truth_fn, args, message):
     folder = truth_fn[0]
@@ -198,7 +200,7 @@ def test_ctrl_c_then_resume(cli, tmp_path, truth_fn, monkeypatch):
     folder, truth, _ = truth_fn
     calls = {"n": 0}
 
-    def make(station, spec, pixel_size_mm):
+    def make(station, spec, pixel_size_mm, tone=None):
         inner = TruthInspector(truth, delay_s=0.01)
 
         def fn(image, name):

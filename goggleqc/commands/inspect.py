@@ -22,6 +22,7 @@ from goggleqc.batch import (DEFAULT_WORKERS, OVERLAY_MODES, LensInspector, Outpu
                             exit_status, iter_image_paths, run_batch)
 from goggleqc.cli import app, console, fail
 from goggleqc.errors import GoggleQCError, InputError
+from goggleqc.inspect.tone import parse_tone
 from goggleqc.report.html import write_report
 from goggleqc.report.store import ResultStore
 from goggleqc.report.writers import CsvWriter, JsonlWriter, read_records, resume_state
@@ -106,13 +107,13 @@ def _station_summary(station: Any, folder: str | None, pixel_size_mm: float | No
     return out
 
 
-def make_inspect_fn(station: Any, spec: Spec, pixel_size_mm: float | None):
+def make_inspect_fn(station: Any, spec: Spec, pixel_size_mm: float | None, tone: Any = None):
     """The per-image function the batch runs (a seam tests can replace)."""
     try:
         import goggleqc.inspect.pipeline  # noqa: F401  (fail now, not once per image)
     except ImportError as exc:
         raise InputError(f"the inspection pipeline cannot be loaded ({exc}); reinstall goggleqc") from None
-    return LensInspector(station, spec, pixel_size_mm)
+    return LensInspector(station, spec, pixel_size_mm, tone)
 
 
 def _check_run_state(out_dir: Path, state: dict[str, Any], resume: bool) -> None:
@@ -151,6 +152,9 @@ def inspect(
     spec_name: str = typer.Option(DEFAULT_SPEC, "--spec", help="Spec TOML file or preset name.", metavar="FILE|PRESET"),
     pixel_size: float = typer.Option(None, "--pixel-size", help="mm per pixel for uncalibrated images "
                                      "(a station's own scale wins).", metavar="MM"),
+    tone: str = typer.Option("auto", "--tone", help="Tone curve of uncalibrated pictures, undone before inspection: "
+                             "auto (JPEG files are an ordinary camera's sRGB, others linear), linear, srgb or "
+                             "gamma=G. A station's camera is linear.", metavar="auto|linear|srgb|gamma=G"),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", "-j", help="Worker threads (default: the CPU count).",
                                 metavar="N"),
     resume: bool = typer.Option(False, "--resume", help="Continue a run in OUT_DIR, skipping images already done "
@@ -179,6 +183,10 @@ def inspect(
             require_dask()  # says how to install it, before any work
         if pixel_size is not None and not 0 < pixel_size <= 10:
             raise InputError(f"--pixel-size {pixel_size} mm is not a plausible pixel size (0–10 mm)")
+        curve = parse_tone(tone)
+        if station_dir is not None and curve is not None and curve.kind != "linear":
+            raise InputError(f"--tone {tone} is for uncalibrated pictures; a station's camera is linear "
+                             "(leave --tone out, or drop --station)")
         check_inputs(paths)
         spec = load_spec(spec_name)
         station = None
@@ -194,10 +202,10 @@ def inspect(
         if db is not None:
             _probe_writable(db_path.parent, "results database")
         state = {"spec_name": spec.name, "spec": spec.source, "station": str(station_dir) if station_dir else None,
-                 "pixel_size_mm": pixel_size}
+                 "pixel_size_mm": pixel_size, "tone": tone}
         _check_run_state(out, state, resume)
         done = resume_state(out / "results.jsonl") if resume else {}
-        inspect_fn = make_inspect_fn(station, spec, pixel_size)
+        inspect_fn = make_inspect_fn(station, spec, pixel_size, curve)
         total = count_image_paths(paths, exclude=[out])
         if total == 0:
             raise InputError(f"no images found in {', '.join(paths)} (looked for png, jpg, bmp and tif files)")

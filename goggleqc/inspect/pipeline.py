@@ -25,6 +25,7 @@ from goggleqc.inspect.lens import find_lens, whole_frame_region
 from goggleqc.inspect.results import Reason, Result
 from goggleqc.inspect.scratches import ScratchParams
 from goggleqc.inspect.spots import SpotParams, separate
+from goggleqc.inspect.tone import Tone, linearise
 from goggleqc.inspect.transmittance import measure_transmittance
 from goggleqc.inspect.verdict import decide
 from goggleqc.spec import Spec
@@ -114,7 +115,7 @@ def error_result(name: str, message: str, *, lens_found: bool = True) -> Result:
 
 
 def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, pixel_size_mm: float | None = None,
-                 name: str = "", detectors: Detectors | None = None, model=None) -> Result:
+                 name: str = "", detectors: Detectors | None = None, model=None, tone: Tone | None = None) -> Result:
     """Inspect one lens image.
 
     Parameters
@@ -137,6 +138,10 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         A learned pass/fail model (:class:`goggleqc.classify.model.LogisticModel`) applied
         after the spec: it may only turn a pass into a fail. Default: the station's, if one was
         attached with :func:`goggleqc.classify.model.attach_model`.
+    tone : Tone, optional
+        The tone curve of an uncalibrated picture (:mod:`goggleqc.inspect.tone`): an ordinary
+        camera's sRGB picture is turned back into linear light first, so contrasts are
+        fractions of light. Default linear; a station's camera is always linear.
 
     Returns
     -------
@@ -157,6 +162,11 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         t = now
 
     try:
+        if tone is not None and tone.kind != "linear":
+            if station is not None:
+                raise InputError(f"tone {tone}: a calibrated station's camera is linear; a tone curve is "
+                                 "undone only on uncalibrated pictures")
+            image = linearise(image, tone)
         image = to_luminance(image)
         if station is not None:
             station.check_image(image, name or "image")
