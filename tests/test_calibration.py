@@ -87,6 +87,22 @@ def test_uniform_panel_is_not_taken_for_a_pattern():
         assert kind == "uniform" and pattern is None and len(traps) == len(sim.params.backlight.traps)
 
 
+def test_one_trap_under_strong_vignetting_is_not_taken_for_a_grid():
+    """A 4.5 mm trap on a panel vignetted by a quarter, 48 mm across: the phase drift that
+    refines a pattern's frequency wandered from its spectral peak to a 21 mm "grid" (the
+    sample set of seed 91000). A true period refines within a bin of its peak."""
+    from goggleqc.synth.scenes import random_station
+    from goggleqc.synth.station import SimStation
+
+    params = random_station(np.random.default_rng([91000, 0]), width=480, height=384, pixel_size_mm=0.1,
+                            backlight="uniform", bits=8, seed=91000)
+    sim = SimStation(params)
+    rng = np.random.default_rng([91000, 2])
+    flat = np.mean([sim.flat_frame(rng).astype(np.float32) for _ in range(4)], 0) - sim.dark_map
+    kind, traps, pattern, _, _ = classify_backlight(flat, 0.1)
+    assert (kind, len(traps), pattern) == ("uniform", 1, None)
+
+
 def test_flat_without_traps_has_none():
     sim = _sim(0, "uniform", traps=())
     assert find_traps(_averaged_flat(sim), sim.params.pixel_size_mm) == ()

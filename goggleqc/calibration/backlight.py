@@ -192,7 +192,13 @@ def find_pattern(flat: np.ndarray, pixel_size_mm: float) -> tuple[Pattern | None
         return None, None, 0.0  # no dominant periodic component: traps, dust, shading
     f1 = np.array([fx[0, ix], fy[iy, 0]])
     block = int(max(8, min(size // 4, round(4 / np.hypot(*f1)))))
+    f0 = f1
     f1 = _refine_frequency(norm, f1, block)
+    # a true period refines within a bin or so of its spectral peak; the phase drift of a
+    # component that is not periodic (a trap under strong vignetting) wanders off, once as
+    # far as a 21 mm "grid" on a 48 mm frame
+    if np.hypot(*(f1 - f0)) > 1.5 / size or not pixel_size_mm / MAX_PERIOD_MM <= np.hypot(*f1) <= 0.5:
+        return None, None, 0.0
     if _coverage(norm, f1, block) < MIN_COVERAGE:
         return None, None, 0.0  # the component lives in a few places only: not a backlight pattern
     full_window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
