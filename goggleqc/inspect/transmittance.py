@@ -127,16 +127,22 @@ def measure_transmittance(image: np.ndarray, station, region: LensRegion) -> Tra
     station.check_image(image)
     factor = region.factor
     red = reduced_station(station, factor)
-    num = reduce_image(image, factor) - red.dark
+    signal = reduce_image(image, factor) - red.dark
     box, den, clean = _station_sums(station, factor)
+    num = signal
     if box > 1:
-        num = cv2.boxFilter(num, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
+        num = cv2.boxFilter(signal, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
     ratio = num / den
 
-    # keep the summing box inside its zone, so the frame never enters a central or backlight block
+    # keep the summing box inside its zone, so the frame never enters a central block
     zone = _inner(region.central_small, box)
     samples = ratio[zone & clean]
-    background = ratio[_inner(region.background_small, box) & clean]
+    # beside the goggle there is no lens and no haze to redistribute light, so (I − dark)/B = g
+    # pixel by pixel: no summing box, which would reach the goggle's frame where the band
+    # beside it is narrower than a period (an 8.6 mm grid read τ 22 pp high that way)
+    beside = cv2.erode(region.background_small.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    lit = beside & (red.valid > 0.999) & (red.flat > 0.25 * float(np.max(red.flat)))
+    background = signal[lit] / red.flat[lit]
     if background.size >= MIN_BACKGROUND_SAMPLES:
         gain, corrected, note = np_median(background), True, ""
     else:
