@@ -24,12 +24,15 @@ CACHE = Path(__file__).resolve().parent.parent / ".cache" / "sets"
 
 @lru_cache(maxsize=1)
 def _synth_version() -> str:
-    """A digest of the simulator's source: a changed simulator makes new sets."""
+    """A digest of the simulator's and the calibration's source: a changed simulator makes new
+    sets, and a changed calibration new station folders for them."""
+    import goggleqc.calibration
     import goggleqc.synth
 
     digest = hashlib.sha1()
-    for path in sorted(Path(goggleqc.synth.__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
+    for package in (goggleqc.synth, goggleqc.calibration):
+        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
 
 
