@@ -5,9 +5,10 @@
 Each variant changes one thing about the station (or the lens) beyond what
 ``goggleqc.synth.random_station`` normally draws, writes sample sets with ``goggleqc samples``'s
 code (calibrated by goggleqc's own calibration, as a user's station would be), inspects them
-end to end and prints one markdown row per variant and backlight. It is how two bugs were
-found: one light trap under strong vignetting calibrated as a 21 mm "grid", and a pattern
-period wider than the band beside the goggle corrupting the exposure-drift correction.
+end to end and prints one markdown row per variant and backlight. It is how three bugs were
+found: one light trap under strong vignetting calibrated as a 21 mm "grid", a pattern period
+wider than the band beside the goggle corrupting the exposure-drift correction, and a goggle
+framed tighter than the field giving "no lens found".
 
 Sets are cached under ``.cache/stress/`` (delete it to re-render). Seeds 91000 + 17·k.
 """
@@ -62,6 +63,11 @@ VARIANTS = {
                   ("uniform", "pattern")),
     "12-bit": ("12-bit data in 16-bit files", _camera(bits=lambda r: 16, data_bits=lambda r: 12), ("uniform", "pattern")),
     "colour": ("a colour camera (frames turned into luminance)", _camera(colour=lambda r: True), ("uniform", "pattern")),
+    "tight framing": ("the goggle is taller than the field: lens half-height 0.52 of it (usual 0.30–0.36), the "
+                      "frame cut in pieces and the lens reaching the image border",
+                      lambda p, r: dataclasses.replace(p, product=dataclasses.replace(
+                          p.product, half_height_mm=0.52 * p.height * p.pixel_size_mm,
+                          nose_height_mm=p.product.nose_height_mm * 0.52 / 0.33)), ("uniform", "pattern")),
     "coarse pattern": ("pattern period 7–10 mm (usual 1.5–6)", _backlight(period_mm=lambda r: float(r.uniform(7, 10))),
                        ("pattern",)),
 }

@@ -43,6 +43,30 @@ def test_region_matches_truth_calibrated_and_uncalibrated(backlight):
     assert kinds == {"visor", "two_eye"}
 
 
+@pytest.mark.parametrize("backlight", ["uniform", "pattern"])
+def test_a_goggle_framed_tighter_than_the_field(backlight):
+    """A visor taller than the field: the image border cuts the frame in pieces and the lens
+    reaches the border. The frame's pieces and the border enclose the lens together; the
+    backlight beside the goggle stays background (it was "no lens found")."""
+    import dataclasses
+
+    from goggleqc.benchmarking import calibrate_from_sim
+    from goggleqc.synth import SimStation, random_station
+
+    for seed in range(3):
+        params = random_station(np.random.default_rng([seed, 40]), width=320, height=256, pixel_size_mm=0.2,
+                                backlight=backlight)
+        product = dataclasses.replace(params.product, kind="visor", eye_gap_mm=0.0,
+                                      half_height_mm=0.52 * params.height * params.pixel_size_mm)
+        sim = SimStation(dataclasses.replace(params, product=product))
+        station = calibrate_from_sim(sim, np.random.default_rng([seed, 41]))
+        image, lens, _ = lens_and_truth(sim, seed)
+        assert lens[0].any() or lens[-1].any()  # the lens does reach the border
+        region = find_lens(image, station)
+        assert iou(region.lens, lens) >= 0.95
+        assert region.background.any() and not (region.background & region.lens).any()
+
+
 def test_background_transmission_is_the_exposure_gain():
     sim, station = sim_station(3, "uniform")
     rng = np.random.default_rng(0)

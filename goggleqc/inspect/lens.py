@@ -525,6 +525,11 @@ def find_lens(image: np.ndarray, station=None, *, marginal_mm: float = 5.0,
     area = _label_areas(labels, n, enclosed)
     candidates = enclosed[area[enclosed] >= MIN_LENS_AREA_FRAC * hs * ws]
     if len(candidates) == 0:
+        # a goggle framed tightly (a visor wider than the field): the frame and the image border
+        # enclose the lens together
+        candidates, area = _cut_by_border(labels, n, bright, known, touches)
+        touches[candidates] = False
+    if len(candidates) == 0:
         raise InputError("no lens found: no bright region enclosed by a goggle frame; "
                          "is the fixture empty or the goggle out of the field of view?")
     candidates = candidates[area[candidates] >= MIN_LENS_AREA_RATIO * area[candidates].max()]
@@ -545,9 +550,10 @@ def find_lens(image: np.ndarray, station=None, *, marginal_mm: float = 5.0,
                                  cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1,) * 2)).view(bool)
 
     if pixel_size_mm is not None:
-        # the lens never touches the border (it is enclosed by the frame), so its bounding box
-        # grown by one pixel has an outside ring and the distances inside it are those of
-        # the whole frame: only that box is transformed
+        # the lens' bounding box grown by one pixel has an outside ring wherever it is inside
+        # the image, so the distances inside it are those of the whole frame: only that box is
+        # transformed. (Where a tightly framed lens reaches the image border, its edge lies
+        # beyond it: the border is no edge, and distances run to the frame.)
         bx, by, bw, bh = cv2.boundingRect(lens_small.view(np.uint8))
         box = (slice(max(by - 1, 0), by + bh + 1), slice(max(bx - 1, 0), bx + bw + 1))
         inside = cv2.distanceTransform(lens_small[box].view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
@@ -564,6 +570,39 @@ def find_lens(image: np.ndarray, station=None, *, marginal_mm: float = 5.0,
                       goggle_small=goggle_small, background_small=background_small, pixel_size_mm=pixel_size_mm,
                       marginal_mm=marginal_mm, contours_px=_outline_px(contours, factor),
                       central_contours_px=_outline_px(central_contours, factor), calibrated=station is not None)
+
+
+#: a bright region reaching the image border is a tightly framed lens when at least this
+#: fraction of it lies within the convex hull of the goggle's frame
+CUT_LENS_IN_HULL = 0.9
+#: dark regions at least this fraction of the frame are pieces of the goggle's frame
+CUT_FRAME_PIECE_FRAC = 0.005
+
+
+def _cut_by_border(labels: np.ndarray, n: int, bright: np.ndarray, known: np.ndarray,
+                   touches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lens regions the image border cuts: bright regions reaching the border that lie (by at
+    least :data:`CUT_LENS_IN_HULL`) within the convex hull of the goggle's frame; and the label
+    areas. The frame is every large dark region (the border may cut it in pieces); the
+    backlight beside the goggle lies outside its hull."""
+    hs, ws = bright.shape
+    area = np.zeros(n, np.int64)
+    nd, dark_labels, stats, _ = cv2.connectedComponentsWithStats((~bright & known).view(np.uint8), connectivity=8)
+    large = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= CUT_FRAME_PIECE_FRAC * hs * ws)
+    large = large[large != 0]
+    if len(large) == 0 or stats[large, cv2.CC_STAT_AREA].sum() < MIN_LENS_AREA_FRAC * hs * ws:
+        return np.zeros(0, np.int64), area
+    lut = np.zeros(nd, bool)
+    lut[large] = True
+    ys, xs = np.nonzero(lut[dark_labels])
+    hull = np.zeros((hs, ws), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32)), 1)
+    border = np.flatnonzero(touches)
+    border = border[border != 0]
+    area = np.bincount(labels.ravel(), minlength=n)
+    inside = np.bincount(labels.ravel(), weights=hull.ravel().astype(np.float64), minlength=n)
+    keep = (area[border] >= MIN_LENS_AREA_FRAC * hs * ws) & (inside[border] >= CUT_LENS_IN_HULL * area[border])
+    return border[keep], area
 
 
 #: label lookups with at most this many labels selected (or left out) use comparisons
