@@ -11,6 +11,7 @@ wider than the band beside the goggle corrupting the exposure-drift correction, 
 framed tighter than the field giving "no lens found".
 
 Sets are cached under ``.cache/stress/`` (delete it to re-render). Seeds 91000 + 17·k.
+``--size`` and ``--pixel-size`` set the camera (default 480×384 at 0.1 mm/px).
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ VARIANTS = {
 }
 
 
-def _set(variant: str, backlight: str, seed: int, count: int) -> Path:
+def _set(variant: str, backlight: str, seed: int, count: int, size=(480, 384), pixel_size_mm: float = 0.1) -> Path:
     """The folder of one cached stress set, written on first use."""
-    folder = CACHE / f"{variant.replace(' ', '-')}_{backlight}_{seed}_n{count}"
+    folder = CACHE / f"{variant.replace(' ', '-')}_{backlight}_{seed}_n{count}_{size[0]}x{size[1]}_{pixel_size_mm:g}"
     if (folder / "truth.jsonl").exists():
         return folder
     change = VARIANTS[variant][1]
@@ -90,7 +91,7 @@ def _set(variant: str, backlight: str, seed: int, count: int) -> Path:
     sampleset.random_station = station
     try:
         note = sampleset.write_sample_set(tmp, sampleset.SampleSetOptions(
-            count=count, seed=seed, width=480, height=384, pixel_size_mm=0.1, backlight=backlight))
+            count=count, seed=seed, width=size[0], height=size[1], pixel_size_mm=pixel_size_mm, backlight=backlight))
     finally:
         sampleset.random_station = draw
     if "station_error" in note:
@@ -100,11 +101,12 @@ def _set(variant: str, backlight: str, seed: int, count: int) -> Path:
     return folder
 
 
-def run(variant: str, backlight: str, stations: int, count: int) -> tuple[dict, int]:
+def run(variant: str, backlight: str, stations: int, count: int, size=(480, 384),
+        pixel_size_mm: float = 0.1) -> tuple[dict, int]:
     """Metrics over ``stations`` sets of ``count`` lenses, and how many stations failed to calibrate."""
     pairs, failed = [], 0
     for k in range(stations):
-        folder = _set(variant, backlight, 91000 + 17 * k, count)
+        folder = _set(variant, backlight, 91000 + 17 * k, count, size, pixel_size_mm)
         if not (folder / "station" / "station.toml").exists():
             failed += 1
             continue
@@ -127,12 +129,15 @@ def main() -> None:
     ap.add_argument("--stations", type=int, default=3)
     ap.add_argument("--count", type=int, default=40)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--size", default="480x384", help="camera size WxH")
+    ap.add_argument("--pixel-size", type=float, default=0.1, help="mm per pixel")
     args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
     print("| variant | backlight | " + " | ".join(c for c, _, _ in COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
     for variant in args.variants:
         for backlight in VARIANTS[variant][2]:
-            m, failed = run(variant, backlight, args.stations, args.count)
+            m, failed = run(variant, backlight, args.stations, args.count, size, args.pixel_size)
             cells = ["–" if m.get(key) is None else f"{100 * m[key]:.1f} %" if kind == "pct" else f"{m[key]:.2f}"
                      for _, key, kind in COLUMNS]
             note = f" ({failed} station(s) failed to calibrate)" if failed else ""

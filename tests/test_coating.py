@@ -208,3 +208,24 @@ def test_mottle_texture_is_not_reported_as_scratches(monkeypatch):
     print(dict(with_rules=with_rules, without=without))
     assert with_rules[1] == without[1]
     assert with_rules[0] <= 0.4 * without[0]
+
+
+def test_a_run_read_as_a_line_is_the_run_and_a_scratch_in_a_halo_stays_a_scratch():
+    """A run (a streak millimetres wide) can answer the line filter along its length: the
+    line lies within the run's box and is about as faint, so it is the run (stress sets, 2 MP
+    at 0.1 mm/px: a 15 mm² run became a 16 mm "scratch" and the run was dropped as its halo).
+    A true scratch, whose faint halo the coating detector may read as a run around it, stands
+    well above it; a scratch that runs past the run is no part of it."""
+    from goggleqc.inspect.pipeline import _run_itself
+    from goggleqc.inspect.results import CoatingDefect, Scratch
+
+    run = CoatingDefect(kind="run", area_px=2200.0, contrast=0.04, zone="central", bbox_px=[660, 564, 708, 708])
+    along = Scratch(length_px=164.0, width_px=8.5, contrast=0.035, zone="central", bbox_px=[660, 560, 704, 714])
+    halo = CoatingDefect(kind="run", area_px=3000.0, contrast=0.029, zone="central", bbox_px=[1124, 660, 1140, 872])
+    thin = Scratch(length_px=209.0, width_px=3.8, contrast=0.077, zone="central", bbox_px=[1128, 660, 1134, 874])
+    past = Scratch(length_px=400.0, width_px=2.0, contrast=0.04, zone="central", bbox_px=[600, 300, 700, 900])
+    mottle = dataclasses.replace(run, kind="mottle")
+    assert _run_itself(along, [run])
+    assert not _run_itself(thin, [halo])
+    assert not _run_itself(past, [run])
+    assert not _run_itself(along, [mottle])  # mottle has its own rule

@@ -92,6 +92,49 @@ def _mottle_texture(scratch, coating) -> bool:
     return False
 
 
+#: a line lying mostly (this fraction of its box) within a found run, and no more than
+#: RUN_LINE_RATIO times as dark, is the run itself (a scratch's own faint halo, read as a run
+#: around it, is 2.5× fainter or more than the scratch)
+RUN_LINE_OVERLAP = 0.8
+RUN_LINE_RATIO = 1.5
+
+
+def _run_itself(scratch, coating) -> bool:
+    """True when a "scratch" is a found run (an elongated coating streak, often millimetres
+    wide) read by the line filter: its box lies mostly within the run's and it is about as
+    faint. A scratch is thin and, crossing a run, runs past it or stands far above it."""
+    x0, y0, x1, y1 = scratch.bbox_px
+    own = max((x1 - x0) * (y1 - y0), 1)
+    for c in coating:
+        if c.kind != "run" or abs(scratch.contrast) >= RUN_LINE_RATIO * abs(c.contrast):
+            continue
+        bx0, by0, bx1, by1 = c.bbox_px
+        inside = max(0, min(x1, bx1) - max(x0, bx0)) * max(0, min(y1, by1) - max(y0, by0))
+        if inside >= RUN_LINE_OVERLAP * own:
+            return True
+    return False
+
+
+#: full-resolution pixels by which the relative image's edge margin reaches past the lens
+#: mask's quantisation (half a lens-finder cell) into the lens
+_EDGE_SLACK_PX = 3
+
+
+def lens_edge_slack(factor: int, scale: int) -> int:
+    """Working pixels to take off the lens mask, beyond the relative image's own edge margin,
+    because the mask was found ``factor`` times coarser than full resolution.
+
+    The finder's cells are ``factor`` pixels wide, so its edge may lie up to half a cell
+    outside the lens; the relative image keeps 3 working pixels clear of it, which at a fine
+    finder grid leaves several pixels to spare and at a coarse one (a 2 MP frame of 0.1 mm
+    pixels: cells of 8 px, a working grid of 2) puts the lens' own blurred edge, 3–4 px
+    inside it, among the valid pixels as a line along the rim (about one false scratch per
+    lens). The slack brings the spare back to :data:`_EDGE_SLACK_PX`.
+    """
+    spare = 3 * scale - factor // 2  # full-resolution px between the mask's worst edge and the valid pixels
+    return max(0, -(-(_EDGE_SLACK_PX - spare) // scale))
+
+
 def check_exposure(image: np.ndarray, name: str = "image") -> None:
     """Refuse a blank (no light) or saturated frame with a message that says which."""
     if image.ndim == 2 and image.size:
@@ -206,6 +249,9 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         reduced = reduce_image(image, scale)
         work_shape = (reduced.shape[1], reduced.shape[0])
         lens_work = cv2.resize(region.lens_small.view(np.uint8), work_shape, interpolation=cv2.INTER_NEAREST)
+        extra_margin = lens_edge_slack(region.factor, scale)
+        if extra_margin:
+            lens_work = cv2.erode(lens_work, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * extra_margin + 1,) * 2))
         # the flat-corrected working grid, shared by the background fit and the coating detector
         maps = station_maps(station, scale) if station is not None else None
         trans_work = (reduced - maps.dark) * maps.inv if maps is not None else None
@@ -224,8 +270,9 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         if station is not None:
             coating = find_coating(trans_work, region, pixel_size_mm=ps,
                                    params=detectors.coating, station=station, scale=scale)
-            # a mottle's texture ridges go first, so they do not hide the mottle itself below
-            scratches = [sc for sc in scratches if not _mottle_texture(sc, coating)]
+            # a mottle's texture ridges and a run read as a line go first, so they do not hide
+            # the coating defect itself below
+            scratches = [sc for sc in scratches if not (_mottle_texture(sc, coating) or _run_itself(sc, coating))]
             coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
         else:
             coating = []
