@@ -64,6 +64,8 @@ def random_station(rng: np.random.Generator, *, width: int = 1280, height: int =
         d = float(np.clip(rng.uniform(4.0, 8.0), 2.0, room))
         if kind == "visor":
             xs = [0.0, -0.5 * a, 0.5 * a][: int(rng.integers(1, 4))]
+            if len(xs) > 1:
+                d = min(d, 0.5 * a / 1.3)  # traps apart (a small field once drew 7 mm traps 7 mm apart)
         else:
             xs = [-(a + gap / 2), a + gap / 2]
         traps = tuple(Trap(x, float(rng.uniform(-0.15, 0.05)) * b, d) for x in xs)
