@@ -10,7 +10,8 @@ found: one light trap under strong vignetting calibrated as a 21 mm "grid", a pa
 wider than the band beside the goggle corrupting the exposure-drift correction, and a goggle
 framed tighter than the field giving "no lens found".
 
-Sets are cached under ``.cache/stress/`` (delete it to re-render). Seeds 91000 + 17·k.
+Sets are cached under ``.cache/stress/``, keyed by the simulator's and the calibration's
+source as the test sets are. Seeds 91000 + 17·k.
 ``--size`` and ``--pixel-size`` set the camera (default 480×384 at 0.1 mm/px).
 """
 
@@ -31,6 +32,9 @@ from goggleqc.capture.imagefile import read_image
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
 from goggleqc.synth.scoring import evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from simsets import _synth_version  # noqa: E402  (the simulator's and calibration's digest)
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "stress"
@@ -76,7 +80,8 @@ VARIANTS = {
 
 def _set(variant: str, backlight: str, seed: int, count: int, size=(480, 384), pixel_size_mm: float = 0.1) -> Path:
     """The folder of one cached stress set, written on first use."""
-    folder = CACHE / f"{variant.replace(' ', '-')}_{backlight}_{seed}_n{count}_{size[0]}x{size[1]}_{pixel_size_mm:g}"
+    folder = CACHE / (f"{variant.replace(' ', '-')}_{backlight}_{seed}_n{count}_{size[0]}x{size[1]}_{pixel_size_mm:g}"
+                      f"_{_synth_version()}")
     if (folder / "truth.jsonl").exists():
         return folder
     change = VARIANTS[variant][1]
