@@ -101,6 +101,7 @@ def test_a_jpeg_file_is_inspected_as_srgb_and_a_station_stays_linear():
     image, truth = _photographed_scratch(Photo(tone="srgb", jpeg_quality=95))
     fn = LensInspector(None, SPEC, PS)
     as_jpeg, as_png = fn(image, "lens.jpg"), fn(image, "lens.png")
+    assert as_jpeg.extra["tone"].startswith("srgb") and "tone" not in as_png.extra  # the record says so
     assert as_jpeg.scratches[0].contrast == pytest.approx(truth["contrast"], rel=0.3)
     assert as_png.scratches[0].contrast < 0.7 * truth["contrast"]
 

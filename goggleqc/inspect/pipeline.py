@@ -231,6 +231,8 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
 
     try:
         extra: dict = {"lens_outline": "whole frame: no goggle frame in view"} if whole_frame else {}
+        if tone is not None and tone.kind != "linear":
+            extra["tone"] = f"{tone} (undone before inspection)"
         if station is not None:
             haze = measure_haze(image, station, lens_mask=region.reduced("lens"), central_mask=region.reduced("central"))
             haze_pct, haze_kind, regions = haze.haze_pct, ("calibrated" if haze.corrected else "raw"), haze.regions
