@@ -15,7 +15,9 @@ and uneven: a grey-level closing wider than the pattern's dark cells (the period
 from the image's spectrum) leaves the frame as the only large dark band, and a threshold
 relative to the local bright envelope copes with uneven light. In both modes the lens is the
 set of large bright regions that do not touch the image border (they are enclosed by the
-frame), with holes (light traps, dust, strong defects) filled.
+frame), with holes (light traps, dust, strong defects) filled. When none does (a goggle
+framed tighter than the field, its frame cut by the border), the lens is the bright regions
+reaching the border that lie within the convex hull of the frame's pieces.
 
 Zones follow EN 166 §7.1.3 (station-model.md §3): the marginal band is within
 ``marginal_mm`` of the lens edge and everything else is central; a defect is central if any of

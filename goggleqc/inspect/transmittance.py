@@ -9,7 +9,9 @@ over an area spanning whole periods of a patterned backlight the ratio of summed
 summed flat is ``g·τ`` whatever the haze, while the per-pixel ratio is not (haze lifts dark
 pattern cells and dims bright ones). τ is therefore measured as a ratio of block sums: the
 frame and the flat are area-reduced alike (the same reduction as the lens region) and, for a
-pattern, box-summed over about one period before dividing.
+pattern, box-summed over about one period before dividing. Beside the goggle there is no lens
+and no haze, so the drift ``g`` is read pixel by pixel there: a period-wide box would reach
+the goggle's frame wherever the band of backlight beside it is narrower than a period.
 """
 
 from __future__ import annotations
