@@ -22,10 +22,6 @@ import numpy as np
 
 from goggleqc.errors import InputError
 
-#: the tone names :func:`parse_tone` accepts, besides ``gamma=G``
-TONES = ("auto", "linear", "srgb")
-
-
 @dataclass(frozen=True)
 class Tone:
     """A tone curve: ``linear``, ``srgb`` or ``gamma`` (a plain power ``gamma``)."""
