@@ -26,6 +26,7 @@ its pixels is.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -295,6 +296,46 @@ def whole_frame_region(shape: tuple[int, int], marginal_mm: float = 5.0) -> Lens
     return LensRegion(shape=tuple(shape[:2]), factor=factor, lens_small=ones, central_small=ones.copy(),
                       goggle_small=ones.copy(), background_small=np.zeros_like(ones), pixel_size_mm=None,
                       marginal_mm=marginal_mm, contours_px=[outline], central_contours_px=[], calibrated=False)
+
+
+#: a dark region reaching in from the image border, in a photograph through a lens, is a piece
+#: of the goggle's frame (or the world beside the goggle) when it covers at least this fraction
+#: of the frame; a coarse target's dark cells left by the widest closing cover under 2.5 %
+FRAME_PIECE_FRAC = 0.03
+
+
+def through_lens_region(image: np.ndarray, marginal_mm: float = 5.0) -> LensRegion:
+    """The region of an uncalibrated photograph through a lens: the whole frame, less any
+    goggle frame reaching into view from the image border.
+
+    A photograph taken through a lens often shows a strip of the goggle's frame along a side.
+    With no lens enclosed by a frame, that strip would be inspected as lens, and its edge
+    read as a long scratch and a row of spots. After the widest grey-level closing the
+    uncalibrated finder tries (which fills a target's dark cells), dark regions that reach the
+    border and cover at least :data:`FRAME_PIECE_FRAC` of the frame are left out. Zones stay
+    ``unknown``: one visible piece of edge does not place the marginal band all round.
+    """
+    region = whole_frame_region(image.shape, marginal_mm)
+    lum = to_luminance(image) if image.ndim == 3 else image
+    small = reduce_image(lum, region.factor)
+    hs, ws = small.shape
+    k = max(3, min(hs, ws) // 6) | 1
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    low = float(np.percentile(small, 1))
+    env = cv2.blur(cv2.dilate(closed, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))), (k, k))
+    dark = (closed <= low + FRAME_THRESHOLD_REL * (env - low)).view(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    piece = (area >= FRAME_PIECE_FRAC * hs * ws) & ((x == 0) | (y == 0) | (x + w >= ws) | (y + h >= hs))
+    piece[0] = False
+    if not piece.any():
+        return region
+    frame = piece[labels]
+    lens = ~frame
+    if np.count_nonzero(lens) < 0.3 * lens.size:
+        return region  # mostly dark: not a photograph through a lens with a strip of frame
+    return dataclasses.replace(region, lens_small=lens, central_small=lens.copy(), goggle_small=np.ones_like(lens),
+                               contours_px=_outline_px(_fill_external(lens)[1], region.factor))
 
 
 # ---------------------------------------------------------------------------------------------

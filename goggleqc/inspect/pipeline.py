@@ -21,7 +21,7 @@ from goggleqc.inspect.background import relative_image, station_maps, working_sc
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.coating import CoatingParams, find_coating
 from goggleqc.inspect.haze import haze_contrast_index, measure_haze
-from goggleqc.inspect.lens import find_lens, whole_frame_region
+from goggleqc.inspect.lens import find_lens, through_lens_region
 from goggleqc.inspect.results import Reason, Result
 from goggleqc.inspect.scratches import ScratchParams
 from goggleqc.inspect.spots import SpotParams, separate
@@ -224,13 +224,16 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
             if station is not None or not str(exc).startswith("no lens found"):
                 raise
             # uncalibrated, with no goggle frame in view: a photograph through the lens
-            region, whole_frame = whole_frame_region(image.shape, spec.marginal_width_mm), True
+            region, whole_frame = through_lens_region(image, spec.marginal_width_mm), True
         lap("lens")
     except GoggleQCError as exc:
         return error_result(name, str(exc), lens_found="no lens" not in str(exc))
 
     try:
-        extra: dict = {"lens_outline": "whole frame: no goggle frame in view"} if whole_frame else {}
+        extra: dict = {}
+        if whole_frame:
+            extra["lens_outline"] = ("whole frame: no goggle frame in view" if region.lens_small.all() else
+                                     "whole frame less the goggle frame reaching in from its border: no lens enclosed")
         if tone is not None and tone.kind != "linear":
             extra["tone"] = f"{tone} (undone before inspection)"
         if station is not None:
