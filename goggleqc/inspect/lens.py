@@ -319,11 +319,8 @@ def through_lens_region(image: np.ndarray, marginal_mm: float = 5.0) -> LensRegi
     lum = to_luminance(image) if image.ndim == 3 else image
     small = reduce_image(lum, region.factor)
     hs, ws = small.shape
-    k = max(3, min(hs, ws) // 6) | 1
-    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    low = float(np.percentile(small, 1))
-    env = cv2.blur(cv2.dilate(closed, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))), (k, k))
-    dark = (closed <= low + FRAME_THRESHOLD_REL * (env - low)).view(np.uint8)
+    big = _widest_closing(small)
+    dark = (~_closed_bright(small, big, big, float(np.percentile(small, 1)))).view(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     x, y, w, h, area = (stats[:, i] for i in range(5))
     piece = (area >= FRAME_PIECE_FRAC * hs * ws) & ((x == 0) | (y == 0) | (x + w >= ws) | (y + h >= hs))
@@ -371,15 +368,11 @@ def _bright_uncalibrated(small: np.ndarray) -> np.ndarray:
     none is kept (a photograph through a lens, no frame in view) no pixel is lens.
     """
     low = float(np.percentile(small, 1))
-    big = max(3, min(small.shape) // 6) | 1
-    env_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (big, big))
+    big = _widest_closing(small)
     tried: list[tuple[np.ndarray, int]] = []
     k = 3
     while k <= min(small.shape) // 6:
-        closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-        # the local bright level, so that uneven light does not move the frame/lens threshold
-        env = cv2.blur(cv2.dilate(closed, env_kernel), (big, big))
-        bright = closed > low + FRAME_THRESHOLD_REL * (env - low)
+        bright = _closed_bright(small, k, big, low)
         area = int(_enclosed_areas(bright).sum())
         tried.append((bright, area))
         if area == 0 and any(a for _, a in tried):
@@ -394,6 +387,20 @@ def _bright_uncalibrated(small: np.ndarray) -> np.ndarray:
     if not kept:
         return np.zeros(small.shape, bool)
     return max(kept, key=lambda t: t[1])[0]
+
+
+def _widest_closing(small: np.ndarray) -> int:
+    """The widest closing the uncalibrated finder tries, a sixth of the frame (odd, ≥ 3)."""
+    return max(3, min(small.shape) // 6) | 1
+
+
+def _closed_bright(small: np.ndarray, k: int, big: int, low: float) -> np.ndarray:
+    """Bright pixels after a grey-level closing of side ``k``, against the local bright level
+    (the closing's dilation and mean over ``big``), so uneven light does not move the
+    frame/lens threshold; ``low`` is the frame's dark level."""
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    env = cv2.blur(cv2.dilate(closed, cv2.getStructuringElement(cv2.MORPH_RECT, (big, big))), (big, big))
+    return closed > low + FRAME_THRESHOLD_REL * (env - low)
 
 
 def _enclosed_areas(bright: np.ndarray) -> np.ndarray:
