@@ -190,10 +190,8 @@ def find_pattern(flat: np.ndarray, pixel_size_mm: float) -> tuple[Pattern | None
     share = near(f0) + near((-f0[1], f0[0])) + near(2 * f0) + near((-2 * f0[1], 2 * f0[0]))
     if peak <= 0 or share < MIN_PEAK_SHARE * power.sum():
         return None, None, 0.0  # no dominant periodic component: traps, dust, shading
-    f1 = np.array([fx[0, ix], fy[iy, 0]])
-    block = int(max(8, min(size // 4, round(4 / np.hypot(*f1)))))
-    f0 = f1
-    f1 = _refine_frequency(norm, f1, block)
+    block = int(max(8, min(size // 4, round(4 / np.hypot(*f0)))))
+    f1 = _refine_frequency(norm, f0, block)
     # a true period refines within a bin or so of its spectral peak; the phase drift of a
     # component that is not periodic (a trap under strong vignetting) wanders off, once as
     # far as a 21 mm "grid" on a 48 mm frame

@@ -73,7 +73,7 @@ _FIT_WINDOW = 5
 #: B below this fraction of the lens' typical B is too dark to measure τ through
 _MIN_FLAT_FRAC = 0.08
 #: the lens mask is eroded by this many working px, so its edge never looks like a line
-_EDGE_MARGIN = 3
+EDGE_MARGIN_PX = 3
 #: uncalibrated, periodic backlight: the lattice's cells are read this far inside the lens
 #: (working px), and nothing within _BORDER_PX of the frame's border is judged (the filters'
 #: reflected border); nearer the border than a cell, the cells of the inner side serve
@@ -501,7 +501,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         usable = maps.usable[crop]
         # keep clear of the lens edge (a boundary a pixel off would look like a line), but not
         # of dark pattern cells: their edges are in the flat and divide out
-        valid = usable if lens is None else (usable & _erode(lens, _EDGE_MARGIN))
+        valid = usable if lens is None else (usable & _erode(lens, EDGE_MARGIN_PX))
         u = maps.u[crop]
         gx, gy = maps.gx[crop], maps.gy[crop]
         a, b, cx, cy = _fit_background(t, maps.bp[crop], u, valid, gx, gy)
@@ -520,7 +520,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         seen = base if lens is None else (base & lens)
         model = "local"
         # the local fit is biased within its window of the lens edge: keep clear of it
-        valid = _erode(seen, _EDGE_MARGIN + _SG_RADIUS) & ~_steep(bg)
+        valid = _erode(seen, EDGE_MARGIN_PX + _SG_RADIUS) & ~_steep(bg)
         lit = small > np.float32(_MIN_LIT_FRAC * bright)
         lit = lit if lens is None else (lit & lens)
         repeats = lattice_background(small, _erode(lit, _LATTICE_MARGIN))

@@ -17,7 +17,7 @@ import numpy as np
 
 from goggleqc.capture.imagefile import to_luminance
 from goggleqc.errors import GoggleQCError, InputError
-from goggleqc.inspect.background import relative_image, station_maps, working_scale
+from goggleqc.inspect.background import EDGE_MARGIN_PX, relative_image, station_maps, working_scale
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.coating import CoatingParams, find_coating
 from goggleqc.inspect.haze import haze_contrast_index, measure_haze
@@ -125,13 +125,14 @@ def lens_edge_slack(factor: int, scale: int) -> int:
     because the mask was found ``factor`` times coarser than full resolution.
 
     The finder's cells are ``factor`` pixels wide, so its edge may lie up to half a cell
-    outside the lens; the relative image keeps 3 working pixels clear of it, which at a fine
+    outside the lens; the relative image keeps :data:`~goggleqc.inspect.background.EDGE_MARGIN_PX`
+    working pixels clear of it, which at a fine
     finder grid leaves several pixels to spare and at a coarse one (a 2 MP frame of 0.1 mm
     pixels: cells of 8 px, a working grid of 2) puts the lens' own blurred edge, 3–4 px
     inside it, among the valid pixels as a line along the rim (about one false scratch per
     lens). The slack brings the spare back to :data:`_EDGE_SLACK_PX`.
     """
-    spare = 3 * scale - factor // 2  # full-resolution px between the mask's worst edge and the valid pixels
+    spare = EDGE_MARGIN_PX * scale - factor // 2  # full-resolution px between the mask's worst edge and the valid pixels
     return max(0, -(-(_EDGE_SLACK_PX - spare) // scale))
 
 
@@ -204,8 +205,9 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         timing[stage] = round((now - t) * 1000, 2)
         t = now
 
+    undo_tone = tone is not None and tone.kind != "linear"
     try:
-        if tone is not None and tone.kind != "linear":
+        if undo_tone:
             if station is not None:
                 raise InputError(f"tone {tone}: a calibrated station's camera is linear; a tone curve is "
                                  "undone only on uncalibrated pictures")
@@ -234,7 +236,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         if whole_frame:
             extra["lens_outline"] = ("whole frame: no goggle frame in view" if region.lens_small.all() else
                                      "whole frame less the goggle frame reaching in from its border: no lens enclosed")
-        if tone is not None and tone.kind != "linear":
+        if undo_tone:
             extra["tone"] = f"{tone} (undone before inspection)"
         if station is not None:
             haze = measure_haze(image, station, lens_mask=region.reduced("lens"), central_mask=region.reduced("central"))

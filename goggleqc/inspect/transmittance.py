@@ -27,6 +27,9 @@ from goggleqc.inspect.lens import LensRegion, np_median, reduce_image, reduced_s
 MIN_BACKGROUND_SAMPLES = 20
 #: box (in pattern periods) over which signal and flat are summed for a patterned backlight
 PATTERN_BOX_PERIODS = 1.0
+#: beside the goggle, only blocks whose flat reaches this fraction of its brightest are read
+#: for the drift (a pattern's dark cells divide poorly)
+MIN_BESIDE_FLAT_FRAC = 0.25
 #: period assumed for a patterned backlight whose period the station does not record (mm)
 DEFAULT_PERIOD_MM = 4.0
 
@@ -143,7 +146,7 @@ def measure_transmittance(image: np.ndarray, station, region: LensRegion) -> Tra
     # pixel by pixel: no summing box, which would reach the goggle's frame where the band
     # beside it is narrower than a period (an 8.6 mm grid read τ 22 pp high that way)
     beside = cv2.erode(region.background_small.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
-    lit = beside & (red.valid > 0.999) & (red.flat > 0.25 * float(np.max(red.flat)))
+    lit = beside & (red.valid > 0.999) & (red.flat > MIN_BESIDE_FLAT_FRAC * float(np.max(red.flat)))
     background = signal[lit] / red.flat[lit]
     if background.size >= MIN_BACKGROUND_SAMPLES:
         gain, corrected, note = np_median(background), True, ""
