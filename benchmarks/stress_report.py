@@ -67,6 +67,7 @@ VARIANTS = {
                   _backlight(vignetting=lambda r: float(r.uniform(0.4, 0.6)), nonuniformity=lambda r: float(r.uniform(0.04, 0.08))),
                   ("uniform", "pattern")),
     "12-bit": ("12-bit data in 16-bit files", _camera(bits=lambda r: 16, data_bits=lambda r: 12), ("uniform", "pattern")),
+    "10-bit": ("10-bit data in 16-bit files", _camera(bits=lambda r: 16, data_bits=lambda r: 10), ("uniform", "pattern")),
     "colour": ("a colour camera (frames turned into luminance)", _camera(colour=lambda r: True), ("uniform", "pattern")),
     "tight framing": ("the goggle is taller than the field: lens half-height 0.52 of it (usual 0.30–0.36), the "
                       "frame cut in pieces and the lens reaching the image border",
@@ -120,13 +121,17 @@ def run(variant: str, backlight: str, stations: int, count: int, size=(480, 384)
             truth = json.loads(line)
             image = read_image(folder / "lenses" / truth["image"])
             pairs.append((truth, inspect_lens(image, station, spec, name=truth["image"]).to_dict()))
-    return evaluate(pairs, load_spec("en166-clear")), failed
+    m = evaluate(pairs, load_spec("en166-clear"))
+    # a lens the product refused (blank, no lens found) is out of every rate above: count it
+    m["error_verdicts"] = sum(r["verdict"] == "error" for _, r in pairs)
+    return m, failed
 
 
 COLUMNS = [("haze MAE pp", "haze_mae_pp", "num"), ("τ MAE pp", "transmittance_mae_pp", "num"),
            ("scratch recall", "recall_scratch_1mm", "pct"), ("spot recall", "recall_spot", "pct"),
            ("coating recall", "recall_coating", "pct"), ("false scratches / clean", "false_scratches_per_clean_lens", "num"),
-           ("false accepts", "false_accept_rate", "pct"), ("false rejects", "false_reject_rate", "pct")]
+           ("false accepts", "false_accept_rate", "pct"), ("false rejects", "false_reject_rate", "pct"),
+           ("errors", "error_verdicts", "int")]
 
 
 def main() -> None:
@@ -143,7 +148,8 @@ def main() -> None:
     for variant in args.variants:
         for backlight in VARIANTS[variant][2]:
             m, failed = run(variant, backlight, args.stations, args.count, size, args.pixel_size)
-            cells = ["–" if m.get(key) is None else f"{100 * m[key]:.1f} %" if kind == "pct" else f"{m[key]:.2f}"
+            cells = ["–" if m.get(key) is None else f"{100 * m[key]:.1f} %" if kind == "pct" else
+             str(m[key]) if kind == "int" else f"{m[key]:.2f}"
                      for _, key, kind in COLUMNS]
             note = f" ({failed} station(s) failed to calibrate)" if failed else ""
             print(f"| {variant}{note} | {backlight} | " + " | ".join(cells) + " |", flush=True)

@@ -1,3 +1,4 @@
 from goggleqc.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes import this module again; only the command runs main
+    main()

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from goggleqc.calibration.station import Station, Trap
-from goggleqc.inspect.pipeline import inspect_lens
+from goggleqc.errors import InputError
+from goggleqc.inspect.pipeline import check_exposure, inspect_lens
 from goggleqc.spec import load_spec
 from goggleqc.synth import Scratch, SimStation, Spot, random_lens, random_station, render_lens
 from goggleqc.synth.scenes import centred, target_dust_px
@@ -204,6 +205,19 @@ def test_blank_or_saturated_frame(value, message):
     _, station, image = _good_image()
     res = inspect_lens(np.full_like(image, value), station, SPEC)
     assert res.verdict == "error" and message in res.error
+
+
+@pytest.mark.parametrize("level", [0.3, 0.6, 0.9])
+def test_ten_bit_data_in_a_16_bit_file_is_not_blank(level):
+    """10-bit cameras write 0–1023 in 16-bit files (station-model §1): a frame at 60 % of that
+    range is at 1 % of 65535, and was refused as blank until it was judged against its own depth."""
+    _, _, image = _good_image()
+    ten_bit = np.round(image.astype(np.float64) * (1023 / 255) * level).astype(np.uint16)
+    check_exposure(ten_bit)  # no InputError
+    res = inspect_lens(ten_bit, None, SPEC)
+    assert res.verdict != "error", res.error
+    with pytest.raises(InputError, match="blank"):
+        check_exposure(np.full_like(ten_bit, 3))
 
 
 def test_no_lens_in_the_fixture():

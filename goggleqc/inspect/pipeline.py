@@ -142,7 +142,10 @@ def check_exposure(image: np.ndarray, name: str = "image") -> None:
         lo, hi, _, _ = cv2.minMaxLoc(image)  # one pass for both, several times faster than two
     else:
         lo, hi = float(image.min()), float(image.max())
-    full = 255.0 if image.dtype == np.uint8 else 65535.0
+    # 10–16-bit data sit LSB-aligned in 16-bit files (station-model §1): full scale is the
+    # smallest 2^k − 1 of 10 bits or more at or above the brightest pixel, not 65535, or a
+    # 10-bit frame at 60 % of its range would read as blank
+    full = 255.0 if image.dtype == np.uint8 else float((1 << max(10, int(hi).bit_length())) - 1)
     # the fraction at the top code only matters for a bright top: counted only then
     if hi >= (250 if image.dtype == np.uint8 else 1000):
         top = np.count_nonzero(image[::4, ::4] == hi) / image[::4, ::4].size
