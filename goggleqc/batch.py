@@ -39,6 +39,7 @@ import numpy as np
 from goggleqc.capture.imagefile import decode_image
 from goggleqc.errors import GoggleQCError, InputError
 from goggleqc.inspect.results import Result, VerdictCounts
+from goggleqc.inspect.tone import png_tone
 from goggleqc.report.overlay import draw_overlay, thumbnail, write_png
 from goggleqc.report.records import error_record, make_record
 
@@ -203,15 +204,18 @@ class LensInspector:
     station: Any
     spec: Any
     pixel_size_mm: float | None = None
-    #: the tone curve of uncalibrated pictures; None: by the file name (a JPEG is sRGB,
-    #: :func:`goggleqc.inspect.tone.tone_for_name`). A station's camera is always linear.
+    #: the tone curve of uncalibrated pictures; None: what the file declares, else by its
+    #: name (a JPEG is sRGB, :func:`goggleqc.inspect.tone.tone_for_name`). A station's
+    #: camera is always linear.
     tone: Any = None
 
-    def __call__(self, image: np.ndarray, name: str) -> Result:
+    def __call__(self, image: np.ndarray, name: str, declared_tone: Any = None) -> Result:
+        """Inspect ``image``; ``declared_tone`` is the tone curve its file declares, if any
+        (:func:`goggleqc.inspect.tone.png_tone`)."""
         from goggleqc.inspect.pipeline import inspect_lens
         from goggleqc.inspect.tone import tone_for_name
 
-        tone = None if self.station is not None else tone_for_name(name, self.tone)
+        tone = None if self.station is not None else tone_for_name(name, self.tone, declared_tone)
         return inspect_lens(image, self.station, self.spec, pixel_size_mm=self.pixel_size_mm, name=name, tone=tone)
 
 
@@ -270,10 +274,16 @@ class ImageJob:
                 return Outcome(key, None, skipped=True)
             t1 = time.perf_counter()
             image = decode_image(data, path)
+            # an uncalibrated picture's file may declare its tone curve (a PNG's colour chunks)
+            declared = (png_tone(data) if isinstance(self.inspect_fn, LensInspector) and self.inspect_fn.station is None
+                        else None)
             del data
             t2 = time.perf_counter()
             timing.update(batch_read=(t1 - t0) * 1e3, batch_decode=(t2 - t1) * 1e3)
-            result = self.inspect_fn(image, os.path.basename(key))
+            if declared is not None:
+                result = self.inspect_fn(image, os.path.basename(key), declared_tone=declared)
+            else:
+                result = self.inspect_fn(image, os.path.basename(key))
             timing["batch_inspect"] = (time.perf_counter() - t2) * 1e3
         except GoggleQCError as exc:
             timing["batch_total"] = (time.perf_counter() - t0) * 1e3

@@ -12,7 +12,7 @@ from goggleqc.batch import LensInspector
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import noise_colour
 from goggleqc.inspect.pipeline import inspect_lens
-from goggleqc.inspect.tone import LINEAR, Tone, linearise, parse_tone, tone_for_name
+from goggleqc.inspect.tone import LINEAR, Tone, linearise, parse_tone, png_tone, tone_for_name
 from goggleqc.spec import load_spec
 from goggleqc.synth.lens import Scratch
 from goggleqc.synth.render import render_lens
@@ -104,6 +104,55 @@ def test_a_jpeg_file_is_inspected_as_srgb_and_a_station_stays_linear():
     assert as_jpeg.extra["tone"].startswith("srgb") and "tone" not in as_png.extra  # the record says so
     assert as_jpeg.scratches[0].contrast == pytest.approx(truth["contrast"], rel=0.3)
     assert as_png.scratches[0].contrast < 0.7 * truth["contrast"]
+
+
+def _png_with(chunk_type: bytes, payload: bytes, image=None) -> bytes:
+    """A PNG (OpenCV writes none of the colour chunks) with one chunk added before its data."""
+    import struct
+    import zlib
+
+    import cv2
+
+    data = cv2.imencode(".png", np.full((8, 8), 100, np.uint8) if image is None else image)[1].tobytes()
+    chunk = struct.pack(">I", len(payload)) + chunk_type + payload
+    chunk += struct.pack(">I", zlib.crc32(chunk_type + payload) & 0xFFFFFFFF)
+    at = 8 + 25  # after the signature and IHDR (13 bytes of data + 12)
+    return data[:at] + chunk + data[at:]
+
+
+def test_a_png_says_its_tone_curve():
+    import cv2
+    import struct
+
+    plain = cv2.imencode(".png", np.full((8, 8), 100, np.uint8))[1].tobytes()
+    assert png_tone(plain) is None  # a station camera's frame: says nothing, read as linear
+    assert png_tone(_png_with(b"sRGB", b"\x00")) == Tone("srgb")
+    assert png_tone(_png_with(b"iCCP", b"Display P3\x00\x00" + b"x" * 20)) == Tone("srgb")
+    assert png_tone(_png_with(b"gAMA", struct.pack(">I", 45455))) == Tone("gamma", 2.2)
+    assert png_tone(_png_with(b"gAMA", struct.pack(">I", 100000))) == LINEAR
+    assert png_tone(b"\xff\xd8\xff\xe0 a jpeg") is None and png_tone(b"") is None
+    assert png_tone(_png_with(b"sRGB", b"\x00")[:40]) is None  # cut inside the chunk's header: no error
+    # --tone wins over the file, the file over its name
+    assert tone_for_name("lens.png", None, Tone("srgb")) == Tone("srgb")
+    assert tone_for_name("lens.png", LINEAR, Tone("srgb")) == LINEAR
+    assert tone_for_name("lens.jpg", None, LINEAR) == LINEAR
+
+
+def test_a_batch_reads_a_png_s_srgb_chunk(tmp_path):
+    """A phone picture saved as PNG carries an sRGB (or iCCP) chunk: the batch undoes its curve
+    as it does a JPEG's; the same pixels without the chunk are read as linear."""
+    from goggleqc.batch import ImageJob
+
+    image, truth = _photographed_scratch(Photo(tone="srgb", jpeg_quality=None))
+    (tmp_path / "phone.png").write_bytes(_png_with(b"sRGB", b"\x00", image))
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "camera.png"), image)
+    job = ImageJob(LensInspector(None, SPEC, PS))
+    phone, camera = job(tmp_path / "phone.png").record, job(tmp_path / "camera.png").record
+    assert phone["extra"]["tone"].startswith("srgb") and "tone" not in camera["extra"]
+    assert phone["scratches"][0]["contrast"] == pytest.approx(truth["contrast"], rel=0.3)
+    assert camera["scratches"][0]["contrast"] < 0.7 * truth["contrast"]
 
 
 def test_a_tone_curve_with_a_station_is_an_error():

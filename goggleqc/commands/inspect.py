@@ -153,7 +153,8 @@ def inspect(
     pixel_size: float = typer.Option(None, "--pixel-size", help="mm per pixel for uncalibrated images "
                                      "(a station's own scale wins).", metavar="MM"),
     tone: str = typer.Option("auto", "--tone", help="Tone curve of uncalibrated pictures, undone before inspection: "
-                             "auto (JPEG files are an ordinary camera's sRGB, others linear), linear, srgb or "
+                             "auto (what the file declares: a PNG's sRGB, iCCP or gAMA chunk; else JPEG files are an "
+                             "ordinary camera's sRGB, others linear), linear, srgb or "
                              "gamma=G. A station's camera is linear.", metavar="auto|linear|srgb|gamma=G"),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", "-j", help="Worker threads (default: the CPU count).",
                                 metavar="N"),

@@ -10,12 +10,16 @@ Which curve a picture carries is not in its pixels in any way that can be read r
 photograph through a lens on a defocused target spans too narrow a range of levels for the
 noise-against-level law (``var ∝ L`` linear, ``∝ V^(2 − γ)`` encoded) to tell them apart
 (tried: slopes of linear and sRGB close-ups overlap). So the file says it: a JPEG is an
-ordinary camera's picture and sRGB by the JFIF/Exif convention; a PNG, TIFF or BMP from a
-station camera is linear; ``--tone`` overrides either (:func:`tone_for_name`).
+ordinary camera's picture and sRGB by the JFIF/Exif convention; a PNG that declares its
+colour space (an ``sRGB`` or ``iCCP`` chunk: sRGB, or a profile such as Display P3 with the
+same curve; a ``gAMA`` chunk: a power) is taken at its word (:func:`png_tone`); a PNG, TIFF
+or BMP that says nothing, as a station camera's frames do, is linear; ``--tone`` overrides
+all of these (:func:`tone_for_name`).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,9 +88,45 @@ def linearise(image: np.ndarray, tone: Tone) -> np.ndarray:
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
-def tone_for_name(name: str, tone: Tone | None) -> Tone:
-    """The tone of a picture by its file name: ``tone`` when given, else sRGB for a JPEG and
-    linear for anything else."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: a gAMA within this of 1/1 is a linear file
+_LINEAR_GAMMA_TOLERANCE = 0.05
+
+
+def png_tone(data) -> Tone | None:
+    """The tone curve a PNG file declares, or None when it declares none (or is not a PNG).
+
+    The colour chunks come before the image data (PNG 1.2, §4.2.2): ``sRGB`` or ``iCCP``
+    (an embedded profile; phones write sRGB or Display P3, which share the sRGB curve) give
+    sRGB and take precedence over ``gAMA``, whose value is the file's encoding exponent ×
+    100000 (45455 for the usual 1/2.2): the decoding power is its inverse, 1 meaning linear.
+    """
+    head = bytes(data[:8]) if data is not None else b""
+    if head != _PNG_SIGNATURE:
+        return None
+    view, pos, gamma = memoryview(data), 8, None
+    while pos + 8 <= len(view):
+        length, kind = struct.unpack(">I4s", view[pos:pos + 8])
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind in (b"sRGB", b"iCCP"):
+            return Tone("srgb")
+        if kind == b"gAMA" and length == 4 and pos + 12 <= len(view):
+            (value,) = struct.unpack(">I", view[pos + 8:pos + 12])
+            gamma = 100000.0 / value if value else None
+        pos += 12 + length  # length, type, data, CRC
+    if gamma is None:
+        return None
+    if abs(gamma - 1.0) <= _LINEAR_GAMMA_TOLERANCE:
+        return LINEAR
+    return Tone("gamma", round(min(max(gamma, 1.0 + 1e-6), 4.0), 4))
+
+
+def tone_for_name(name: str, tone: Tone | None, declared: Tone | None = None) -> Tone:
+    """The tone of a picture: ``tone`` when given (``--tone``), else what the file declares
+    (``declared``, e.g. :func:`png_tone`), else sRGB for a JPEG and linear for anything else."""
     if tone is not None:
         return tone
+    if declared is not None:
+        return declared
     return Tone("srgb") if str(name).lower().endswith(JPEG_SUFFIXES) else LINEAR
