@@ -290,6 +290,28 @@ def test_cli_calibrate_show_and_png(cli, uniform_files, tmp_path):
     assert read_image(tmp_path / "overview.png").shape == (384, 480)
 
 
+def test_cli_calibrate_from_folders(cli, uniform_files, tmp_path):
+    """--dark DIR takes the folder's image files (a camera's capture tool writes one folder
+    per kind); a folder without images is a clear error."""
+    import shutil
+
+    folder, _ = uniform_files
+    for kind in ("dark", "flat"):
+        (tmp_path / kind).mkdir()
+        for p in _files(folder, kind):
+            shutil.copy(p, tmp_path / kind)
+    (tmp_path / "dark" / "notes.txt").write_text("taken with the lens cap on")  # not an image: ignored
+    res = cli("calibrate", "--dark", tmp_path / "dark", "--flat", tmp_path / "flat", "--pixel-size", "0.15",
+              "--out", tmp_path / "st")
+    assert res.exit_code == 0, res.output
+    meta = (tmp_path / "st" / STATION_TOML).read_text()
+    assert all(Path(p).name in meta for p in _files(folder, "flat"))  # every frame was used
+    (tmp_path / "none").mkdir()
+    res = cli("calibrate", "--dark", tmp_path / "none", "--flat", tmp_path / "flat", "--pixel-size", "0.15",
+              "--out", tmp_path / "st2")
+    assert res.exit_code == 2 and "a folder with no image files" in res.output
+
+
 def test_existing_station_refused_unless_force(cli, uniform_files, tmp_path):
     folder, _ = uniform_files
     out = tmp_path / "st"

@@ -40,12 +40,21 @@ def parse_haze_standard(text: str) -> tuple[Path, float]:
 
 
 def expand_paths(items: list[str] | None) -> list[str]:
-    """Expand quoted globs and comma-separated lists; keep plain names as they are."""
+    """Expand quoted globs, comma-separated lists and folders (their image files, sorted by
+    name); keep plain names as they are, so a missing file is reported by name."""
+    from goggleqc.capture.imagefile import IMAGE_SUFFIXES
+
     out: list[str] = []
     for item in items or []:
         for part in str(item).split(","):
             part = part.strip()
             if not part:
+                continue
+            if os.path.isdir(part):
+                images = sorted(str(p) for p in Path(part).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                if not images:
+                    raise CalibrationError(f"{part}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
+                out.extend(images)
                 continue
             matches = sorted(glob.glob(part)) if any(c in part for c in "*?[") else []
             out.extend(matches if matches else [part])

@@ -27,8 +27,8 @@ def _board(text: str) -> tuple[int, int]:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def calibrate(
     ctx: typer.Context,
-    dark: list[str] = typer.Option(None, "--dark", help="Dark frame(s): repeat --dark, or quote a glob ('cal/dark_*.png')."),
-    flat: list[str] = typer.Option(None, "--flat", help="Flat frame(s) of the backlight alone: repeat or quote a glob."),
+    dark: list[str] = typer.Option(None, "--dark", help="Dark frame(s): repeat --dark, quote a glob ('cal/dark_*.png'), or give a folder of them."),
+    flat: list[str] = typer.Option(None, "--flat", help="Flat frame(s) of the backlight alone: repeat, quote a glob, or give a folder."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="mm per pixel in the lens plane."),
     scale_target: Path = typer.Option(None, "--scale-target", help="Chessboard image to measure the pixel scale."),
     square_mm: float = typer.Option(None, "--square-mm", help="Chessboard square side in mm."),
