@@ -43,12 +43,6 @@ class SpotParams:
         Bright blobs need ``bright_factor ×`` the thresholds.
     max_elongation : float
         Blobs longer than this over their width are left to the scratch detector.
-    min_line_length_px : float
-        ... once they are at least this long (full-resolution px, the length of a segment
-        with their second moment along the long axis, blur removed): shorter ones are too
-        small for their shape to be read through the noise, and stay spots. A short scratch
-        (0.45 mm) kept as a spot measured a "diameter" of 0.55–0.6 mm and failed a lens
-        against the 0.5 mm spot limit that, as a scratch, passes the 1 mm one.
     min_diameter_px, max_diameter_px : float
         Blobs outside this diameter range (full-resolution px) are not spots; wider, fainter
         departures belong to the coating detector.
@@ -71,7 +65,6 @@ class SpotParams:
     high_sigma: float = 7.0
     bright_factor: float = 1.3
     max_elongation: float = 1.8
-    min_line_length_px: float = 4.9
     min_diameter_px: float = 1.0
     max_diameter_px: float = 60.0
     min_contrast: float = 0.08
@@ -312,7 +305,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             half = float(np.hypot((vxx - vyy) / 2, vxy))
             ev = np.array([(vxx + vyy) / 2 - half, (vxx + vyy) / 2 + half])
             ev = np.maximum(ev - OPTICS_VAR_PX2 - f * f / 12.0, 0.0)
-            if ev[1] > params.min_line_length_px ** 2 / 12 and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
+            if ev[1] > 4.0 and np.sqrt(ev[1] / max(ev[0], 0.25)) > params.max_elongation:
                 continue  # a line: the scratch detector's
             # a spot can darken by at most 100 %, so its integrated departure bounds it below
             integrated = total * f * f
