@@ -177,7 +177,9 @@ def test_uncalibrated_sizes_are_in_pixels_without_a_pixel_size():
     res = inspect_lens(image, None, SPEC)
     assert res.scratches and res.scratches[0].length_mm is None and res.scratches[0].length_px > 30
     assert res.scratches[0].zone == "unknown"
-    assert "scratch length_mm" in res.extra["unchecked_limits"]
+    # the 1 mm limit is judged at 0.1 mm/px (10 px), never left unchecked on a pass
+    assert res.verdict == "fail" and "scratch length_mm" not in res.extra.get("unchecked_limits", [])
+    assert any(r.code == "scratch" and r.unit == "px" and "--pixel-size" in r.message for r in res.reasons)
 
 
 # -- bad input: each a clear error verdict, never an exception -----------------------------

@@ -44,6 +44,18 @@ def test_explain_record_margins_against_truth():
     assert any(d.startswith("spec: scratch") for d in ex.decided_by)
 
 
+def test_explain_without_a_pixel_size_shows_the_assumed_scale():
+    """Uncalibrated with no pixel size, the verdict judged the pixel sizes at 0.1 mm/px:
+    explain shows that row (px against px), as the verdict decided it."""
+    sim, _ = sim_and_station()
+    image, _ = _scratched(sim)
+    rec = inspect_lens(image, None, SPEC).to_dict()
+    ex = explain_record(rec, SPEC)
+    row = next(r for r in ex.rows if r.code == "scratch" and r.zone == "central")
+    assert row.field == "length_px" and row.unit == "px" and row.limit == 10.0
+    assert row.status == "fail" and rec["verdict"] == "fail"
+
+
 def test_explain_cli_on_record_and_image(cli, tmp_path):
     sim, station = sim_and_station()
     image, _ = _scratched(sim)

@@ -62,9 +62,32 @@ def test_missing_key_means_no_limit():
 
 
 def test_limits_without_a_measure_are_reported_unchecked():
-    verdict, reasons, unchecked = decide({"haze_pct": None, "scratches": [{"length_mm": None, "length_px": 40.0,
-                                                                           "zone": "unknown"}]}, _spec())
+    verdict, reasons, unchecked = decide({"haze_pct": None, "scratches": [{"length_mm": None, "zone": "unknown"}]},
+                                         _spec())
     assert verdict == "pass" and "haze_pct" in unchecked and "scratch length_mm" in unchecked
+
+
+def test_mm_limits_without_a_pixel_size_are_checked_at_the_coarsest_common_scale():
+    """No pixel size: a pass must still mean the lens meets the spec. A defect in pixels is
+    judged at 0.1 mm/px, the most millimetres a pixel count plausibly is (station-model §1:
+    0.03–0.10 mm/px): 40 px is at least 1.2 mm and up to 4 mm, so over a 1 mm limit; 9 px is
+    at most 0.9 mm, within it at any common scale."""
+    spec = load_spec("en166-clear")
+    long = {"scratches": [{"length_mm": None, "length_px": 40.0, "zone": "unknown"}]}
+    verdict, reasons, unchecked = decide(long, spec)
+    assert verdict == "fail" and "scratch length_mm" not in unchecked
+    assert reasons[0].unit == "px" and reasons[0].value == 40.0 and reasons[0].limit == 10.0
+    assert "scratch 40 px in unknown zone > 10 px" in reasons[0].message and "--pixel-size" in reasons[0].message
+    short = {"scratches": [{"length_mm": None, "length_px": 9.0, "zone": "unknown"}],
+             "spots": [{"diameter_mm": None, "diameter_px": 5.0, "zone": "unknown"}],
+             "coating": [{"area_mm2": None, "area_px": 399.0, "zone": "unknown"}]}
+    assert decide(short, spec)[0] == "pass"
+    spot = {"spots": [{"diameter_mm": None, "diameter_px": 6.0, "zone": "unknown"}]}
+    verdict, reasons, _ = decide(spot, spec)
+    assert verdict == "fail" and reasons[0].code == "spot" and reasons[0].limit == 5.0
+    area = {"coating": [{"area_mm2": None, "area_px": 401.0, "zone": "central"}]}
+    verdict, reasons, _ = decide(area, spec)
+    assert verdict == "fail" and reasons[0].unit == "px²" and reasons[0].limit == 400.0
 
 
 def test_pixel_limits_apply_to_uncalibrated_images():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from goggleqc.spec import Spec
+from goggleqc.inspect.verdict import ASSUMED_PIXEL_MM, PIXEL_FIELDS
 
 _LISTS = {"scratch": "scratches", "coating": "coating", "spot": "spots"}
 
@@ -58,7 +59,18 @@ def explain_record(record: dict, spec: Spec) -> Explanation:
     rows = []
     for lim in spec.limits:
         if lim.code in _LISTS:
-            value, unmeasured = _worst(record.get(_LISTS[lim.code]) or [], lim.field, lim.zone, lim.bound)
+            objects = record.get(_LISTS[lim.code]) or []
+            value, unmeasured = _worst(objects, lim.field, lim.zone, lim.bound)
+            if unmeasured and lim.field in PIXEL_FIELDS and lim.bound == "max":
+                # no pixel size: the verdict judged the pixel sizes at the assumed scale
+                px_field, power = PIXEL_FIELDS[lim.field]
+                px, _ = _worst(objects, px_field, lim.zone, lim.bound)
+                if px is not None:
+                    limit_px = round(lim.value / ASSUMED_PIXEL_MM ** power, 6)
+                    rows.append(LimitRow(lim.code, px_field, lim.zone, float(px), limit_px, lim.bound,
+                                         "px²" if power == 2 else "px", float(limit_px - px),
+                                         "pass" if px <= limit_px else "fail"))
+                    continue
             if value is None:
                 rows.append(LimitRow(lim.code, lim.field, lim.zone, None, lim.value, lim.bound, lim.unit, None,
                                      "not measured" if unmeasured else "none found"))
