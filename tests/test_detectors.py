@@ -171,6 +171,22 @@ def test_uncalibrated_scratch_recall_on_a_defocused_pattern():
     assert m["false_scratches_per_clean_lens"] <= 0.05
 
 
+def test_a_large_spot_in_a_large_photograph_is_a_spot():
+    """A 1.3 mm dust particle in a 3 MP photograph at 0.016 mm/px is 80 px across. The
+    largest spot was a fixed 60 px, so above 2.5 MP (a working grid of 4) it was never
+    reported; the limit now grows with the working grid, as the detector's scales do."""
+    from goggleqc.synth.scenes import close_up_station
+
+    sim = SimStation(close_up_station(np.random.default_rng(31), width=2000, height=1500, pixel_size_mm=0.016))
+    base = centred(random_lens(np.random.default_rng(32), sim, defects=0, haze=0.01, tau_clear=0.9))
+    lens = dataclasses.replace(base, spots=(Spot(1000.0, 750.0, 80.0, 0.5),))
+    image, _ = render_lens(sim, lens, np.random.default_rng(33))
+    res = inspect_lens(image, None, SPEC)
+    near = [sp for sp in res.spots if abs((sp.bbox_px[0] + sp.bbox_px[2]) / 2 - 1000) < 30
+            and abs((sp.bbox_px[1] + sp.bbox_px[3]) / 2 - 750) < 30]
+    assert len(near) == 1 and 60 < near[0].diameter_px < 100
+
+
 def test_uncalibrated_sizes_are_in_pixels_without_a_pixel_size():
     sim, _ = station_pair(12, "pattern", defocused=True)
     image, _ = render_lens(sim, _lens_with(sim, 13), np.random.default_rng(14))

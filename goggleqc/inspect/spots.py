@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from goggleqc.errors import InputError
-from goggleqc.inspect.background import Relative
+from goggleqc.inspect.background import SCALE, Relative
 from goggleqc.inspect.results import Mark, Spot
 from goggleqc.inspect.scratches import BUFFERS, MaxAbs, departure_at, nonzero_yx, valid_box, zero_outside
 
@@ -45,7 +45,10 @@ class SpotParams:
         Blobs longer than this over their width are left to the scratch detector.
     min_diameter_px, max_diameter_px : float
         Blobs outside this diameter range (full-resolution px) are not spots; wider, fainter
-        departures belong to the coating detector.
+        departures belong to the coating detector. ``max_diameter_px`` is for the default
+        working grid (:data:`~goggleqc.inspect.background.SCALE` px per working px) and
+        grows with a coarser one, as the detector's scales do: with a fixed 60 px, a 12 MP
+        photograph (working grid of 4) never reported a spot over 0.96 mm.
     min_contrast : float
         Fainter blobs (mean τ drop over the disc) are not spots: a departure of a few percent
         over millimetres is a coating flaw (0.5–5 %, station-model §3), the coating detector's.
@@ -228,6 +231,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
     if not params.high_sigma > 0:
         raise InputError("SpotParams: high_sigma must be > 0")
     f = rel.scale
+    max_diameter = params.max_diameter_px * max(1.0, f / SCALE)
     # candidates of both polarities in one sparse pass; the local-maximum test and everything
     # after it run on them only (raster order kept, so ties sort as over the whole grid)
     low = params.high_sigma * min(1.0, params.bright_factor)
@@ -261,6 +265,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             ys, xs, zp = ys[strong], xs[strong], zp[strong]
         order = np.argsort(-zp)
         taken: list[tuple[float, float, float]] = []
+        centres: list[tuple[float, float, float]] = []  # full-resolution centre and radius of each spot kept
         for y, x, zpeak in zip(ys[order], xs[order], zp[order]):
             radius = max(3, int(np.ceil(3 * params.scales[best[y - oy, x - ox]])))
             if any((y - ty) ** 2 + (x - tx) ** 2 <= tr ** 2 for ty, tx, tr in taken):
@@ -311,10 +316,15 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             integrated = total * f * f
             diameter = float(max(4.0 * np.sqrt(max(ev.mean(), 0.0)), np.sqrt(4 * integrated / np.pi)))
             contrast = min(integrated / (np.pi * diameter ** 2 / 4), 1.0)
-            if not params.min_diameter_px <= diameter <= params.max_diameter_px or contrast < params.min_contrast:
+            if not params.min_diameter_px <= diameter <= max_diameter or contrast < params.min_contrast:
                 continue
             fx, fy = rel.to_full(cx, cy)
             r = diameter / 2
+            # a large blob answers at several scales and places (its rim at the small ones):
+            # one whose centre falls within a stronger spot already measured is that spot
+            if any((fx - ox_) ** 2 + (fy - oy_) ** 2 < max(r, or_) ** 2 for ox_, oy_, or_ in centres):
+                continue
+            centres.append((fx, fy, r))
             bbox = [int(np.floor(fx - r)), int(np.floor(fy - r)), int(np.ceil(fx + r)) + 1, int(np.ceil(fy + r)) + 1]
             ring = np.stack([fx + r * np.cos(_RING), fy + r * np.sin(_RING)], 1).round().astype(int)
             zone = zone_of(ring) if zone_of is not None else "unknown"

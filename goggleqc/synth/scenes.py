@@ -330,12 +330,13 @@ def centred(lens: LensSpec) -> LensSpec:
 
 def close_up(station_rng: np.random.Generator, lens_rng: np.random.Generator, *, pixel_size_mm: float = 0.1,
              warp: float = 0.0, kinds: tuple[str, ...] = ("scratch", "spot"),
-             photo: bool = False) -> tuple[SimStation, np.ndarray, dict]:
+             photo: bool = False, width: int = 640, height: int = 512) -> tuple[SimStation, np.ndarray, dict]:
     """A photograph through a random lens filling the frame (:func:`close_up_station`, the lens
     :func:`centred`): the simulated station, the image and its truth record."""
     from goggleqc.synth.render import render_lens
 
-    sim = SimStation(close_up_station(station_rng, pixel_size_mm=pixel_size_mm, warp=warp, photo=photo))
+    sim = SimStation(close_up_station(station_rng, width=width, height=height, pixel_size_mm=pixel_size_mm,
+                                      warp=warp, photo=photo))
     lens = centred(random_lens(lens_rng, sim, kinds=kinds))
     image, truth = render_lens(sim, lens, lens_rng)
     return sim, image, truth
