@@ -322,7 +322,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             r = diameter / 2
             # a large blob answers at several scales and places (its rim at the small ones):
             # one whose centre falls within a stronger spot already measured is that spot
-            if any((fx - ox_) ** 2 + (fy - oy_) ** 2 < max(r, or_) ** 2 for ox_, oy_, or_ in centres):
+            if any((fx - sx) ** 2 + (fy - sy) ** 2 < max(r, sr) ** 2 for sx, sy, sr in centres):
                 continue
             centres.append((fx, fy, r))
             bbox = [int(np.floor(fx - r)), int(np.floor(fy - r)), int(np.ceil(fx + r)) + 1, int(np.ceil(fy + r)) + 1]
