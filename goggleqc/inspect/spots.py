@@ -25,6 +25,8 @@ from goggleqc.inspect.background import SCALE, Relative
 from goggleqc.inspect.results import Mark, Spot
 from goggleqc.inspect.scratches import BUFFERS, MaxAbs, departure_at, nonzero_yx, valid_box, zero_outside
 
+#: a blob measured at least this fraction of its measuring window across fills the window
+TARGET_WINDOW_FILL = 0.8
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
 OPTICS_VAR_PX2 = 0.8
 
@@ -394,7 +396,12 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
              if claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
                         min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))] not in kept]
     if rel.target_blur_px > 0:
-        blurred = [sp for sp in spots if sp.diameter_px >= spot_params.target_diameter_ratio * rel.target_blur_px
+        # a blob is measured within a window of 3 σ of its best scale: one wider than that
+        # window (dust on a strongly defocused target in a large photograph) reads as the
+        # window's size, so the window's size is all that can be asked of it
+        window_px = 2 * max(3, int(np.ceil(3 * max(spot_params.scales)))) * rel.scale
+        wide = min(spot_params.target_diameter_ratio * rel.target_blur_px, TARGET_WINDOW_FILL * window_px)
+        blurred = [sp for sp in spots if sp.diameter_px >= wide
                    and abs(sp.contrast) < spot_params.target_max_contrast
                    and edge_sigma(rel, sp) >= spot_params.target_edge_ratio * rel.target_blur_px]
         if marks is not None:
