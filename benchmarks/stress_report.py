@@ -44,6 +44,14 @@ def _camera(**changes):
     return lambda p, r: dataclasses.replace(p, camera=dataclasses.replace(p.camera, **{k: v(r) for k, v in changes.items()}))
 
 
+def _lens(**changes):
+    """A change to each drawn lens rather than to the station (marked by ``lens=True``)."""
+    def change(spec, r):
+        return dataclasses.replace(spec, **{k: v(r) for k, v in changes.items()})
+    change.lens = True
+    return change
+
+
 def _backlight(**changes):
     return lambda p, r: dataclasses.replace(p, backlight=dataclasses.replace(
         p.backlight, **{k: v(r) for k, v in changes.items()}))
@@ -76,6 +84,16 @@ VARIANTS = {
                           nose_height_mm=p.product.nose_height_mm * 0.52 / 0.33)), ("uniform", "pattern")),
     "coarse pattern": ("pattern period 7–10 mm (usual 1.5–6)", _backlight(period_mm=lambda r: float(r.uniform(7, 10))),
                        ("pattern",)),
+    "fine pattern": ("pattern period 1.0–1.4 mm (10–14 px; usual 1.5–6 mm)",
+                     _backlight(period_mm=lambda r: float(r.uniform(1.0, 1.4))), ("pattern",)),
+    "sharp pattern": ("the target in focus (no defocus; usual up to 0.2 period)",
+                      _backlight(defocus_mm=lambda r: 0.0), ("pattern",)),
+    "stripes": ("a stripe target (usual: checker or grid 90 % of the time)",
+                _backlight(pattern=lambda r: "stripes"), ("pattern",)),
+    "drift": ("exposure drift between flat and lens ±6–10 % (usual ±3 %)",
+              _lens(gain=lambda r: float(1 + r.choice([-1, 1]) * r.uniform(0.06, 0.10))), ("uniform", "pattern")),
+    "hazy": ("every lens hazy: haze 4–10 % (usual: 85 % of lenses under 2.5 %)",
+             _lens(haze=lambda r: float(r.uniform(0.04, 0.10))), ("uniform", "pattern")),
 }
 
 
@@ -86,20 +104,25 @@ def _set(variant: str, backlight: str, seed: int, count: int, size=(480, 384), p
     if (folder / "truth.jsonl").exists():
         return folder
     change = VARIANTS[variant][1]
-    draw = sampleset.random_station
+    draw, draw_lens = sampleset.random_station, sampleset.random_lens
+    lens_rng = np.random.default_rng([seed, 78])
 
     def station(rng, **kw):
         params = draw(rng, **kw)
-        return change(params, np.random.default_rng([seed, 77]))
+        return params if getattr(change, "lens", False) else change(params, np.random.default_rng([seed, 77]))
+
+    def lens(rng, sim, **kw):
+        spec = draw_lens(rng, sim, **kw)
+        return change(spec, lens_rng) if getattr(change, "lens", False) else spec
 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    sampleset.random_station = station
+    sampleset.random_station, sampleset.random_lens = station, lens
     try:
         note = sampleset.write_sample_set(tmp, sampleset.SampleSetOptions(
             count=count, seed=seed, width=size[0], height=size[1], pixel_size_mm=pixel_size_mm, backlight=backlight))
     finally:
-        sampleset.random_station = draw
+        sampleset.random_station, sampleset.random_lens = draw, draw_lens
     if "station_error" in note:
         print(f"{variant}, {backlight}, seed {seed}: calibration failed: {note['station_error']}", file=sys.stderr)
     shutil.rmtree(folder, ignore_errors=True)
