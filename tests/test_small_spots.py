@@ -84,3 +84,20 @@ def test_edge_sigma_reads_a_blob_s_edge_blur(blur):
         assert sigma < 1.5  # the working grid's own step
     else:
         assert sigma == pytest.approx(blur, rel=0.25)
+
+
+def test_a_faint_line_round_a_far_darker_spot_is_its_halo():
+    """Stress set base/pattern, station 91000, lens 37: a 0.22 mm inclusion of 78 % came with a
+    3 % "line" 6 px wide and 1 mm long round it, which failed a good lens as a 1.03 mm scratch
+    and hid the spot. A line at most a fifth as dark as a spot, within 6 px of its disc, is the
+    spot's halo; a dark line, a long one or one of the other polarity is not."""
+    from goggleqc.inspect.results import Scratch, Spot
+    from goggleqc.inspect.spots import _halo
+
+    spot = Spot(diameter_px=1.7, contrast=0.78, zone="central", bbox_px=[209, 151, 212, 154])
+    halo = Scratch(length_px=10.3, width_px=6.0, contrast=0.032, zone="central", bbox_px=[206, 148, 214, 158])
+    assert _halo(halo, spot)
+    darker = Scratch(length_px=10.3, width_px=1.0, contrast=0.2, zone="central", bbox_px=[206, 148, 214, 158])
+    longer = Scratch(length_px=40.0, width_px=1.0, contrast=0.03, zone="central", bbox_px=[190, 148, 230, 158])
+    bright = Scratch(length_px=10.3, width_px=6.0, contrast=-0.032, zone="central", bbox_px=[206, 148, 214, 158])
+    assert not any(_halo(sc, spot) for sc in (darker, longer, bright))
