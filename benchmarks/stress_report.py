@@ -172,7 +172,7 @@ def main() -> None:
         for backlight in VARIANTS[variant][2]:
             m, failed = run(variant, backlight, args.stations, args.count, size, args.pixel_size)
             cells = ["–" if m.get(key) is None else f"{100 * m[key]:.1f} %" if kind == "pct" else
-             str(m[key]) if kind == "int" else f"{m[key]:.2f}"
+                     str(m[key]) if kind == "int" else f"{m[key]:.2f}"
                      for _, key, kind in COLUMNS]
             note = f" ({failed} station(s) failed to calibrate)" if failed else ""
             print(f"| {variant}{note} | {backlight} | " + " | ".join(cells) + " |", flush=True)

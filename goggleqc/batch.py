@@ -274,16 +274,15 @@ class ImageJob:
                 return Outcome(key, None, skipped=True)
             t1 = time.perf_counter()
             image = decode_image(data, path)
-            # an uncalibrated picture's file may declare its tone curve (a PNG's colour chunks)
-            declared = (png_tone(data) if isinstance(self.inspect_fn, LensInspector) and self.inspect_fn.station is None
-                        else None)
+            # an uncalibrated picture's file may declare its tone curve (a PNG's colour chunks);
+            # read only when no --tone overrides it
+            fn = self.inspect_fn
+            reads_tone = isinstance(fn, LensInspector) and fn.station is None and fn.tone is None
+            declared = {"declared_tone": png_tone(data)} if reads_tone else {}
             del data
             t2 = time.perf_counter()
             timing.update(batch_read=(t1 - t0) * 1e3, batch_decode=(t2 - t1) * 1e3)
-            if declared is not None:
-                result = self.inspect_fn(image, os.path.basename(key), declared_tone=declared)
-            else:
-                result = self.inspect_fn(image, os.path.basename(key))
+            result = fn(image, os.path.basename(key), **declared)
             timing["batch_inspect"] = (time.perf_counter() - t2) * 1e3
         except GoggleQCError as exc:
             timing["batch_total"] = (time.perf_counter() - t0) * 1e3

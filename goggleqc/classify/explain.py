@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from goggleqc.inspect.verdict import assumed_pixel_limit
 from goggleqc.spec import Spec
-from goggleqc.inspect.verdict import ASSUMED_PIXEL_MM, PIXEL_FIELDS
 
 _LISTS = {"scratch": "scratches", "coating": "coating", "spot": "spots"}
 
@@ -61,15 +61,14 @@ def explain_record(record: dict, spec: Spec) -> Explanation:
         if lim.code in _LISTS:
             objects = record.get(_LISTS[lim.code]) or []
             value, unmeasured = _worst(objects, lim.field, lim.zone, lim.bound)
-            if unmeasured and lim.field in PIXEL_FIELDS and lim.bound == "max":
+            assumed = assumed_pixel_limit(lim) if unmeasured else None
+            if assumed:
                 # no pixel size: the verdict judged the pixel sizes at the assumed scale
-                px_field, power = PIXEL_FIELDS[lim.field]
+                px_field, limit_px, unit = assumed
                 px, _ = _worst(objects, px_field, lim.zone, lim.bound)
                 if px is not None:
-                    limit_px = round(lim.value / ASSUMED_PIXEL_MM ** power, 6)
-                    rows.append(LimitRow(lim.code, px_field, lim.zone, float(px), limit_px, lim.bound,
-                                         "px²" if power == 2 else "px", float(limit_px - px),
-                                         "pass" if px <= limit_px else "fail"))
+                    rows.append(LimitRow(lim.code, px_field, lim.zone, float(px), limit_px, lim.bound, unit,
+                                         float(limit_px - px), "pass" if px <= limit_px else "fail"))
                     continue
             if value is None:
                 rows.append(LimitRow(lim.code, lim.field, lim.zone, None, lim.value, lim.bound, lim.unit, None,

@@ -80,6 +80,11 @@ class SpotParams:
     target_edge_ratio: float = 0.6
 
 
+def _window_radius(s: float) -> int:
+    """Radius (working px) of the window a blob that answered best at scale ``s`` is measured in."""
+    return max(3, int(np.ceil(3 * s)))
+
+
 def _dog(d: np.ndarray, s: float) -> np.ndarray:
     return cv2.GaussianBlur(d, (0, 0), s) - cv2.GaussianBlur(d, (0, 0), 2.5 * s)
 
@@ -269,7 +274,7 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
         taken: list[tuple[float, float, float]] = []
         centres: list[tuple[float, float, float]] = []  # full-resolution centre and radius of each spot kept
         for y, x, zpeak in zip(ys[order], xs[order], zp[order]):
-            radius = max(3, int(np.ceil(3 * params.scales[best[y - oy, x - ox]])))
+            radius = _window_radius(params.scales[best[y - oy, x - ox]])
             if any((y - ty) ** 2 + (x - tx) ** 2 <= tr ** 2 for ty, tx, tr in taken):
                 continue
             taken.append((y, x, radius))
@@ -401,7 +406,7 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
         # a blob is measured within a window of 3 σ of its best scale: one wider than that
         # window (dust on a strongly defocused target in a large photograph) reads as the
         # window's size, so the window's size is all that can be asked of it
-        window_px = 2 * max(3, int(np.ceil(3 * max(spot_params.scales)))) * rel.scale
+        window_px = 2 * _window_radius(max(spot_params.scales)) * rel.scale
         wide = min(spot_params.target_diameter_ratio * rel.target_blur_px, TARGET_WINDOW_FILL * window_px)
         blurred = [sp for sp in spots if sp.diameter_px >= wide
                    and abs(sp.contrast) < spot_params.target_max_contrast

@@ -26,6 +26,7 @@ import numpy as np
 
 from goggleqc.errors import InputError
 
+
 @dataclass(frozen=True)
 class Tone:
     """A tone curve: ``linear``, ``srgb`` or ``gamma`` (a plain power ``gamma``)."""
@@ -86,8 +87,6 @@ def linearise(image: np.ndarray, tone: Tone) -> np.ndarray:
 
 #: file name endings of JPEG pictures
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
-
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: a gAMA within this of 1/1 is a linear file
 _LINEAR_GAMMA_TOLERANCE = 0.05

@@ -48,10 +48,18 @@ def _message(code: str, value: float, limit: Limit, zone: str | None) -> str:
     return f"{what} {_fmt(value)}{unit}{where} {op} {_fmt(limit.value)}{unit}"
 
 
-def _assumed_scale_reason(limit: Limit, px: float, zone: str | None, power: int) -> Reason:
+def assumed_pixel_limit(limit: Limit) -> tuple[str, float, str] | None:
+    """``(pixel field, limit in pixels, unit)`` of a mm limit applied at :data:`ASSUMED_PIXEL_MM`,
+    or None for a limit that has no pixel counterpart (or is a lower bound)."""
+    if limit.field not in PIXEL_FIELDS or limit.bound != "max":
+        return None
+    px_field, power = PIXEL_FIELDS[limit.field]
+    return px_field, round(limit.value / ASSUMED_PIXEL_MM ** power, 6), "px²" if power == 2 else "px"
+
+
+def _assumed_scale_reason(limit: Limit, px: float, zone: str | None) -> Reason:
     """A break of a mm limit by a defect measured in pixels only, at :data:`ASSUMED_PIXEL_MM`."""
-    limit_px = round(limit.value / ASSUMED_PIXEL_MM ** power, 6)
-    unit = "px²" if power == 2 else "px"
+    _, limit_px, unit = assumed_pixel_limit(limit)
     where = f" in {zone} zone" if zone else ""
     message = (f"{limit.code} {_fmt(px)} {unit}{where} > {_fmt(limit_px)} {unit} (the {_fmt(limit.value)} {limit.unit} "
                f"limit at {ASSUMED_PIXEL_MM:g} mm/px, assumed: no pixel size; give --pixel-size to check it)")
@@ -87,12 +95,12 @@ def check_limits(measures: dict, spec: Spec) -> tuple[list[Reason], list[str]]:
                     continue
                 value = obj.get(limit.field)
                 if value is None:
-                    px_field, power = PIXEL_FIELDS.get(limit.field, (None, 0))
-                    px = obj.get(px_field) if px_field else None
-                    if px is None or limit.bound != "max":
+                    assumed = assumed_pixel_limit(limit)
+                    px = obj.get(assumed[0]) if assumed else None
+                    if px is None:
                         unchecked.append(f"{limit.code} {limit.field}")
-                    elif px * ASSUMED_PIXEL_MM ** power > limit.value and (worst_px is None or px > worst_px[0]):
-                        worst_px = (px, obj.get("zone"), power)
+                    elif px > assumed[1] and (worst_px is None or px > worst_px[0]):
+                        worst_px = (px, obj.get("zone"))
                     continue
                 if _breaks(value, limit) and (worst is None or (value > worst[0]) == (limit.bound == "max")):
                     worst = (value, obj.get("zone"))
