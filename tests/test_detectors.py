@@ -442,7 +442,7 @@ def _faint_hairline_lenses(sim, seed: int, count: int):
         rng = np.random.default_rng([seed, 31, i])
         base = random_lens(rng, sim, defects=0, haze=0.01, tau_clear=0.9)
         made = random_scratch(rng, render_masks(sim.params, base.pose), PS, length_mm=float(rng.uniform(3, 8)),
-                              contrast=float(rng.uniform(*FAINT_CONTRAST)), width_px=float(rng.uniform(0.6, 1.0)),
+                              contrast=float(rng.uniform(*FAINT_CONTRAST)), width_mm=float(rng.uniform(0.6, 1.0)) * PS,
                               shape="straight")
         if made is not None:
             out.append(render_lens(sim, dataclasses.replace(base, scratches=(made,)), rng, limits=SPEC))

@@ -24,7 +24,7 @@ def _scratched(sim):
 
     rng = np.random.default_rng(11)
     lens = random_lens(rng, sim, defects=0, haze=0.01, tau_clear=0.9)
-    sc = random_scratch(rng, render_masks(sim.params, lens.pose), 0.2, length_mm=6.0, contrast=0.3, width_px=1.5,
+    sc = random_scratch(rng, render_masks(sim.params, lens.pose), 0.2, length_mm=6.0, contrast=0.3, width_mm=0.3,
                         shape="straight")
     return render_lens(sim, replace(lens, scratches=(sc,)), np.random.default_rng(11), limits=SPEC)
 

@@ -124,7 +124,7 @@ def _clear_cut_lens(rng: np.random.Generator, station: SimStation, bad: bool, li
     ps = p.pixel_size_mm
     if kind == "scratch":
         scratch = random_scratch(rng, masks, ps, length_mm=float(rng.uniform(6.0, 11.0)),
-                                 contrast=float(rng.uniform(0.25, 0.45)), width_px=max(1.5, 0.15 / ps),
+                                 contrast=float(rng.uniform(0.25, 0.45)), width_mm=max(1.5 * ps, 0.15),
                                  shape="straight")
         return LensSpec(**base, scratches=(scratch,) if scratch else ()), kind
     if kind == "spot":

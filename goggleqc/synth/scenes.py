@@ -127,9 +127,12 @@ def _place(rng, masks, make, tries: int = 60):
     return None
 
 
-def random_scratch(rng, masks, ps: float, *, length_mm=None, contrast=None, width_px=None, shape=None):
+def random_scratch(rng, masks, ps: float, *, length_mm=None, contrast=None, width_mm=None, shape=None):
+    """A scratch 0.3–25 mm long and 0.02–0.3 mm wide (hairline to gouge), drawn in mm so that
+    one scratch is the same object at every pixel size; dashes of a broken scratch are
+    0.3–1.5 mm with gaps of 0.1–0.5 mm."""
     length_px = (length_mm if length_mm is not None else _loguniform(rng, 0.3, 25.0)) / ps
-    width = width_px if width_px is not None else _loguniform(rng, 0.3, 4.0)
+    width = (width_mm if width_mm is not None else _loguniform(rng, 0.02, 0.3)) / ps
     c = contrast if contrast is not None else float(rng.uniform(0.03, 0.40))
     shape = shape or str(rng.choice(["straight", "arc", "kinked", "broken"], p=[0.4, 0.25, 0.2, 0.15]))
     theta = float(rng.uniform(0, np.pi))
@@ -153,7 +156,7 @@ def random_scratch(rng, masks, ps: float, *, length_mm=None, contrast=None, widt
         pts = pts @ rot.T + [cx, cy]
         dash = None
         if shape == "broken":
-            dash = (float(rng.uniform(3, 15)), float(rng.uniform(1, 5)))
+            dash = (float(rng.uniform(0.3, 1.5)) / ps, float(rng.uniform(0.1, 0.5)) / ps)
         return Scratch(tuple(map(tuple, pts.round(3))), width, c, shape, dash, float(rng.uniform(0.1, 0.5))), pts
 
     return _place(rng, masks, make)
