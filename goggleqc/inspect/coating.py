@@ -21,11 +21,17 @@ scratches and spots, so they are sought on the flat-corrected transmission reduc
 Objects smaller than ``min_area_mm2``, thinner than ``min_width_mm`` or stronger than
 ``max_contrast`` are left to the spot and scratch detectors. Light traps (flat too dark to
 divide: transmission 0) and the lens edge are excluded.
+
+Without a station (:func:`uncalibrated`) the image itself stands in for the transmission, on a
+plain panel only: the panel's own unevenness (0.5–3 % over centimetres) is what a void looks
+like without a flat, so the background is fitted over 4 mm, not 16, and a flaw must stand 8 σ
+of what that leaves, not 6, and change τ by 1 %. Large, faint voids and mottle are then out of
+reach; runs and small voids with clear edges are found.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -96,6 +102,24 @@ class CoatingParams:
         """Parameters from a mapping (e.g. a station's fitted thresholds); unknown keys are ignored."""
         known = {k: float(v) for k, v in values.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+#: Background box (mm) and threshold (σ) of the coating search on an uncalibrated plain panel
+UNCALIBRATED_BACKGROUND_MM = 4.0
+UNCALIBRATED_K_HIGH = 8.0
+#: Smallest τ change reported without a flat: what a panel's unevenness leaves over 4 mm
+#: reaches 0.5–0.7 % (it was reported as a faint run on every lens of a 1.3 MP station)
+UNCALIBRATED_MIN_CONTRAST = 0.01
+
+
+def uncalibrated(params: CoatingParams) -> CoatingParams:
+    """The parameters for an image with no flat: a background fitted over at most
+    :data:`UNCALIBRATED_BACKGROUND_MM`, which follows a panel's own unevenness, and a
+    threshold of at least :data:`UNCALIBRATED_K_HIGH` σ of what it leaves and of
+    :data:`UNCALIBRATED_MIN_CONTRAST`."""
+    return replace(params, background_mm=min(params.background_mm, UNCALIBRATED_BACKGROUND_MM),
+                   k_high=max(params.k_high, UNCALIBRATED_K_HIGH),
+                   min_contrast=max(params.min_contrast, UNCALIBRATED_MIN_CONTRAST))
 
 
 def _coating_factor(shape: tuple[int, int], pixel_size_mm: float | None, reduced_mm: float) -> int:

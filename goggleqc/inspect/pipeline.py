@@ -19,7 +19,7 @@ from goggleqc.capture.imagefile import to_luminance
 from goggleqc.errors import GoggleQCError, InputError
 from goggleqc.inspect.background import EDGE_MARGIN_PX, relative_image, station_maps, working_scale
 from goggleqc.inspect.grid import reduce_image
-from goggleqc.inspect.coating import CoatingParams, find_coating
+from goggleqc.inspect.coating import CoatingParams, find_coating, uncalibrated
 from goggleqc.inspect.haze import haze_contrast_index, measure_haze
 from goggleqc.inspect.lens import find_lens, through_lens_region
 from goggleqc.inspect.results import Reason, Result
@@ -280,12 +280,18 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
         if station is not None:
             coating = find_coating(trans_work, region, pixel_size_mm=ps,
                                    params=detectors.coating, station=station, scale=scale)
-            # a mottle's texture ridges and a run read as a line go first, so they do not hide
-            # the coating defect itself below
-            scratches = [sc for sc in scratches if not (_mottle_texture(sc, coating) or _run_itself(sc, coating))]
-            coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
+        elif rel.model == "local":
+            # no flat, on a plain panel: the image stands in for the transmission. A pattern
+            # read as a lattice is its own background cell by cell, which a flaw of
+            # millimetres follows too: no coating is sought there
+            coating = find_coating(reduced, region, pixel_size_mm=ps, params=uncalibrated(detectors.coating),
+                                   scale=scale)
         else:
             coating = []
+        # a mottle's texture ridges and a run read as a line go first, so they do not hide
+        # the coating defect itself below
+        scratches = [sc for sc in scratches if not (_mottle_texture(sc, coating) or _run_itself(sc, coating))]
+        coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
         lap("coating")
     except GoggleQCError as exc:
         return error_result(name, str(exc))
