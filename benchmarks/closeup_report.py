@@ -6,7 +6,8 @@ Each lens fills the frame (no goggle frame in view, so no zones) and is photogra
 defocused checker, grid or stripe target, square on (``--warp 0``) or bent as through a
 curved visor or by a tilted camera (the target's scale changing by about ``warp`` from the
 centre to the corners). No station: the background comes from the image itself. Six lenses
-per simulated target; 640×512 at 0.1 mm/px. Prints a markdown table, one column per warp,
+per simulated target; 640×512 at 0.1 mm/px unless ``--size`` and ``--pixel-size`` say otherwise
+(``--unscaled`` inspects without telling the pixel size, as a photograph of unknown scale is). Prints a markdown table, one column per warp,
 and how many of the unmatched scratch finds lie on dust on the target, which no single image
 can tell from dust on the lens. False accepts and rejects are scored on the scratch and spot
 limits only: haze and transmittance cannot be measured without a station.
@@ -43,13 +44,15 @@ ROWS = [
 ]
 
 
-def run(seed: int, count: int, warp: float, photo: bool = False, tone: Tone | None = None) -> tuple[dict, int, int]:
+def run(seed: int, count: int, warp: float, photo: bool = False, tone: Tone | None = None,
+        size: tuple[int, int] = (640, 512), pixel_size_mm: float = PIXEL_MM, scaled: bool = True
+        ) -> tuple[dict, int, int]:
     """Metrics of ``count`` close-ups, and the unmatched scratch finds on target dust / elsewhere."""
     pairs, on_dust, elsewhere = [], 0, 0
     for i in range(count):
         sim, image, truth = close_up(np.random.default_rng(seed + i // PER_TARGET), np.random.default_rng([seed, i, 5]),
-                                     pixel_size_mm=PIXEL_MM, warp=warp, photo=photo)
-        result = inspect_lens(image, None, SPEC, pixel_size_mm=PIXEL_MM, tone=tone).to_dict()
+                                     pixel_size_mm=pixel_size_mm, warp=warp, photo=photo, width=size[0], height=size[1])
+        result = inspect_lens(image, None, SPEC, pixel_size_mm=pixel_size_mm if scaled else None, tone=tone).to_dict()
         pairs.append((truth, result))
         dust = target_dust_px(sim.params)
         matched = {j for _, j in match_objects(truth.get("scratches", []), result["scratches"])}
@@ -72,9 +75,16 @@ def main() -> None:
     ap.add_argument("--photo", action="store_true",
                     help="ordinary cameras: colour mosaics, sRGB or gamma tone curves, sharpening, JPEG")
     ap.add_argument("--tone", default="linear", help="the tone curve undone before inspection: linear, srgb or gamma=G")
+    ap.add_argument("--size", default="640x512", help="frame WxH")
+    ap.add_argument("--pixel-size", type=float, default=PIXEL_MM, help="mm per pixel in the lens plane")
+    ap.add_argument("--unscaled", action="store_true", help="inspect without the pixel size")
     args = ap.parse_args()
-    cols = [run(args.seed, args.count, w, args.photo, parse_tone(args.tone)) for w in args.warp]
-    print(f"| {args.count} close-ups, seed {args.seed} | " + " | ".join(
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    cols = [run(args.seed, args.count, w, args.photo, parse_tone(args.tone), size, args.pixel_size, not args.unscaled)
+            for w in args.warp]
+    shown = "" if args.size == "640x512" and args.pixel_size == PIXEL_MM else f", {args.size} at {args.pixel_size:g} mm/px"
+    shown += ", pixel size not given" if args.unscaled else ""
+    print(f"| {args.count} close-ups, seed {args.seed}{shown} | " + " | ".join(
         "square on" if w == 0 else f"bent {w:g}" for w in args.warp) + " |")
     print("|---|" + "---|" * len(cols))
     for label, key, kind in ROWS:

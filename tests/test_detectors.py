@@ -147,7 +147,7 @@ def test_uncalibrated_scratch_recall_on_a_defocused_pattern():
     """Issue 4: ≥ 90 % for scratches ≥ 1 mm on a pattern backlight, no station at all.
 
     Uncalibrated, the background is the pattern's own neighbouring cells (a median over the
-    lattice the frame's autocorrelation gives). Target 90 %; reached ~79 % on these defocused
+    lattice the frame's autocorrelation gives). Target 90 %; reached 77 % on these defocused
     patterns of 3 mm and more (66 % with a local quadratic fit, 71 % before the lattice was
     read to a pixel or two of the lens edge), with no false scratch on a defect-free lens. The misses are hairlines of a few percent that run over dark
     pattern cells, where too little light comes through to see them without a flat. The
