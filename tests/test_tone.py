@@ -188,3 +188,22 @@ def test_photographs_by_ordinary_cameras_keep_their_scratches_once_the_curve_is_
     assert m_fixed["recall_scratch_1mm"] >= 0.75
     assert m_fixed["recall_scratch_1mm"] > m_raw["recall_scratch_1mm"]
     assert m_fixed["false_scratches_per_clean_lens"] <= 0.05
+
+
+def test_a_phone_jpeg_stored_on_its_side_is_read_as_it_is_shown(tmp_path):
+    """Phones often store a portrait photograph as a landscape JPEG with an EXIF orientation
+    tag (6: rotate 90° clockwise) that every viewer applies. Read ignoring the tag, a defect's
+    box would not land where the user sees it; the frame is read as shown."""
+    Image = pytest.importorskip("PIL.Image")
+    from goggleqc.capture.imagefile import read_image
+
+    stored = np.full((60, 100, 3), 40, np.uint8)
+    stored[:10, :30] = 220  # a bright block at the stored frame's top left
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    shown = read_image(tmp_path / "phone.jpg")
+    assert shown.shape == (100, 60)
+    # rotated 90° clockwise: the stored top-left block is now at the top right
+    assert shown[:30, -10:].mean() > 200 and shown[:30, :10].mean() < 60

@@ -90,7 +90,10 @@ def decode_image(data: np.ndarray, path: str | Path) -> np.ndarray:
     # A PNG cut short is recognised without calling libpng, which would print its own error
     if kind == "PNG" and b"IEND" not in data[-32:].tobytes():
         raise InputError(f"{path}: truncated PNG (the file ends before its IEND chunk); copy it again")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # A phone's JPEG is often stored on its side with an EXIF orientation tag that every viewer
+    # applies; IMREAD_UNCHANGED would ignore it, so boxes would not land where the user sees
+    # the defect. IMREAD_COLOR applies it (8-bit, as every JPEG here is; grey stays grey).
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR if kind == "JPEG" else cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"{path}: truncated or corrupt {kind} file; OpenCV cannot decode it")
     if image.dtype not in (np.uint8, np.uint16):
