@@ -63,8 +63,8 @@ class SpotParams:
         than ``target_max_contrast`` and with an edge at least ``target_edge_ratio`` as blurred
         as the pattern's (:func:`edge_sigma`) is dust on the defocused target, reported as a
         ``target`` mark; the camera focuses on the lens. On simulated close-ups dust on the
-        target has edges of 0.77–0.93 of that blur, spots on the lens mostly under 0.5; dust
-        0.1–1 mm across keeps up to about 16 % of contrast through a defocus of 0.3 mm.
+        target has edges of 0.77–0.93 of that blur, spots on the lens mostly under 0.5; one
+        grain on a target 0.32 mm out of focus kept 16 % of contrast.
     """
 
     scales: tuple[float, ...] = (0.8, 1.6, 3.2)
