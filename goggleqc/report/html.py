@@ -340,7 +340,7 @@ def render_report(data: ReportData, *, spec: Any = None, station: dict[str, Any]
 <title>{_e(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{_e(title)}</h1>
-<div class="sub">generated {now}{f" · results in <code>{_e(out_dir)}</code>" if out_dir else ""} · spec {_e(spec.name if spec else "—")}</div>
+<div class="sub">generated {now}{f" · results in <code>{_e(out_dir)}</code>" if out_dir else ""} · spec <code>{_e(spec.name if spec else "—")}</code></div>
 <section id="summary">
 <h2>Summary</h2>
 <div class="cards">
