@@ -26,7 +26,7 @@ from goggleqc.inspect.results import Mark, Spot
 from goggleqc.inspect.scratches import BUFFERS, MaxAbs, departure_at, nonzero_yx, valid_box, zero_outside
 
 #: a blob measured at least this fraction of its measuring window across fills the window
-TARGET_WINDOW_FILL = 0.8
+TARGET_WINDOW_FILL = 0.7
 #: variance (full-resolution px²) the optics add to a point; the working grid adds f²/12
 OPTICS_VAR_PX2 = 0.8
 
