@@ -501,3 +501,38 @@ def test_faint_hairlines_are_found_as_whole_segments(backlight):
     for _ in range(12):
         image, _ = render_lens(sim, random_lens(rng, sim, defects=0, haze=0.01), rng, limits=SPEC)
         assert inspect_lens(image, station, SPEC).scratches == []
+
+
+def _fine_close_up(seed: int = 41):
+    """A defect-free photograph through a lens at 0.02 mm/px (1000×800), and its station."""
+    from goggleqc.synth.scenes import close_up_station
+
+    sim = SimStation(close_up_station(np.random.default_rng(seed), width=1000, height=800, pixel_size_mm=0.02))
+    return sim, centred(random_lens(np.random.default_rng(seed + 1), sim, defects=0, haze=0.01, tau_clear=0.9))
+
+
+@pytest.mark.parametrize("gap_px", [20.0, 30.0])
+def test_a_broken_scratch_at_a_fine_pixel_size_is_one_scratch(gap_px):
+    """A broken scratch's gaps are physical: 0.6 mm between dashes is 30 px at 0.02 mm/px,
+    beyond the 14 px a gap was allowed, so a 6 mm broken scratch came out as its pieces; with
+    a pixel size the gap allowed is now at least 0.8 mm. Across a shorter gap (0.4 mm, three
+    working px once blurred) the pieces' end pixels, each a pixel off the line, turned the
+    angle between them past 25°; an end ahead of the other and within 2.5 working px of its
+    line now continues it."""
+    sim, base = _fine_close_up()
+    scratch = Scratch(((350.0, 400.0), (650.0, 400.0)), 3.0, 0.3, "broken", (50.0, gap_px))
+    image, truth = render_lens(sim, dataclasses.replace(base, scratches=(scratch,)), np.random.default_rng(43))
+    res = inspect_lens(image, None, SPEC, pixel_size_mm=0.02)
+    assert len(res.scratches) == 1
+    assert res.scratches[0].length_mm == pytest.approx(truth["scratches"][0]["length_mm"], rel=0.15)
+
+
+def test_a_bubble_is_one_spot_not_its_rim_and_its_core():
+    """A bubble is a dark rim round a brighter core. The core, found as a bright blob within the
+    dark one, was reported as a second spot (and a 0.5 mm one can fail a lens on its own)."""
+    sim, base = _fine_close_up()
+    image, _ = render_lens(sim, dataclasses.replace(base, spots=(Spot(500.0, 400.0, 30.0, 0.45, "bubble"),)),
+                           np.random.default_rng(44))
+    res = inspect_lens(image, None, SPEC, pixel_size_mm=0.02)
+    assert len(res.spots) == 1 and res.spots[0].polarity == "dark"
+    assert res.spots[0].diameter_mm == pytest.approx(0.6, rel=0.3)

@@ -57,8 +57,11 @@ class ScratchParams:
         Shorter objects (full-resolution px) are not scratches.
     min_elongation : float
         Length over width below this is a spot, not a scratch.
-    link_gap_px : float
+    link_gap_px, link_gap_mm : float
         Fragments whose ends are this close (full-resolution px) and aligned are one scratch.
+        A broken scratch's gaps are physical (tenths of a millimetre): with a pixel size the
+        gap allowed is at least ``link_gap_mm``, so at a fine pixel size (a 12 MP photograph
+        at 0.02 mm/px) a broken scratch is not reported as its pieces.
     link_angle_deg : float
         Largest direction difference for linking.
     min_mean_sigma : float
@@ -111,6 +114,7 @@ class ScratchParams:
     min_length_px: float = 5.0
     min_elongation: float = 2.5
     link_gap_px: float = 14.0
+    link_gap_mm: float = 0.8
     link_angle_deg: float = 25.0
     min_mean_sigma: float = 3.8
     long_px: int = 12
@@ -445,6 +449,10 @@ def _along_pattern(piece: _Piece, normals: tuple[float, ...], tol_deg: float) ->
     return any(min(abs(normal - n), np.pi - abs(normal - n)) < tol for n in normals)
 
 
+#: working px off a piece's line that the next piece's end may lie and still continue it
+LINK_LATERAL_PX = 2.5
+
+
 def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray) -> list[list[int]]:
     """Groups of piece indices whose ends meet: close, and aligned with the gap between them.
 
@@ -469,6 +477,14 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
             with np.errstate(invalid="ignore", divide="ignore"):
                 u = v / dist[..., None]
             aligned = ((dirs[:, None, ea, :] * u).sum(-1) >= cos_max) & (-(dirs[None, :, eb, :] * u).sum(-1) >= cos_max)
+            # or in line: ahead of each end and within LINK_LATERAL_PX of its direction. Across
+            # a short gap the ends' pixel positions, a pixel off the line either way, turn the
+            # angle between them by more than angle_deg (a broken scratch at a fine pixel size)
+            da, db = dirs[:, None, ea, :], dirs[None, :, eb, :]
+            in_line = (((da * v).sum(-1) > 0) & (np.abs(da[..., 0] * v[..., 1] - da[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
+                       & (-(db * v).sum(-1) > 0) & (np.abs(db[..., 0] * v[..., 1] - db[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
+                       & (-(da * db).sum(-1) >= cos_max))
+            aligned |= in_line
             ok = pairs & ~linked & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
             allowed = ok & (dist <= gap)
             for i, j in zip(*np.nonzero(ok & (dist > gap))):
@@ -582,7 +598,8 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
                     pieces.append(piece)
     if faint:
         pieces += _faint_pieces(z, rel, *faint_yx, pieces, exclude, params)
-    groups = _link(pieces, params.link_gap_px / f, params.link_angle_deg, rel.valid)
+    gap_px = max(params.link_gap_px, params.link_gap_mm / pixel_size_mm) if pixel_size_mm else params.link_gap_px
+    groups = _link(pieces, gap_px / f, params.link_angle_deg, rel.valid)
     measured = []
     for group in groups:
         members = [pieces[i] for i in group]

@@ -250,6 +250,9 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
     joined = rel.model == "flat"
     cy_all, cx_all = nonzero_yx(np.abs(z) >= low)  # window coordinates
     out: list[Spot] = []
+    # full-resolution centre and radius of each spot kept, of either polarity: a bubble's
+    # brighter core lies within its dark rim (found first), and is that bubble, not a second spot
+    centres: list[tuple[float, float, float]] = []
     for polarity, sign, k in (("dark", 1.0, 1.0), ("bright", -1.0, params.bright_factor)):
         zc = z[cy_all, cx_all] * np.float32(sign)
         sel = zc >= params.high_sigma * k
@@ -273,7 +276,6 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
             ys, xs, zp = ys[strong], xs[strong], zp[strong]
         order = np.argsort(-zp)
         taken: list[tuple[float, float, float]] = []
-        centres: list[tuple[float, float, float]] = []  # full-resolution centre and radius of each spot kept
         for y, x, zpeak in zip(ys[order], xs[order], zp[order]):
             radius = _window_radius(params.scales[best[y - oy, x - ox]])
             if any((y - ty) ** 2 + (x - tx) ** 2 <= tr ** 2 for ty, tx, tr in taken):
