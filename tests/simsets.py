@@ -36,6 +36,14 @@ def _synth_version() -> str:
     return digest.hexdigest()[:10]
 
 
+def cache_dir(name: str) -> Path:
+    """``.cache/NAME_<digest>``: a test's own cache folder, keyed like the sets by the
+    simulator's and the calibration's source, so a changed simulator is never hidden by
+    frames it drew before (a fresh clone would draw new ones and could fail where a
+    developer's machine passes)."""
+    return CACHE.parent / f"{name}_{_synth_version()}"
+
+
 def sample_set(count: int, seed: int, backlight: str, size=(480, 384), pixel_size_mm: float = 0.1,
                bits: int = 8, defects: int | None = None) -> Path:
     """The folder of a cached sample set (written on first use); ``defects=0`` makes a

@@ -28,9 +28,10 @@ from goggleqc.report.writers import CsvWriter, JsonlWriter, read_records, resume
 from goggleqc.spec import load_spec
 from goggleqc.synth import SimStation, random_lens, random_station, render_lens
 from goggleqc.synth.lens import render_masks
+from simsets import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / ".cache"
+CACHE = cache_dir("batch")
 
 
 # -- shared helpers ------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from goggleqc.synth.render import render_plate, render_scale_target
 from goggleqc.synth.sampleset import station_truth
 from goggleqc.synth.scenes import random_station
 from goggleqc.synth.station import Dust, SimStation
+from simsets import cache_dir
 
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "calibration"
+CACHE = cache_dir("calibration")
 
 
 def _sim(seed: int, kind: str, bits: int = 8, size=(480, 384), ps: float = 0.15, **backlight) -> SimStation:

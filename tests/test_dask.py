@@ -30,6 +30,7 @@ from goggleqc.dask_executor import FIRST_CHUNK, MAX_CHUNK, chunk_size
 from goggleqc.report.writers import JsonlWriter, read_records
 from goggleqc.spec import load_spec
 from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
+from simsets import cache_dir
 
 try:
     import distributed
@@ -39,7 +40,7 @@ except ImportError:
 needs_dask = pytest.mark.skipif(distributed is None, reason="Dask distributed is not installed: "
                                 "pip install 'goggleqc[dask]' to run the Dask executor tests")
 
-CACHE = Path(__file__).resolve().parents[1] / ".cache"
+CACHE = cache_dir("dask")
 N_LENSES = 200
 
 

@@ -24,9 +24,10 @@ from goggleqc.line.station import LineStation
 from goggleqc.line.trigger import Trigger, TriggerSettings, reduce_frame
 from goggleqc.report.writers import JsonlWriter, read_records
 from goggleqc.synth.sampleset import station_truth
+from simsets import cache_dir
 
 LINE = "synthetic:seed=3,size=320x256,pixel=0.2,backlight=uniform,lenses=6"
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "line"
+CACHE = cache_dir("line")
 
 
 def run_line(source_or_factory, settings=TriggerSettings(), inspect=None, **feed_kw):

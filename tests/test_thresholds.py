@@ -8,7 +8,6 @@ these frames almost never false-reject, and an FRR of 0 cannot test a 1 % target
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,9 @@ from goggleqc.synth.render import render_lens
 from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
 from goggleqc.synth.scenes import random_lens, random_station
 from goggleqc.synth.station import SimStation
+from simsets import cache_dir
 
-CACHE = Path(__file__).resolve().parents[1] / ".cache" / "classify"
+CACHE = cache_dir("classify")
 SEED = 3
 STRICT = parse_spec({"haze": {"max_pct": 3.0}, "transmittance": {"min_pct": 74.4},
                      "scratches": {"max_length_mm_central": 0.5, "max_length_mm_marginal": 3.0},
