@@ -476,11 +476,11 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
             dist = np.hypot(v[..., 0], v[..., 1])
             with np.errstate(invalid="ignore", divide="ignore"):
                 u = v / dist[..., None]
-            aligned = ((dirs[:, None, ea, :] * u).sum(-1) >= cos_max) & (-(dirs[None, :, eb, :] * u).sum(-1) >= cos_max)
+            da, db = dirs[:, None, ea, :], dirs[None, :, eb, :]
+            aligned = ((da * u).sum(-1) >= cos_max) & (-(db * u).sum(-1) >= cos_max)
             # or in line: ahead of each end and within LINK_LATERAL_PX of its direction. Across
             # a short gap the ends' pixel positions, a pixel off the line either way, turn the
             # angle between them by more than angle_deg (a broken scratch at a fine pixel size)
-            da, db = dirs[:, None, ea, :], dirs[None, :, eb, :]
             in_line = (((da * v).sum(-1) > 0) & (np.abs(da[..., 0] * v[..., 1] - da[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
                        & (-(db * v).sum(-1) > 0) & (np.abs(db[..., 0] * v[..., 1] - db[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
                        & (-(da * db).sum(-1) >= cos_max))

@@ -87,6 +87,7 @@ def linearise(image: np.ndarray, tone: Tone) -> np.ndarray:
 
 #: file name endings of JPEG pictures
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: a gAMA within this of 1/1 is a linear file
 _LINEAR_GAMMA_TOLERANCE = 0.05
