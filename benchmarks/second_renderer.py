@@ -1,0 +1,464 @@
+"""A second, independent renderer of station-model.md, and a report of goggleqc on its lenses.
+
+goggleqc is judged on lenses from a renderer it never sees. Its own simulator
+(``goggleqc/synth``) and its detectors grew up together, so a quirk of one can hide in the
+other. This renderer is written from station-model.md alone and imports nothing from
+``goggleqc.synth``; where the model leaves a choice open it deliberately chooses otherwise:
+
+- optics ``p``: a defocus disc convolved with a small Gaussian (not a Gaussian alone);
+- wide scatter ``K``: a mixture of Gaussians of 6 and 20 mm;
+- lens: one visor (a superellipse) or two eye lenses in one frame;
+- scratches: polylines and arcs with a flat-bottomed cross-section, drawn at 3× supersampling,
+  which take light out of the direct beam and scatter half of it locally (so they brighten
+  where the backlight is dark, as §3 says);
+- spots: dark discs (inclusions, digs, dust) and bubbles (a dark rim round a bright core);
+- coating: runs (vertical streaks), voids (uncoated patches, either sign) and mottle
+  (band-limited texture), 1.5–5 % in τ;
+- calibration: a pixel size given (no chessboard) and haze plates rendered with the same ``K``.
+
+The truth is written in goggleqc's result schema so ``goggleqc.synth.scoring`` scores it.
+``contrast`` of a scratch or spot is its peak change of τ; ``image_contrast`` is what the
+camera shows (the drop of the noise-free image at the defect, after the optics), which
+the scorer's visibility floors use: station-model §3 defines a scratch by how much it
+darkens *the image*.
+
+Run it (renders, calibrates and inspects through the CLI, then scores):
+
+    python benchmarks/second_renderer.py --out /tmp/r2 --count 120 --size 640x512 \
+        --pixel-size 0.08 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SUPER = 3  # supersampling of the transmittance map
+
+
+@dataclass
+class Station2:
+    """One station of the second renderer: its camera, optics and backlight."""
+
+    width: int
+    height: int
+    ps: float  # mm per px
+    backlight: str  # uniform | checker | grid | stripes
+    bits: int
+    level: float  # flat level, fraction of full scale
+    offset: float  # dark offset, fraction of full scale
+    full_well: float
+    read_e: float
+    psf_disc_px: float
+    psf_sigma_px: float
+    vignette: float
+    traps: list  # (x_mm, y_mm, d_mm)
+    period_mm: float
+    pattern_blur: float  # Gaussian σ of the target's defocus, fraction of the period
+    dark_cell: float  # dark cell level, fraction of bright
+    seed: int
+
+    @property
+    def full(self) -> float:
+        return 255.0 if self.bits == 8 else float(2 ** self.bits - 1)
+
+
+def make_station(width: int, height: int, ps: float, backlight: str, rng: np.random.Generator) -> Station2:
+    fw, fh = width * ps, height * ps
+    traps = []
+    if backlight == "uniform":
+        n = int(rng.integers(1, 4))
+        xs = np.linspace(-0.18, 0.18, n) * fw if n > 1 else [0.0]
+        for x in xs:
+            traps.append((float(x + rng.uniform(-1, 1)), float(rng.uniform(-0.05, 0.05) * fh), float(rng.uniform(4, 8))))
+    bits = int(rng.choice([8, 8, 12]))
+    return Station2(width=width, height=height, ps=ps, backlight=backlight, bits=bits,
+                    level=float(rng.uniform(0.6, 0.85)), offset=float(rng.uniform(0.01, 0.05)),
+                    full_well=float(rng.uniform(8000, 25000)), read_e=float(rng.uniform(3, 10)),
+                    psf_disc_px=float(rng.uniform(0.5, 1.5)), psf_sigma_px=float(rng.uniform(0.3, 0.8)),
+                    vignette=float(rng.uniform(0.1, 0.3)), traps=traps,
+                    period_mm=float(rng.uniform(1.5, 4.0)), pattern_blur=float(rng.uniform(0.1, 0.3)),
+                    dark_cell=float(rng.uniform(0.05, 0.3)), seed=int(rng.integers(1 << 30)))
+
+
+def _mm_grid(st: Station2, sup: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in mm (origin at the frame centre), ``sup`` samples per px."""
+    x = (np.arange(st.width * sup) + 0.5) / sup * st.ps - st.width * st.ps / 2
+    y = (np.arange(st.height * sup) + 0.5) / sup * st.ps - st.height * st.ps / 2
+    return np.meshgrid(x.astype(np.float32), y.astype(np.float32))
+
+
+def _psf(img: np.ndarray, st: Station2) -> np.ndarray:
+    r = st.psf_disc_px
+    k = int(math.ceil(r)) * 2 + 1
+    yy, xx = np.mgrid[:k, :k] - k // 2
+    # a pillbox with anti-aliased rim
+    disc = np.clip(r + 0.5 - np.hypot(xx, yy), 0, 1).astype(np.float32)
+    disc /= disc.sum()
+    out = cv2.filter2D(img, -1, disc, borderType=cv2.BORDER_REFLECT)
+    return cv2.GaussianBlur(out, (0, 0), st.psf_sigma_px, borderType=cv2.BORDER_REFLECT)
+
+
+def _scatter(img: np.ndarray, st: Station2) -> np.ndarray:
+    """``img ⊛ K``: K is 0.6·G(6 mm) + 0.4·G(20 mm), computed on a reduced grid."""
+    f = 4
+    small = cv2.resize(img, (img.shape[1] // f, img.shape[0] // f), interpolation=cv2.INTER_AREA)
+    a = cv2.GaussianBlur(small, (0, 0), 6 / (st.ps * f), borderType=cv2.BORDER_REFLECT)
+    b = cv2.GaussianBlur(small, (0, 0), 20 / (st.ps * f), borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(0.6 * a + 0.4 * b, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def backlight_radiance(st: Station2) -> np.ndarray:
+    """The backlight's radiance ``B`` before the optics (fraction of full scale)."""
+    x, y = _mm_grid(st)
+    rng = np.random.default_rng(st.seed)
+    fw, fh = st.width * st.ps, st.height * st.ps
+    r2 = (x / (fw / 2)) ** 2 + (y / (fh / 2)) ** 2
+    b = st.level * (1 - st.vignette * r2 / 2)
+    # panel non-uniformity: smooth noise of 1–2 %
+    low = rng.normal(size=(8, 10)).astype(np.float32)
+    low = cv2.resize(low, (st.width, st.height), interpolation=cv2.INTER_CUBIC)
+    b = b * (1 + 0.015 * low / max(low.std(), 1e-6))
+    if st.backlight == "uniform":
+        for tx, ty, d in st.traps:
+            b = b * np.clip((np.hypot(x - tx, y - ty) - d / 2) / st.ps + 0.5, 0, 1)
+    else:
+        p = st.period_mm
+        u, v = (x / p) % 1.0, (y / p) % 1.0
+        if st.backlight == "checker":
+            bright = ((u < 0.5) ^ (v < 0.5)).astype(np.float32)
+        elif st.backlight == "grid":
+            bright = ((u > 0.15) & (v > 0.15)).astype(np.float32)
+        else:  # stripes
+            bright = (u < 0.5).astype(np.float32)
+        sig = st.pattern_blur * p / st.ps
+        bright = cv2.GaussianBlur(bright, (0, 0), sig, borderType=cv2.BORDER_REFLECT)
+        b = b * (st.dark_cell + (1 - st.dark_cell) * bright)
+    # dust on the diffuser: a few small soft dark specks (in the flat as in every frame)
+    for _ in range(int(rng.integers(3, 9))):
+        cx, cy = rng.uniform(0, st.width), rng.uniform(0, st.height)
+        rad = rng.uniform(1.0, 3.0)
+        yy, xx = np.ogrid[:st.height, :st.width]
+        b = b * (1 - rng.uniform(0.05, 0.2) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rad * rad)))
+    return b.astype(np.float32)
+
+
+def expose(st: Station2, signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Signal (fraction of full scale, after the dark offset) → a raw frame with noise."""
+    e = np.clip(signal, 0, None) * st.full_well
+    e = e + rng.normal(size=e.shape).astype(np.float32) * np.sqrt(e + st.read_e ** 2)
+    raw = (st.offset + e / st.full_well) * st.full
+    raw = np.clip(np.round(raw), 0, st.full)
+    return raw.astype(np.uint8 if st.bits == 8 else np.uint16)
+
+
+# -- lenses ----------------------------------------------------------------------------------
+
+
+def _superellipse(x, y, cx, cy, a, b, n, angle):
+    c, s = math.cos(angle), math.sin(angle)
+    xr, yr = (x - cx) * c + (y - cy) * s, -(x - cx) * s + (y - cy) * c
+    return (np.abs(xr / a) ** n + np.abs(yr / b) ** n) ** (1 / n)  # < 1 inside
+
+
+def lens_geometry(st: Station2, rng: np.random.Generator, sup: int = 1):
+    """(lens mask, goggle mask) at ``sup``× resolution: the clear lens and lens+frame."""
+    x, y = _mm_grid(st, sup)
+    fw, fh = st.width * st.ps, st.height * st.ps
+    dx, dy = rng.uniform(-2, 2, 2)
+    ang = math.radians(rng.uniform(-2, 2))
+    frame_mm = rng.uniform(4, 7)
+    if rng.random() < 0.5:  # one visor
+        a, b, n = 0.36 * fw, 0.31 * fh, rng.uniform(2.5, 4)
+        r = _superellipse(x, y, dx, dy, a, b, n, ang)
+        lens = r < 1
+        goggle = _superellipse(x, y, dx, dy, a + frame_mm, b + frame_mm, n, ang) < 1
+    else:  # two eye lenses in one frame, a bridge between
+        a, b, n = 0.17 * fw, 0.27 * fh, rng.uniform(2.2, 3)
+        gap = rng.uniform(0.02, 0.05) * fw
+        lens = np.zeros(x.shape, bool)
+        for side in (-1, 1):
+            cx = dx + side * (a + gap / 2) * math.cos(ang)
+            cy = dy + side * (a + gap / 2) * math.sin(ang)
+            lens |= _superellipse(x, y, cx, cy, a, b, n, ang) < 1
+        goggle = _superellipse(x, y, dx, dy, 2 * a + gap / 2 + frame_mm, b + frame_mm, 3.0, ang) < 1
+    return lens, goggle
+
+
+def _dist_mm(lens: np.ndarray, ps_sub: float) -> np.ndarray:
+    return cv2.distanceTransform(lens.astype(np.uint8), cv2.DIST_L2, 5) * ps_sub
+
+
+def _polyline(rng, start, length, kind):
+    ang = rng.uniform(0, math.pi)
+    if kind == "straight":
+        pts = [start, start + length * np.array([math.cos(ang), math.sin(ang)])]
+    elif kind == "kinked":
+        k = rng.uniform(0.3, 0.7)
+        turn = rng.uniform(0.3, 0.9) * rng.choice([-1, 1])
+        p1 = start + k * length * np.array([math.cos(ang), math.sin(ang)])
+        p2 = p1 + (1 - k) * length * np.array([math.cos(ang + turn), math.sin(ang + turn)])
+        pts = [start, p1, p2]
+    else:  # arc
+        radius = length / rng.uniform(0.4, 1.5)
+        sweep = length / radius
+        t = np.linspace(0, sweep, 24)
+        centre = start - radius * np.array([math.cos(ang), math.sin(ang)])
+        pts = [centre + radius * np.array([math.cos(ang + a), math.sin(ang + a)]) for a in t]
+    return np.array(pts, np.float64)
+
+
+def _seg_dist(x, y, pts):
+    d = np.full(x.shape, np.inf, np.float32)
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        vx, vy = x1 - x0, y1 - y0
+        t = np.clip(((x - x0) * vx + (y - y0) * vy) / max(vx * vx + vy * vy, 1e-12), 0, 1)
+        d = np.minimum(d, np.hypot(x - x0 - t * vx, y - y0 - t * vy))
+    return d
+
+
+def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, *, n_defects: int,
+                haze: float | None = None, tau: float | None = None, clean_only: bool = False):
+    """One lens: (raw frame, truth record in goggleqc's result schema)."""
+    sup = SUPER
+    ps_s = st.ps / sup
+    lens_s, goggle_s = lens_geometry(st, rng, sup)
+    tau_clear = float(rng.uniform(0.85, 0.93)) if tau is None else tau
+    if haze is None:  # most lenses clear, some hazy past the usual 3 % limit
+        haze = float(rng.uniform(0.0, 0.025) if rng.random() < 0.7 else rng.uniform(0.0, 0.08))
+    h = haze
+    g = float(rng.uniform(0.96, 1.04))
+    x, y = _mm_grid(st, sup)
+    t_map = np.where(goggle_s, 0.015, 1.0).astype(np.float32)
+    t_map[lens_s] = tau_clear
+    scatter_s = np.zeros_like(t_map)  # local scatter of scratches: fraction of local light
+    depth = _dist_mm(lens_s, ps_s)  # mm inside the lens edge
+    marginal = 5.0
+    truth = {"scratches": [], "spots": [], "coating": []}
+
+    def place(margin_mm):
+        ys, xs = np.nonzero(depth[::sup, ::sup] > margin_mm)
+        i = rng.integers(len(xs))
+        return np.array([x[ys[i] * sup, xs[i] * sup], y[ys[i] * sup, xs[i] * sup]], np.float64)
+
+    def record(key, foot, extra):
+        ys, xs = np.nonzero(foot)
+        if not len(xs):
+            return None
+        bbox = [int(xs.min() // sup), int(ys.min() // sup), int(xs.max() // sup) + 1, int(ys.max() // sup) + 1]
+        cdepth = float(depth[foot].max()) - marginal
+        obj = {"zone": "central" if cdepth > 0 else "marginal", "central_depth_mm": cdepth, "bbox_px": bbox, **extra}
+        truth[key].append(obj)
+        return obj
+
+    kinds = ["scratch", "scratch", "spot", "coating"]
+    for _ in range(0 if clean_only else n_defects):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        if kind == "scratch":
+            length = float(np.exp(rng.uniform(math.log(0.6), math.log(15))))
+            w = float(np.exp(rng.uniform(math.log(0.05), math.log(0.3))))
+            c = float(rng.uniform(0.08, 0.4))
+            shape = str(rng.choice(["straight", "kinked", "arc"]))
+            pts = _polyline(rng, place(1.5), length, shape)
+            d = _seg_dist(x, y, pts)
+            cover = np.clip((w / 2 - d) / ps_s + 0.5, 0, 1)
+            cover = np.where(lens_s, cover, 0)
+            if cover.max() <= 0:
+                continue
+            t_map *= 1 - c * cover
+            scatter_s += 0.5 * c * cover * tau_clear
+            seg = np.diff(pts, axis=0)
+            true_len = float(np.hypot(seg[:, 0], seg[:, 1]).sum())
+            record("scratches", cover > 0.2, {"length_mm": true_len, "length_px": true_len / st.ps,
+                                               "width_mm": w, "contrast": c, "shape": shape})
+        elif kind == "spot":
+            dia = float(np.exp(rng.uniform(math.log(0.2), math.log(1.5))))
+            c = float(rng.uniform(0.35, 0.9))
+            centre = place(1.0)
+            r = np.hypot(x - centre[0], y - centre[1])
+            cover = np.clip((dia / 2 - r) / ps_s + 0.5, 0, 1)
+            if rng.random() < 0.25:  # bubble: a dark rim round a bright core
+                rim = np.clip(1 - np.abs(r - 0.4 * dia) / (0.12 * dia), 0, 1)
+                t_map *= 1 - c * np.maximum(rim, 0.3 * cover) + 0.1 * c * (r < 0.25 * dia)
+                sub = "bubble"
+            else:
+                t_map *= 1 - c * cover
+                sub = str(rng.choice(["inclusion", "dig", "dust"]))
+            record("spots", cover > 0.2, {"diameter_mm": dia, "contrast": c, "kind": sub})
+        else:
+            c = float(rng.uniform(0.015, 0.05)) * rng.choice([-1, 1])
+            sub = str(rng.choice(["run", "void", "mottle"]))
+            centre = place(3.0)
+            dx, dy = x - centre[0], y - centre[1]
+            if sub == "run":
+                wid, ln = rng.uniform(1.0, 3.0), rng.uniform(6, 18)
+                prof = np.exp(-0.5 * (dx / (wid / 2.355)) ** 2) * np.clip(1 - np.abs(dy) / (ln / 2), 0, 1) ** 0.3
+                area = wid * ln
+                c = -abs(c)
+            elif sub == "void":
+                ax, ay = rng.uniform(1.5, 4.5, 2)
+                rr = np.sqrt((dx / ax) ** 2 + (dy / ay) ** 2)
+                prof = np.clip((1 - rr) / 0.2 + 0.5, 0, 1)
+                area = math.pi * ax * ay
+            else:
+                ax, ay = rng.uniform(2.5, 5, 2)
+                rr = np.sqrt((dx / ax) ** 2 + (dy / ay) ** 2)
+                env = np.clip((1 - rr) / 0.2 + 0.5, 0, 1)
+                tex = rng.normal(size=(max(4, int(2 * ay / 0.8)), max(4, int(2 * ax / 0.8)))).astype(np.float32)
+                sl = (slice(None),) * 2
+                full_tex = np.zeros_like(x)
+                ys, xs = np.nonzero(env > 0)
+                if not len(xs):
+                    continue
+                y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                full_tex[y0:y1, x0:x1] = cv2.resize(tex, (int(x1 - x0), int(y1 - y0)), interpolation=cv2.INTER_CUBIC)
+                prof = env * np.clip(full_tex, -2, 2) / 1.5
+                area = math.pi * ax * ay
+                del sl
+            prof = np.where(lens_s, prof, 0)
+            t_map *= 1 + c * prof
+            record("coating", np.abs(prof) > 0.3, {"kind": sub, "area_mm2": float(area), "contrast": float(c)})
+
+    # to the camera grid: transmittance and the scratches' scattered fraction
+    t = cv2.resize(t_map, (st.width, st.height), interpolation=cv2.INTER_AREA)
+    sc = cv2.resize(scatter_s, (st.width, st.height), interpolation=cv2.INTER_AREA)
+    lens = cv2.resize(lens_s.astype(np.float32), (st.width, st.height), interpolation=cv2.INTER_AREA) > 0.5
+    h_map = np.where(lens, h, 0).astype(np.float32)
+    b_p = b_radiance  # radiance; the optics act on the image
+    b_k = _scatter(b_radiance, st)
+    b_local = cv2.GaussianBlur(b_radiance, (0, 0), 0.5 / st.ps)
+    clean_light = t * ((1 - h_map) * b_p + h_map * b_k)
+    light = clean_light + sc * b_local
+    image = _psf(g * light, st)
+    # what the camera shows of each scratch and spot: the drop of the noise-free image
+    t0 = np.where(lens, tau_clear, cv2.resize(np.where(goggle_s, 0.015, 1.0).astype(np.float32),
+                                               (st.width, st.height), interpolation=cv2.INTER_AREA))
+    ref = _psf(g * t0 * ((1 - h_map) * b_p + h_map * b_k), st)
+    drop = 1 - image / np.maximum(ref, 1e-6)
+    for key in ("scratches", "spots", "coating"):
+        for obj in truth[key]:
+            x0, y0, x1, y1 = obj["bbox_px"]
+            patch = drop[y0:y1, x0:x1]
+            if key != "coating":  # a coating flaw is scored on its τ change
+                obj["image_contrast"] = float(patch.max()) if patch.size else 0.0
+            if key == "scratches":
+                # over a light trap there is nothing to see a scratch against
+                bl = b_radiance[y0:y1, x0:x1]
+                obj["backlit"] = float(np.mean(bl > 0.3 * st.level)) if st.backlight == "uniform" else 1.0
+    raw = expose(st, image, rng)
+    central = lens & (cv2.resize(depth, (st.width, st.height), interpolation=cv2.INTER_AREA) > marginal)
+    rec = {"haze_pct": 100 * h, "transmittance_pct": 100 * tau_clear, **truth,
+           "truth": {"gain": g, "central_px": int(central.sum())}}
+    return raw, rec
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")
+
+
+def render_set(out: Path, *, width: int, height: int, ps: float, backlight: str, count: int, seed: int) -> Path:
+    """Calibration frames, haze plates and ``count`` lenses with truth, in ``out``."""
+    rng = np.random.default_rng(seed)
+    st = make_station(width, height, ps, backlight, rng)
+    cal, lenses = out / "calibration", out / "lenses"
+    cal.mkdir(parents=True, exist_ok=True)
+    lenses.mkdir(parents=True, exist_ok=True)
+    b = backlight_radiance(st)
+    for i in range(4):
+        _write(cal / f"dark_{i}.png", expose(st, np.zeros_like(b), rng))
+        _write(cal / f"flat_{i}.png", expose(st, _psf(b, st), rng))
+    b_k = _scatter(b, st)
+    for pct in (0.5, 1, 2, 4, 8):  # reference plates fill the field: τ 0.9, haze everywhere
+        h = pct / 100
+        _write(cal / f"haze_{pct:g}.png", expose(st, _psf(0.9 * ((1 - h) * b + h * b_k), st), rng))
+    truths = []
+    for i in range(count):
+        n = int(rng.choice([0, 0, 0, 1, 1, 2, 3]))
+        raw, rec = render_lens(st, b, rng, n_defects=n)
+        name = f"lens_{i:04d}.png"
+        _write(lenses / name, raw)
+        truths.append({"image": name, **rec})
+    (out / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truths))
+    (out / "station2.json").write_text(json.dumps(st.__dict__, indent=1))
+    return out
+
+
+def run_goggleqc(out: Path, ps: float, spec: str) -> Path:
+    cal = out / "calibration"
+    cmd = [sys.executable, "-m", "goggleqc", "calibrate", "--dark", str(cal / "dark_*.png"),
+           "--flat", str(cal / "flat_*.png"), "--pixel-size", str(ps), "--out", str(out / "station"), "--force"]
+    for pct in (0.5, 1, 2, 4, 8):
+        cmd += ["--haze-standard", f"{cal / f'haze_{pct:g}.png'}={pct}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"goggleqc calibrate failed:\n{done.stderr}")
+    res = out / "results"
+    shutil.rmtree(res, ignore_errors=True)  # a fresh run each time: goggleqc refuses to mix runs
+    done = subprocess.run([sys.executable, "-m", "goggleqc", "inspect", str(out / "lenses"), "--station", str(out / "station"),
+                    "--spec", spec, "--out", str(res), "--overlays", "fail"], capture_output=True, text=True)
+    if done.returncode not in (0, 1, 3):
+        raise SystemExit(f"goggleqc inspect failed:\n{done.stderr}")
+    return res / "results.jsonl"
+
+
+def score(out: Path, results: Path, spec_name: str) -> dict:
+    from goggleqc.spec import load_spec
+    from goggleqc.synth.scoring import evaluate
+
+    truths = {t["image"]: t for t in map(json.loads, (out / "truth.jsonl").read_text().splitlines())}
+    found = {Path(r["image"]).name: r for r in map(json.loads, results.read_text().splitlines())}
+    pairs = []
+    for name, t in truths.items():
+        t = dict(t)
+        # the scorer's floors read `contrast`: give it what the camera shows
+        for key in ("scratches", "spots", "coating"):
+            t[key] = [{**o, "contrast": o["image_contrast"] if key != "coating" else o["contrast"]} for o in t[key]]
+        pairs.append((t, found.get(name, {"verdict": "error"})))
+    return evaluate(pairs, load_spec(spec_name))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--count", type=int, default=120)
+    ap.add_argument("--size", default="640x512")
+    ap.add_argument("--pixel-size", type=float, default=0.08)
+    ap.add_argument("--backlight", nargs="+", default=["uniform", "checker", "grid", "stripes"])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--spec", default="en166-clear")
+    args = ap.parse_args(argv)
+    w, h = (int(v) for v in args.size.split("x"))
+    rows = []
+    for k, bl in enumerate(args.backlight):
+        folder = args.out / bl
+        if not (folder / "truth.jsonl").exists():
+            render_set(folder, width=w, height=h, ps=args.pixel_size, backlight=bl, count=args.count,
+                       seed=args.seed * 100 + k)
+        res = run_goggleqc(folder, args.pixel_size, args.spec)
+        rows.append((bl, score(folder, res, args.spec)))
+    keys = ["haze_mae_pp", "transmittance_mae_pp", "recall_scratch_1mm", "n_scratch_1mm", "recall_spot", "n_spot",
+            "recall_coating", "n_coating", "false_scratches_per_clean_lens", "false_spots_per_clean_lens",
+            "false_coating_per_clean_lens", "false_accept_rate", "false_reject_rate", "n_clearly_bad",
+            "n_clearly_good", "errors"]
+    print("| backlight | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for bl, m in rows:
+        cells = [f"{m[k]:.3g}" if isinstance(m.get(k), float) else str(m.get(k)) for k in keys]
+        print(f"| {bl} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
