@@ -246,7 +246,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
             haze_pct, haze_kind, regions = haze.haze_pct, ("calibrated" if haze.corrected else "raw"), haze.regions
             extra["haze_raw_pct"] = haze.raw_pct
             lap("haze")
-            trans = measure_transmittance(image, station, region)
+            trans = measure_transmittance(image, station, region, haze_raw_pct=haze.raw_pct)
             transmittance_pct = trans.transmittance_pct
             extra["exposure_drift"] = trans.drift_gain
             lap("transmittance")

@@ -12,6 +12,12 @@ frame and the flat are area-reduced alike (the same reduction as the lens region
 pattern, box-summed over about one period before dividing. Beside the goggle there is no lens
 and no haze, so the drift ``g`` is read pixel by pixel there: a period-wide box would reach
 the goggle's frame wherever the band of backlight beside it is narrower than a period.
+
+Redistribution is local only over a pattern. The light a hazy lens scatters comes from
+``B ⊛ K`` (station-model §2), and beside a light trap that is less than ``B``: the trap's
+missing light. So ``(I − dark)/B`` reads ``g·τ·(1 − h·(1 − S/B))`` there, 0.1·h low over a
+central zone holding traps, and the frame is divided by ``(1 − h)·B + h·S`` instead, with the
+lens' raw haze ``h`` and the station's scatter map ``S = B ⊛ K̂`` that raw haze was read against.
 """
 
 from __future__ import annotations
@@ -89,31 +95,34 @@ def _inner(mask: np.ndarray, box: int) -> np.ndarray:
     return eroded if eroded.any() else mask
 
 
-def _station_sums(station, factor: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """The summing box, the flat's box sums (floored for division) and the clean-block mask of
-    a station on the grid reduced by ``factor``: frame-independent, so kept in ``station.cache``."""
+def _station_sums(station, factor: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The summing box, the flat's box sums (floored for division), the clean-block mask and
+    the scatter map's box sums (``B ⊛ K̂``) of a station on the grid reduced by ``factor``:
+    frame-independent, so kept in ``station.cache``."""
     key = ("transmittance_sums", factor)
     cache = getattr(station, "cache", None)
     if cache is not None and key in cache:
         return cache[key]
     red = reduced_station(station, factor)
     box = _box_px(station, factor)
-    den = red.flat
+    den, den_s = red.flat, reduce_image(station.scatter, factor)
     if box > 1:
-        den = cv2.boxFilter(den, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
+        den, den_s = (cv2.boxFilter(d, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
+                      for d in (den, den_s))
     den = np.maximum(den, 1e-6)
     # blocks touching a light trap (flat too dark to divide) carry its haze fill: leave them
     # out, with a one-block margin for the camera blur
     clean = cv2.erode((red.valid > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=1 + box // 2) > 0
-    for a in (den, clean):
+    for a in (den, clean, den_s):
         a.flags.writeable = False
-    entry = (box, den, clean)
+    entry = (box, den, clean, den_s)
     if cache is not None:
         cache[key] = entry
     return entry
 
 
-def measure_transmittance(image: np.ndarray, station, region: LensRegion) -> TransmittanceMeasurement:
+def measure_transmittance(image: np.ndarray, station, region: LensRegion,
+                          haze_raw_pct: float | None = None) -> TransmittanceMeasurement:
     """Measure the transmittance of the clear central zone (station-model.md §3).
 
     Parameters
@@ -124,6 +133,13 @@ def measure_transmittance(image: np.ndarray, station, region: LensRegion) -> Tra
         The calibrated station (dark and flat).
     region : LensRegion
         The lens region of this frame, from :func:`goggleqc.inspect.lens.find_lens`.
+    haze_raw_pct : float, optional
+        The lens' raw haze (:func:`goggleqc.inspect.haze.measure_haze`'s ``raw_pct``, read
+        against the same nominal scatter map ``B ⊛ K̂``). A hazy lens sends the light it
+        scatters from ``B ⊛ K``, not ``B``; where the backlight has dark parts (light traps)
+        that is less than ``B`` around them, so ``(I − dark)/B`` reads ``g·τ·(1 − h·(1 − S/B))``
+        rather than ``g·τ``. With the haze given, the frame is divided by
+        ``(1 − h)·B + h·S`` (station-model §2) and τ is the lens' own transmittance.
 
     Returns
     -------
@@ -133,7 +149,10 @@ def measure_transmittance(image: np.ndarray, station, region: LensRegion) -> Tra
     factor = region.factor
     red = reduced_station(station, factor)
     signal = reduce_image(image, factor) - red.dark
-    box, den, clean = _station_sums(station, factor)
+    box, den, clean, den_s = _station_sums(station, factor)
+    h = max(0.0, float(haze_raw_pct)) / 100.0 if haze_raw_pct is not None and np.isfinite(haze_raw_pct) else 0.0
+    if h > 0:
+        den = np.maximum((1.0 - h) * den + h * den_s, 1e-6)
     num = signal
     if box > 1:
         num = cv2.boxFilter(signal, -1, (box, box), normalize=False, borderType=cv2.BORDER_REFLECT)
