@@ -24,15 +24,19 @@ CACHE = Path(__file__).resolve().parent.parent / ".cache" / "sets"
 
 @lru_cache(maxsize=1)
 def _synth_version() -> str:
-    """A digest of the simulator's and the calibration's source: a changed simulator makes new
-    sets, and a changed calibration new station folders for them."""
+    """A digest of the simulator's and the calibration's source (with the haze estimator the
+    plates are read with): a changed simulator makes new sets, and a changed calibration new
+    station folders for them."""
     import goggleqc.calibration
+    import goggleqc.inspect.haze
     import goggleqc.synth
 
     digest = hashlib.sha1()
     for package in (goggleqc.synth, goggleqc.calibration):
         for path in sorted(Path(package.__file__).parent.glob("*.py")):
             digest.update(path.read_bytes())
+    # calibration reads the haze plates with the inspection's own estimator
+    digest.update(Path(goggleqc.inspect.haze.__file__).read_bytes())
     return digest.hexdigest()[:10]
 
 

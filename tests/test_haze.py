@@ -256,3 +256,31 @@ def test_block_noise_model_matches_binned_samples(monkeypatch):
     m = measure_haze(image, station, lens_mask=lens, central_mask=central)
     assert len(seen) == 1 and 0.6 < seen[0] < 2.0
     assert m.haze_pct == pytest.approx(truth["haze_pct"], abs=0.2)
+
+
+def test_plate_response_map_is_the_slope_of_each_region_against_the_field():
+    """Each region's raw haze against the whole field's, over the plates: the map divides a
+    lens' region out to what the field reads, where the plates' line was fitted."""
+    from goggleqc.inspect.haze import fit_response
+
+    rng = np.random.default_rng(5)
+    truth = rng.uniform(0.9, 1.1, (3, 4))
+    fields = [0.5, 1.0, 2.0, 4.0, 8.0]
+    parts = [f * truth + rng.normal(0, 0.01, truth.shape) for f in fields]
+    parts[2][0, 0] = np.nan  # a region one plate could not read
+    r = fit_response(fields, parts)
+    assert r.shape == truth.shape and np.abs(r - truth).max() < 0.01
+    # too little to go on: one plate above the noise, or maps of different shapes
+    assert fit_response([0.5, 2.0], [truth * 0.5, truth * 2]) is None
+    assert fit_response([2.0, 4.0], [truth * 2, np.ones((1, 4)) * 4]) is None
+
+
+def test_station_keeps_the_plates_response_map(tmp_path):
+    from goggleqc.calibration.station import Station
+
+    _, station = _station("uniform", 0, (480, 384), 0.15)
+    r = station.haze_fit.response
+    assert r is not None and r.shape == (1, len(station.traps))
+    assert np.all((r > 0.67) & (r < 1.5))
+    loaded = Station.load(station.save(tmp_path / "st"))
+    np.testing.assert_array_equal(loaded.haze_fit.response, r)

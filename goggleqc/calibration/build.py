@@ -7,6 +7,8 @@ the haze plates. Every failure is a :class:`CalibrationError` naming the file an
 
 from __future__ import annotations
 
+import dataclasses
+
 import glob
 import os
 from pathlib import Path
@@ -169,20 +171,23 @@ def build_station(dark: list[str | Path], flat: list[str | Path], *, pixel_size_
         if kind == "uniform" and not traps:
             raise CalibrationError("haze plates were given but the flat shows no light traps and no pattern, so haze "
                                    "cannot be measured; check the flat frames")
-        from goggleqc.inspect.haze import raw_plate_haze_pct
+        from goggleqc.inspect.haze import fit_response, plate_haze_parts
 
         # several images of one plate (the same certified value) are averaged into one point
         groups: dict[float, list[tuple[str, float]]] = {}
+        fields, parts = [], []
         for path, pct in haze_standards:
             image = same_format(path, "haze plate")
             try:
-                value = raw_plate_haze_pct(image, station)
+                value, regions = plate_haze_parts(image, station)
             except InputError as exc:
                 raise CalibrationError(f"{path}: {exc}") from None
             groups.setdefault(float(pct), []).append((_rel(path, base), value))
+            fields.append(value)
+            parts.append(regions)
         names = [" + ".join(name for name, _ in group) for group in groups.values()]
         cert = list(groups)
         raw = [float(np.mean([value for _, value in group])) for group in groups.values()]
-        station.haze_fit = fit_haze(names, cert, raw)
+        station.haze_fit = dataclasses.replace(fit_haze(names, cert, raw), response=fit_response(fields, parts))
         station.cache.clear()
     return station

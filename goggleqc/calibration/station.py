@@ -12,6 +12,8 @@ Station folder layout (version 1)::
     flat.npy              averaged flat minus dark, float32 DN, (M, N)
     scatter.npy           B ⊛ K̂ on a reduced grid, float32 DN (the nominal wide-angle scatter)
     pattern_contrast.npy  pattern backlights only: local pattern contrast on a coarse grid
+    haze_response.npy     with haze plates: each haze region's reading of a plate ÷ the field's
+                          (1 × traps, or the grid of 8 mm pattern windows; HazeFit.response)
 
 The frames are stored as ``.npy`` because they are float: a 16-bit PNG cannot hold the
 fractional DN an average of several frames carries, and ``.npy`` is exact and loads fast.
@@ -69,11 +71,20 @@ class Pattern:
 
 @dataclass(frozen=True)
 class HazeFit:
-    """Linear correction of raw haze to certified haze: ``certified = slope·raw + intercept`` (in %)."""
+    """Linear correction of raw haze to certified haze: ``certified = slope·raw + intercept`` (in %).
+
+    ``response`` is the plates' response map: how much higher each haze region (each light
+    trap, as a 1 × n row; each 8 mm window of a pattern, as its grid) reads a field-filling
+    plate than the whole field does. The nominal kernel ``K̂`` is not the true ``K``, and the
+    ratio of their effects varies over the field (vignetting, traps near one another), so a
+    region's raw haze is divided by its response before the line is applied: the line was
+    fitted on whole-field values. None: no map (every region taken as the field).
+    """
 
     slope: float = 1.0
     intercept: float = 0.0
     plates: tuple[dict, ...] = ()
+    response: np.ndarray | None = field(default=None, compare=False)
 
     def apply(self, raw_pct: float) -> float:
         return self.slope * raw_pct + self.intercept
@@ -211,6 +222,8 @@ class Station:
         }
         if self.pattern_contrast is not None:
             doc["files"]["pattern_contrast"] = "pattern_contrast.npy"
+        if self.haze_fit is not None and self.haze_fit.response is not None:
+            doc["files"]["haze_response"] = "haze_response.npy"
         if self.noise_model is not None:
             doc["noise"] = {"gain_dn": float(self.noise_model[0]), "offset_dn2": float(self.noise_model[1]),
                             "flat_frames": int(self.flat_frames)}
@@ -260,6 +273,8 @@ class Station:
             np.save(tmp / "scatter.npy", np.ascontiguousarray(self.scatter_small, np.float32))
             if self.pattern_contrast is not None:
                 np.save(tmp / "pattern_contrast.npy", np.ascontiguousarray(self.pattern_contrast, np.float32))
+            if self.haze_fit is not None and self.haze_fit.response is not None:
+                np.save(tmp / "haze_response.npy", np.ascontiguousarray(self.haze_fit.response, np.float32))
             doc = self.to_toml_dict()
             (tmp / STATION_TOML).write_bytes(tomli_w.dumps(doc).encode("utf-8"))
             old = None
@@ -335,7 +350,8 @@ class Station:
         fit = None
         if "haze_fit" in doc:
             f = doc["haze_fit"]
-            fit = HazeFit(float(f["slope"]), float(f["intercept"]), tuple(f.get("plates", [])))
+            response = array("haze_response", None) if "haze_response" in files else None
+            fit = HazeFit(float(f["slope"]), float(f["intercept"]), tuple(f.get("plates", [])), response)
         noise = None
         if "noise" in doc:
             noise = (float(doc["noise"]["gain_dn"]), float(doc["noise"]["offset_dn2"]))

@@ -514,8 +514,12 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
     station.check_image(image)
     fit = station.haze_fit
     fix = fit.apply if fit is not None else (lambda x: x)
+    response = fit.response if fit is not None else None
     if station.backlight == "uniform":
         regions, _ = _trap_haze(image, station, lens_mask)
+        if response is not None and response.shape == (1, len(station.traps)):
+            for r in regions:  # each trap as the whole field reads (the plates' response map)
+                r["raw_pct"] = float(r["raw_pct"] / response[0, int(r["region"][4:])])
         for r in regions:
             r["haze_pct"] = float(fix(r["raw_pct"]))
         if not regions:
@@ -524,6 +528,13 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
         return HazeMeasurement(worst["haze_pct"], worst["raw_pct"], "traps", regions, None, fit is not None)
     mask = central_mask if central_mask is not None else lens_mask
     central, hmap, sigma, cell_px, origin = _pattern_haze(image, station, mask, lens_mask)
+    if response is not None and response.shape == hmap.shape:
+        # each region as the whole field reads; the central value is one fit over the valid
+        # regions' blocks, so it takes their mean response
+        valid = np.isfinite(hmap)
+        if valid.any() and np.isfinite(central):
+            central = float(central / np.mean(response[valid]))
+        hmap, sigma = hmap / response, sigma / response
     regions = []
     central_pct = float(fix(central)) if np.isfinite(central) else None
     if central_pct is not None:
@@ -555,13 +566,45 @@ def raw_plate_haze_pct(image: np.ndarray, station) -> float:
     """Raw haze (%) of a haze reference plate filling the field: the estimator of
     :func:`measure_haze` over the whole field (the mean over all traps, or the central value
     over every pattern region). Used by the haze-plate fit."""
+    return plate_haze_parts(image, station)[0]
+
+
+def plate_haze_parts(image: np.ndarray, station) -> tuple[float, np.ndarray]:
+    """A field-filling plate's raw haze (%) over the whole field, and per haze region: a
+    1 × n row over the light traps, or the grid of 8 mm pattern windows (NaN where a region
+    could not be read)."""
     station.check_image(image)
     if station.backlight == "uniform":
-        regions, _ = _trap_haze(image, station, None)
+        regions, raw = _trap_haze(image, station, None)
         if not regions:
             raise InputError("the station has no light traps, so haze cannot be measured")
-        return float(np.mean([r["raw_pct"] for r in regions]))
-    return float(_pattern_haze(image, station, None)[0])
+        return float(np.mean([r["raw_pct"] for r in regions])), np.asarray(raw, np.float64).reshape(1, -1)
+    central, hmap, *_ = _pattern_haze(image, station, None)
+    return float(central), np.asarray(hmap, np.float64)
+
+
+#: plates below this raw haze (%) say too little about a region's response to be used for it
+RESPONSE_MIN_PCT = 0.9
+#: a region's response is kept within these bounds (a wider departure is a misread region)
+RESPONSE_RANGE = (0.67, 1.5)
+
+
+def fit_response(fields: list[float], parts: list[np.ndarray]) -> np.ndarray | None:
+    """The plates' response map (:class:`goggleqc.calibration.station.HazeFit`): per region,
+    the least-squares slope of its raw haze against the whole field's over the plates of at
+    least :data:`RESPONSE_MIN_PCT` (so the hazier plates, read with the least relative noise,
+    weigh most). None with fewer than two such plates or maps of different shapes."""
+    use = [(f, p) for f, p in zip(fields, parts) if np.isfinite(f) and f >= RESPONSE_MIN_PCT]
+    if len(use) < 2 or len({p.shape for _, p in use}) != 1:
+        return None
+    f = np.array([u[0] for u in use])[:, None, None]
+    p = np.stack([u[1] for u in use])
+    ok = np.isfinite(p)
+    num = np.where(ok, p * f, 0).sum(0)
+    den = np.where(ok, f * f, 0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(ok.sum(0) >= 2, num / den, 1.0)
+    return np.clip(np.nan_to_num(r, nan=1.0), *RESPONSE_RANGE).astype(np.float32)
 
 
 def haze_contrast_index(image: np.ndarray, lens_mask: np.ndarray | None = None) -> float:
