@@ -101,3 +101,39 @@ def test_a_faint_line_round_a_far_darker_spot_is_its_halo():
     longer = Scratch(length_px=40.0, width_px=1.0, contrast=0.03, zone="central", bbox_px=[190, 148, 230, 158])
     bright = Scratch(length_px=10.3, width_px=6.0, contrast=-0.032, zone="central", bbox_px=[206, 148, 214, 158])
     assert not any(_halo(sc, spot) for sc in (darker, longer, bright))
+
+
+@pytest.mark.parametrize("backlight", ["pattern", "uniform"])
+def test_a_small_dig_beside_a_large_grain_is_a_spot_of_its_own(backlight):
+    """A 0.26 mm dig 1 mm beside a 1.1 mm grain of dust (found on the second renderer's
+    lenses): the grain answers best at the largest scale, whose measuring window (2 mm)
+    reached the dig, and every weaker peak in that window was taken for the grain. A peak is
+    the stronger one's blob only within 1.5 of its scales σ."""
+    params = random_station(np.random.default_rng(21), width=640, height=512, pixel_size_mm=PS,
+                            backlight=backlight, bits=8)
+    sim = SimStation(params)
+    station = calibrate_from_sim(sim, np.random.default_rng([21, 7]))
+    p = params.product
+    eye = (p.half_width_mm + p.eye_gap_mm / 2) / PS * (p.kind == "two_eye")
+    bright = 0.8 * float(np.percentile(sim.radiance, 90))
+    # over bright backlight, clear of the light traps
+    x, y = next((params.width / 2 + eye + ox, params.height / 2 + oy)
+                for ox in (0, 60, -60, 100, -100) for oy in (0, 40, -40)
+                if backlight == "pattern" or sim.radiance[int(params.height / 2 + oy) - 25:int(params.height / 2 + oy) + 26,
+                                int(params.width / 2 + eye + ox) - 25:int(params.width / 2 + eye + ox) + 26].min() > bright)
+    found = 0
+    for i, (dx, dy) in enumerate(((0, 16), (16, 0), (-12, 12))):
+        rng = np.random.default_rng([21, i])
+        base = random_lens(rng, sim, defects=0, haze=0.01, tau_clear=0.9)
+        grain = Spot(x, y, 1.1 / PS, 0.5, "dust")
+        dig = Spot(x + dx, y + dy, 0.26 / PS, 0.8, "dig")
+        spec = dataclasses.replace(base, pose=dataclasses.replace(base.pose, angle_deg=0.0), spots=(grain, dig))
+        image, _ = render_lens(sim, spec, np.random.default_rng([21, i, 1]), limits=SPEC)
+        result = inspect_lens(image, station, SPEC)
+        at_dig = [s for s in result.spots if abs((s.bbox_px[0] + s.bbox_px[2]) / 2 - dig.x_px) < 3
+                  and abs((s.bbox_px[1] + s.bbox_px[3]) / 2 - dig.y_px) < 3]
+        at_grain = [s for s in result.spots if abs((s.bbox_px[0] + s.bbox_px[2]) / 2 - x) < 4
+                    and abs((s.bbox_px[1] + s.bbox_px[3]) / 2 - y) < 4]
+        assert at_grain, result.spots
+        found += bool(at_dig)
+    assert found == 3

@@ -81,6 +81,10 @@ class SpotParams:
     target_edge_ratio: float = 0.6
 
 
+#: a peak within this many of a stronger peak's scales σ (working px) is the stronger one's blob
+TAKEN_SCALES = 1.5
+
+
 def _window_radius(s: float) -> int:
     """Radius (working px) of the window a blob that answered best at scale ``s`` is measured in."""
     return max(3, int(np.ceil(3 * s)))
@@ -277,10 +281,13 @@ def find_spots(rel: Relative, *, zone_of=None, pixel_size_mm: float | None = Non
         order = np.argsort(-zp)
         taken: list[tuple[float, float, float]] = []
         for y, x, zpeak in zip(ys[order], xs[order], zp[order]):
-            radius = _window_radius(params.scales[best[y - oy, x - ox]])
+            s_best = params.scales[best[y - oy, x - ox]]
+            radius = _window_radius(s_best)
+            # a weaker peak within a stronger one's own blob (not its whole window: a small
+            # dig 1 mm beside a 1.1 mm grain of dust lay inside the grain's window) is that blob
             if any((y - ty) ** 2 + (x - tx) ** 2 <= tr ** 2 for ty, tx, tr in taken):
                 continue
-            taken.append((y, x, radius))
+            taken.append((y, x, max(2.0, TAKEN_SCALES * s_best)))
             ya, yb, xa, xb = max(0, y - radius), min(h, y + radius + 1), max(0, x - radius), min(w, x + radius + 1)
             d_win = (np.float32(1.0) - rel.rel[ya:yb, xa:xb]) * np.float32(sign)
             # without a flat, measured against its own surround, as a photometer's annulus:
