@@ -244,20 +244,30 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
     depth = _dist_mm(lens_s, ps_s)  # mm inside the lens edge
     marginal = 5.0
     truth = {"scratches": [], "spots": [], "coating": []}
+    feet = []  # (truth object, its camera pixels as flat indices)
 
     def place(margin_mm):
         ys, xs = np.nonzero(depth[::sup, ::sup] > margin_mm)
         i = rng.integers(len(xs))
         return np.array([x[ys[i] * sup, xs[i] * sup], y[ys[i] * sup, xs[i] * sup]], np.float64)
 
-    def record(key, foot, extra):
+    def window(x0, y0, x1, y1):
+        """The supersampled pixels within an mm box: each defect is drawn in its own window."""
+        fw, fh = st.width * st.ps / 2, st.height * st.ps / 2
+        j0, j1 = int((x0 + fw) / ps_s) - 2, int((x1 + fw) / ps_s) + 3
+        i0, i1 = int((y0 + fh) / ps_s) - 2, int((y1 + fh) / ps_s) + 3
+        return (slice(max(i0, 0), max(min(i1, x.shape[0]), 0)), slice(max(j0, 0), max(min(j1, x.shape[1]), 0)))
+
+    def record(key, win, foot, extra):
         ys, xs = np.nonzero(foot)
         if not len(xs):
             return None
+        ys, xs = ys + win[0].start, xs + win[1].start
         bbox = [int(xs.min() // sup), int(ys.min() // sup), int(xs.max() // sup) + 1, int(ys.max() // sup) + 1]
-        cdepth = float(depth[foot].max()) - marginal
+        cdepth = float(depth[ys, xs].max()) - marginal
         obj = {"zone": "central" if cdepth > 0 else "marginal", "central_depth_mm": cdepth, "bbox_px": bbox, **extra}
         truth[key].append(obj)
+        feet.append((obj, np.unique(ys // sup * st.width + xs // sup)))
         return obj
 
     kinds = ["scratch", "scratch", "spot", "coating"]
@@ -269,36 +279,38 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
             c = float(rng.uniform(0.08, 0.4))
             shape = str(rng.choice(["straight", "kinked", "arc"]))
             pts = _polyline(rng, place(1.5), length, shape)
-            d = _seg_dist(x, y, pts)
-            cover = np.clip((w / 2 - d) / ps_s + 0.5, 0, 1)
-            cover = np.where(lens_s, cover, 0)
-            if cover.max() <= 0:
+            win = window(*(pts.min(0) - w), *(pts.max(0) + w))
+            cover = np.clip((w / 2 - _seg_dist(x[win], y[win], pts)) / ps_s + 0.5, 0, 1)
+            cover = np.where(lens_s[win], cover, 0)
+            if not cover.size or cover.max() <= 0:
                 continue
-            t_map *= 1 - c * cover
-            scatter_s += 0.5 * c * cover * tau_clear
+            t_map[win] *= 1 - c * cover
+            scatter_s[win] += 0.5 * c * cover * tau_clear
             seg = np.diff(pts, axis=0)
             true_len = float(np.hypot(seg[:, 0], seg[:, 1]).sum())
-            record("scratches", cover > 0.2, {"length_mm": true_len, "length_px": true_len / st.ps,
-                                               "width_mm": w, "contrast": c, "shape": shape})
+            record("scratches", win, cover > 0.2, {"length_mm": true_len, "length_px": true_len / st.ps,
+                                                    "width_mm": w, "contrast": c, "shape": shape})
         elif kind == "spot":
             dia = float(np.exp(rng.uniform(math.log(0.2), math.log(1.5))))
             c = float(rng.uniform(0.35, 0.9))
             centre = place(1.0)
-            r = np.hypot(x - centre[0], y - centre[1])
+            win = window(*(centre - dia), *(centre + dia))
+            r = np.hypot(x[win] - centre[0], y[win] - centre[1])
             cover = np.clip((dia / 2 - r) / ps_s + 0.5, 0, 1)
             if rng.random() < 0.25:  # bubble: a dark rim round a bright core
                 rim = np.clip(1 - np.abs(r - 0.4 * dia) / (0.12 * dia), 0, 1)
-                t_map *= 1 - c * np.maximum(rim, 0.3 * cover) + 0.1 * c * (r < 0.25 * dia)
+                t_map[win] *= 1 - c * np.maximum(rim, 0.3 * cover) + 0.1 * c * (r < 0.25 * dia)
                 sub = "bubble"
             else:
-                t_map *= 1 - c * cover
+                t_map[win] *= 1 - c * cover
                 sub = str(rng.choice(["inclusion", "dig", "dust"]))
-            record("spots", cover > 0.2, {"diameter_mm": dia, "contrast": c, "kind": sub})
+            record("spots", win, cover > 0.2, {"diameter_mm": dia, "contrast": c, "kind": sub})
         else:
             c = float(rng.uniform(0.015, 0.05)) * rng.choice([-1, 1])
             sub = str(rng.choice(["run", "void", "mottle"]))
             centre = place(3.0)
-            dx, dy = x - centre[0], y - centre[1]
+            win = window(*(centre - 10), *(centre + 10))
+            dx, dy = x[win] - centre[0], y[win] - centre[1]
             if sub == "run":
                 wid, ln = rng.uniform(1.0, 3.0), rng.uniform(6, 18)
                 prof = np.exp(-0.5 * (dx / (wid / 2.355)) ** 2) * np.clip(1 - np.abs(dy) / (ln / 2), 0, 1) ** 0.3
@@ -313,20 +325,19 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
                 ax, ay = rng.uniform(2.5, 5, 2)
                 rr = np.sqrt((dx / ax) ** 2 + (dy / ay) ** 2)
                 env = np.clip((1 - rr) / 0.2 + 0.5, 0, 1)
+                # band-limited texture: noise of ~0.8 mm cells, smoothly enlarged
                 tex = rng.normal(size=(max(4, int(2 * ay / 0.8)), max(4, int(2 * ax / 0.8)))).astype(np.float32)
-                sl = (slice(None),) * 2
-                full_tex = np.zeros_like(x)
                 ys, xs = np.nonzero(env > 0)
                 if not len(xs):
                     continue
                 y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                full_tex = np.zeros_like(dx)
                 full_tex[y0:y1, x0:x1] = cv2.resize(tex, (int(x1 - x0), int(y1 - y0)), interpolation=cv2.INTER_CUBIC)
                 prof = env * np.clip(full_tex, -2, 2) / 1.5
                 area = math.pi * ax * ay
-                del sl
-            prof = np.where(lens_s, prof, 0)
-            t_map *= 1 + c * prof
-            record("coating", np.abs(prof) > 0.3, {"kind": sub, "area_mm2": float(area), "contrast": float(c)})
+            prof = np.where(lens_s[win], prof, 0)
+            t_map[win] *= 1 + c * prof
+            record("coating", win, np.abs(prof) > 0.3, {"kind": sub, "area_mm2": float(area), "contrast": float(c)})
 
     # to the camera grid: transmittance and the scratches' scattered fraction
     t = cv2.resize(t_map, (st.width, st.height), interpolation=cv2.INTER_AREA)
@@ -350,10 +361,10 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
             patch = drop[y0:y1, x0:x1]
             if key != "coating":  # a coating flaw is scored on its τ change
                 obj["image_contrast"] = float(patch.max()) if patch.size else 0.0
-            if key == "scratches":
-                # over a light trap there is nothing to see a scratch against
-                bl = b_radiance[y0:y1, x0:x1]
-                obj["backlit"] = float(np.mean(bl > 0.3 * st.level)) if st.backlight == "uniform" else 1.0
+    # over a light trap there is nothing to see a defect against: the fraction of it backlit
+    for obj, idx in feet:
+        lit = b_radiance.ravel()[idx] > 0.3 * st.level
+        obj["backlit"] = float(lit.mean()) if st.backlight == "uniform" else 1.0
     raw = expose(st, image, rng)
     central = lens & (cv2.resize(depth, (st.width, st.height), interpolation=cv2.INTER_AREA) > marginal)
     rec = {"haze_pct": 100 * h, "transmittance_pct": 100 * tau_clear, **truth,
