@@ -372,6 +372,203 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
     return raw, rec
 
 
+# -- photographs (uncalibrated) -------------------------------------------------------------
+
+
+def _srgb(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0, 1)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *, n_defects: int):
+    """A photograph through a lens against a defocused backlit grid, as a quality engineer
+    takes one with an ordinary camera (issue 4's uncalibrated mode): no dark, no flat, no
+    station. The target is a grid or checker seen slightly in perspective and bent by the
+    lens' curvature, out of focus (the camera focuses on the lens); the light falls off to
+    the corners; dust on the target is blurred with it; on the lens are scratches, spots,
+    and nuisances a wipe removes (stains, watermarks). sRGB colour JPEG, 8-bit.
+
+    Returns (BGR uint8 JPEG bytes decoded, truth record)."""
+    sup = 2
+    st = Station2(width=width, height=height, ps=ps, backlight="photo", bits=8, level=0.8, offset=0.0,
+                  full_well=float(rng.uniform(3000, 15000)), read_e=float(rng.uniform(2, 8)),
+                  psf_disc_px=float(rng.uniform(0.3, 1.0)), psf_sigma_px=float(rng.uniform(0.4, 0.8)),
+                  vignette=float(rng.uniform(0.2, 0.5)), traps=[], period_mm=float(rng.uniform(2.0, 6.0)),
+                  pattern_blur=float(rng.uniform(0.12, 0.35)), dark_cell=float(rng.uniform(0.05, 0.4)),
+                  seed=int(rng.integers(1 << 30)))
+    fw, fh = width * ps, height * ps
+    # the target continues past the frame: drawn with a margin the defocus blur needs
+    pad = int(math.ceil(4 * st.pattern_blur * st.period_mm / ps)) + 2
+    x, y = np.meshgrid(((np.arange(-pad, width + pad) + 0.5) * ps - fw / 2).astype(np.float32),
+                       ((np.arange(-pad, height + pad) + 0.5) * ps - fh / 2).astype(np.float32))
+    # the target, seen through a curved lens (barrel) and slightly in perspective
+    # barrel or pincushion up to 8 % at the corners (the camera's lens and the visor's bend);
+    # the target up to about 8° off square at 100 mm
+    k = rng.uniform(-0.04, 0.04)
+    tilt = rng.uniform(-0.0015, 0.0015, 2)
+    rho2 = (x / (fw / 2)) ** 2 + (y / (fh / 2)) ** 2
+    den = 1 + tilt[0] * x + tilt[1] * y
+    u = x * (1 + k * rho2) / den
+    v = y * (1 + k * rho2) / den
+    ang = rng.uniform(-0.2, 0.2)
+    u, v = u * math.cos(ang) + v * math.sin(ang), -u * math.sin(ang) + v * math.cos(ang)
+    p = st.period_mm
+    ph = rng.uniform(0, 1, 2)
+    fu, fv = (u / p + ph[0]) % 1.0, (v / p + ph[1]) % 1.0
+    if rng.random() < 0.5:
+        bright = ((fu < 0.5) ^ (fv < 0.5)).astype(np.float32)
+        kind = "checker"
+    else:
+        line = rng.uniform(0.1, 0.25)
+        bright = ((fu > line) & (fv > line)).astype(np.float32)
+        kind = "grid"
+    # dust on the target: small dark grains, blurred with it
+    grains = []
+    sig_px = st.pattern_blur * p / ps
+    for _ in range(int(rng.integers(0, 4))):
+        cx, cy = rng.uniform(pad, width + pad), rng.uniform(pad, height + pad)
+        rad = rng.uniform(1, 3)
+        yy, xx = np.ogrid[:bright.shape[0], :bright.shape[1]]
+        bright *= 1 - rng.uniform(0.3, 0.8) * (((xx - cx) ** 2 + (yy - cy) ** 2) < rad ** 2)
+        reach = rad + 2 * sig_px
+        grains.append([int(cx - pad - reach), int(cy - pad - reach), int(cx - pad + reach) + 1, int(cy - pad + reach) + 1])
+    bright = cv2.GaussianBlur(bright, (0, 0), sig_px)[pad:-pad, pad:-pad]
+    x, y, rho2 = x[pad:-pad, pad:-pad], y[pad:-pad, pad:-pad], rho2[pad:-pad, pad:-pad]
+    light = (st.dark_cell + (1 - st.dark_cell) * bright)
+    gx, gy = rng.uniform(-0.2, 0.2, 2)
+    light *= (1 - st.vignette * rho2 / 2) * (1 + gx * x / fw + gy * y / fh)
+    b = light.astype(np.float32) / float(np.percentile(light, 99))
+
+    # the lens fills the frame; sometimes the goggle frame reaches in from a border
+    lens_s = np.ones((height * sup, width * sup), bool)
+    xs_, ys_ = _mm_grid(st, sup)
+    if rng.random() < 0.5:
+        side = int(rng.integers(4))
+        reach = rng.uniform(0.05, 0.2)
+        edge = [xs_ / fw + 0.5, 0.5 - xs_ / fw, ys_ / fh + 0.5, 0.5 - ys_ / fh][side]
+        curve = 0.05 * np.sin([ys_, ys_, xs_, xs_][side] / rng.uniform(8, 20))
+        lens_s = edge > reach + curve
+    depth = _dist_mm(np.pad(lens_s, 1, constant_values=False), ps / sup)[1:-1, 1:-1]
+    tau = float(rng.uniform(0.85, 0.93))
+    t_map = np.where(lens_s, tau, 0.02).astype(np.float32)
+    scatter_s = np.zeros_like(t_map)
+    # dust on the target is not on the lens: a nuisance for scoring, as a watermark is
+    truth = {"scratches": [], "spots": [], "coating": [], "nuisances": [{"kind": "target dust", "bbox_px": g}
+                                                                          for g in grains]}
+    ps_s = ps / sup
+
+    def place(margin):
+        yy_, xx_ = np.nonzero(depth[::sup * 4, ::sup * 4] > margin)
+        i = rng.integers(len(xx_))
+        return np.array([xs_[yy_[i] * sup * 4, xx_[i] * sup * 4], ys_[yy_[i] * sup * 4, xx_[i] * sup * 4]])
+
+    def window(x0, y0, x1, y1):
+        j0, j1 = int((x0 + fw / 2) / ps_s) - 2, int((x1 + fw / 2) / ps_s) + 3
+        i0, i1 = int((y0 + fh / 2) / ps_s) - 2, int((y1 + fh / 2) / ps_s) + 3
+        return (slice(max(i0, 0), max(min(i1, t_map.shape[0]), 0)), slice(max(j0, 0), max(min(j1, t_map.shape[1]), 0)))
+
+    def record(key, win, foot, extra):
+        yy_, xx_ = np.nonzero(foot)
+        if not len(xx_):
+            return
+        yy_, xx_ = yy_ + win[0].start, xx_ + win[1].start
+        truth[key].append({"zone": "central", "central_depth_mm": 99.0,
+                           "bbox_px": [int(xx_.min() // sup), int(yy_.min() // sup), int(xx_.max() // sup) + 1,
+                                       int(yy_.max() // sup) + 1], **extra})
+
+    for _ in range(n_defects):
+        what = str(rng.choice(["scratch", "scratch", "spot", "stain", "watermark"]))
+        if what == "scratch":
+            length = float(np.exp(rng.uniform(math.log(1.0), math.log(15))))
+            w = float(np.exp(rng.uniform(math.log(0.04), math.log(0.25))))
+            c = float(rng.uniform(0.1, 0.5))
+            pts = _polyline(rng, place(1.0), length, str(rng.choice(["straight", "kinked", "arc"])))
+            win = window(*(pts.min(0) - w), *(pts.max(0) + w))
+            cover = np.clip((w / 2 - _seg_dist(xs_[win], ys_[win], pts)) / ps_s + 0.5, 0, 1) * lens_s[win]
+            if not cover.size or cover.max() <= 0:
+                continue
+            t_map[win] *= 1 - c * cover
+            scatter_s[win] += 0.5 * c * cover * tau
+            seg = np.diff(pts, axis=0)
+            ln = float(np.hypot(seg[:, 0], seg[:, 1]).sum())
+            record("scratches", win, cover > 0.2, {"length_mm": ln, "length_px": ln / ps, "width_mm": w, "contrast": c})
+        elif what == "spot":
+            dia = float(np.exp(rng.uniform(math.log(0.25), math.log(1.5))))
+            c = float(rng.uniform(0.4, 0.9))
+            centre = place(1.0)
+            win = window(*(centre - dia), *(centre + dia))
+            r = np.hypot(xs_[win] - centre[0], ys_[win] - centre[1])
+            cover = np.clip((dia / 2 - r) / ps_s + 0.5, 0, 1) * lens_s[win]
+            t_map[win] *= 1 - c * cover
+            record("spots", win, cover > 0.2, {"diameter_mm": dia, "contrast": c})
+        else:  # nuisances: a stain (a faint blotch) or a watermark (a dried drop's thin ring)
+            dia = float(rng.uniform(2.0, 8.0))
+            centre = place(dia / 2)
+            win = window(*(centre - dia), *(centre + dia))
+            r = np.hypot(xs_[win] - centre[0], ys_[win] - centre[1])
+            if what == "stain":
+                prof = np.exp(-0.5 * (r / (dia / 4)) ** 2)
+                c = float(rng.uniform(0.01, 0.03))
+            else:
+                prof = np.exp(-0.5 * ((r - dia / 2) / float(rng.uniform(0.05, 0.15))) ** 2)
+                c = float(rng.uniform(0.02, 0.06))
+            t_map[win] *= 1 - c * prof * lens_s[win]
+            foot = prof > 0.3
+            yy_, xx_ = np.nonzero(foot)
+            if len(xx_):
+                yy_, xx_ = yy_ + win[0].start, xx_ + win[1].start
+                truth["nuisances"].append({"kind": what, "bbox_px": [int(xx_.min() // sup), int(yy_.min() // sup),
+                                                                     int(xx_.max() // sup) + 1, int(yy_.max() // sup) + 1]})
+    t = cv2.resize(t_map, (width, height), interpolation=cv2.INTER_AREA)
+    sc = cv2.resize(scatter_s, (width, height), interpolation=cv2.INTER_AREA)
+    b_local = cv2.GaussianBlur(b, (0, 0), 0.5 / ps)
+    exposure = float(rng.uniform(0.6, 0.95))
+    image = _psf(exposure * (t * b + sc * b_local), st)
+    ref = _psf(exposure * np.where(cv2.resize(lens_s.astype(np.float32), (width, height),
+                                              interpolation=cv2.INTER_AREA) > 0.5, tau, 0.02) * b, st)
+    drop = 1 - image / np.maximum(ref, 1e-6)
+    for key in ("scratches", "spots"):
+        for obj in truth[key]:
+            x0, y0, x1, y1 = obj["bbox_px"]
+            obj["image_contrast"] = float(drop[y0:y1, x0:x1].max())
+    # the camera: shot and read noise, a white balance, sRGB, JPEG
+    e = np.clip(image, 0, None) * st.full_well
+    e = e + rng.normal(size=e.shape).astype(np.float32) * np.sqrt(e + st.read_e ** 2)
+    lin = np.clip(e / st.full_well, 0, 1)
+    wb = rng.uniform(0.85, 1.1, 3).astype(np.float32)
+    rgb = np.stack([_srgb(np.clip(lin * g, 0, 1)) for g in wb], -1)
+    bgr = np.round(rgb[..., ::-1] * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(82, 96))])
+    rec = {"haze_pct": None, "transmittance_pct": None, **truth, "truth": {"target": kind, "period_mm": p}}
+    return buf.tobytes(), rec
+
+
+def render_photos(out: Path, *, width: int, height: int, ps: float, count: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    (out / "lenses").mkdir(parents=True, exist_ok=True)
+    truths = []
+    for i in range(count):
+        data, rec = render_photo(width, height, ps, rng, n_defects=int(rng.choice([0, 0, 1, 1, 2, 3])))
+        name = f"photo_{i:04d}.jpg"
+        (out / "lenses" / name).write_bytes(data)
+        truths.append({"image": name, **rec})
+    (out / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truths))
+    return out
+
+
+def run_uncalibrated(out: Path, ps: float | None, spec: str) -> Path:
+    res = out / "results"
+    shutil.rmtree(res, ignore_errors=True)
+    cmd = [sys.executable, "-m", "goggleqc", "inspect", str(out / "lenses"), "--spec", spec, "--out", str(res),
+           "--overlays", "fail"]
+    if ps:
+        cmd += ["--pixel-size", str(ps)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode not in (0, 1, 3):
+        raise SystemExit(f"goggleqc inspect failed:\n{done.stderr}")
+    return res / "results.jsonl"
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -450,10 +647,17 @@ def main(argv=None) -> None:
     ap.add_argument("--backlight", nargs="+", default=["uniform", "checker", "grid", "stripes"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--spec", default="en166-clear")
+    ap.add_argument("--photos", action="store_true",
+                    help="photographs through the lens against a defocused grid, inspected uncalibrated")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
     rows = []
-    for k, bl in enumerate(args.backlight):
+    if args.photos:
+        folder = args.out / "photos"
+        if not (folder / "truth.jsonl").exists():
+            render_photos(folder, width=w, height=h, ps=args.pixel_size, count=args.count, seed=args.seed)
+        rows.append(("photos", score(folder, run_uncalibrated(folder, args.pixel_size, args.spec), args.spec)))
+    for k, bl in enumerate([] if args.photos else args.backlight):
         folder = args.out / bl
         if not (folder / "truth.jsonl").exists():
             render_set(folder, width=w, height=h, ps=args.pixel_size, backlight=bl, count=args.count,
