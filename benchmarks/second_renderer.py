@@ -18,9 +18,9 @@ other. This renderer is written from station-model.md alone and imports nothing 
 
 The truth is written in goggleqc's result schema so ``goggleqc.synth.scoring`` scores it.
 ``contrast`` of a scratch or spot is its peak change of τ; ``image_contrast`` is what the
-camera shows (the drop of the noise-free image at the defect, after the optics), which
-the scorer's visibility floors use: station-model §3 defines a scratch by how much it
-darkens *the image*.
+camera shows (the drop of the noise-free image at the defect, after the optics, against the
+local mean light over half a pattern period), which the scorer's visibility floors use:
+station-model §3 defines a scratch by how much it darkens *the image*.
 
 Run it (renders, calibrates and inspects through the CLI, then scores):
 
@@ -226,6 +226,15 @@ def _seg_dist(x, y, pts):
     return d
 
 
+def _visible_drop(image: np.ndarray, ref: np.ndarray, period_mm: float, ps: float) -> np.ndarray:
+    """What the camera shows of a defect: the relative drop of the noise-free image against
+    the same image without it, on pixels at least half as bright as the brightest within a
+    pattern period (in a dark cell a tiny light makes any change look large); 0 elsewhere."""
+    k = max(3, int(round(period_mm / ps)) | 1)
+    bright = ref >= 0.5 * cv2.dilate(ref, np.ones((k, k), np.uint8))
+    return np.where(bright, 1 - image / np.maximum(ref, 1e-6), 0).astype(np.float32)
+
+
 def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, *, n_defects: int,
                 haze: float | None = None, tau: float | None = None, clean_only: bool = False):
     """One lens: (raw frame, truth record in goggleqc's result schema)."""
@@ -240,6 +249,7 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
     x, y = _mm_grid(st, sup)
     t_map = np.where(goggle_s, 0.015, 1.0).astype(np.float32)
     t_map[lens_s] = tau_clear
+    t_clean = cv2.resize(t_map, (st.width, st.height), interpolation=cv2.INTER_AREA)  # before the defects
     scatter_s = np.zeros_like(t_map)  # local scatter of scratches: fraction of local light
     depth = _dist_mm(lens_s, ps_s)  # mm inside the lens edge
     marginal = 5.0
@@ -351,18 +361,12 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
     light = clean_light + sc * b_local
     image = _psf(g * light, st)
     # what the camera shows of each scratch and spot: the drop of the noise-free image
-    t0 = np.where(lens, tau_clear, cv2.resize(np.where(goggle_s, 0.015, 1.0).astype(np.float32),
-                                               (st.width, st.height), interpolation=cv2.INTER_AREA))
-    ref = _psf(g * t0 * ((1 - h_map) * b_p + h_map * b_k), st)
-    drop = 1 - image / np.maximum(ref, 1e-6)
-    for key in ("scratches", "spots", "coating"):
-        for obj in truth[key]:
-            x0, y0, x1, y1 = obj["bbox_px"]
-            patch = drop[y0:y1, x0:x1]
-            if key != "coating":  # a coating flaw is scored on its τ change
-                obj["image_contrast"] = float(patch.max()) if patch.size else 0.0
-    # over a light trap there is nothing to see a defect against: the fraction of it backlit
+    ref = _psf(g * t_clean * ((1 - h_map) * b_p + h_map * b_k), st)
+    drop = _visible_drop(image, ref, st.period_mm if st.backlight != "uniform" else 1.0, st.ps).ravel()
     for obj, idx in feet:
+        if "diameter_mm" in obj or "length_mm" in obj:  # a coating flaw is scored on its τ change
+            obj["image_contrast"] = float(drop[idx].max()) if len(idx) else 0.0
+        # over a light trap there is nothing to see a defect against: the fraction of it backlit
         lit = b_radiance.ravel()[idx] > 0.3 * st.level
         obj["backlit"] = float(lit.mean()) if st.backlight == "uniform" else 1.0
     raw = expose(st, image, rng)
@@ -524,9 +528,9 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
     b_local = cv2.GaussianBlur(b, (0, 0), 0.5 / ps)
     exposure = float(rng.uniform(0.6, 0.95))
     image = _psf(exposure * (t * b + sc * b_local), st)
-    ref = _psf(exposure * np.where(cv2.resize(lens_s.astype(np.float32), (width, height),
-                                              interpolation=cv2.INTER_AREA) > 0.5, tau, 0.02) * b, st)
-    drop = 1 - image / np.maximum(ref, 1e-6)
+    t_clean = cv2.resize(np.where(lens_s, tau, 0.02).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    ref = _psf(exposure * t_clean * b, st)
+    drop = _visible_drop(image, ref, p, ps)
     for key in ("scratches", "spots"):
         for obj in truth[key]:
             x0, y0, x1, y1 = obj["bbox_px"]

@@ -299,3 +299,38 @@ def test_an_arc_scratch_stays_a_scratch():
     res = inspect_lens(image, station, SPEC)
     assert len(res.scratches) == 1 and res.marks == []
     assert res.verdict == "fail"
+
+
+def _faint_ring_rel(arc_deg: float, rest_contrast: float, seed: int = 3):
+    """A working grid (scale 2, 0.06 mm/px) with a thin circle of 4.8 mm: ``arc_deg`` of it at
+    8 % (found pixel by pixel) and the rest at ``rest_contrast`` (under the 2.5 % a line needs
+    without a flat)."""
+    from goggleqc.inspect.background import Relative
+
+    n, f, r = 200, 2, 20.0
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    cx = cy = n / 2
+    dist = np.hypot(xx - cx, yy - cy)
+    ang = (np.degrees(np.arctan2(yy - cy, xx - cx)) + 360) % 360
+    rim = np.exp(-0.5 * ((dist - r) / 1.0) ** 2)
+    contrast = np.where(ang < arc_deg, 0.08, rest_contrast)
+    rng = np.random.default_rng(seed)
+    rel = 1.0 - contrast * rim + rng.normal(0, 0.006, (n, n))
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                    scale=f, model="lattice")
+
+
+@pytest.mark.parametrize("rest, is_mark", [(0.012, True), (0.0, False)])
+def test_an_arc_whose_circle_darkens_all_round_is_a_watermark(rest, is_mark):
+    """A dried drop's rim is often found along part of its circle only (a second renderer's
+    photographs: 16 "scratches" in 200 were such arcs). Traced round its circle, a rim darkens
+    all the way; abrasion does not curl round a point, and a scratch's circle is clear."""
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    rel = _faint_ring_rel(120.0, rest)
+    marks: list = []
+    found = find_scratches(rel, pixel_size_mm=0.06, params=ScratchParams(bright=False), marks=marks)
+    if is_mark:
+        assert [m.kind for m in marks] == ["watermark"] and not found, (marks, found)
+    else:
+        assert not marks and len(found) == 1, (marks, found)

@@ -614,7 +614,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         strength = [sc.score for sc, _ in measured]
         floor = params.crowd_factor * float(np.median(strength))
         measured = [m for m, st in zip(measured, strength) if st >= floor]
-    rims, measured = _watermarks(measured, f, pixel_size_mm, params)
+    rims, measured = _watermarks(measured, f, pixel_size_mm, params, rel)
     on_target, measured = _on_target(measured, rel, pixel_size_mm, params)
     for mark, members in rims + on_target:
         if marks is not None:
@@ -851,11 +851,64 @@ def _on_circle(xs, ys, f: int, ps: float | None, params: ScratchParams):
     return (cx, cy, r, arc) if sized and rms <= params.mark_max_rms * r else None
 
 
-def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams) -> tuple[list, list]:
+#: an arc of a watermark's circle seen over less than ``mark_min_arc_deg`` is traced round
+#: the rest of its circle when it covers at least this much of it (degrees) ...
+MARK_TRACE_MIN_ARC = 60.0
+#: ... and is a rim when the circle's unseen part darkens, against both its sides, by at least
+#: this fraction of the arc's own contrast ...
+MARK_TRACE_FRACTION = 0.1
+#: ... at this significance (mean over its standard error), over at least half of it seen
+MARK_TRACE_SIGMA = 4.0
+
+
+def _traced_ring(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray, contrast: float) -> bool:
+    """True when the circle ``(cx, cy, r)`` (working px) through a faint arc darkens all round.
+
+    A watermark's rim is often seen above the noise along part of its circle only. Abrasion
+    does not curl round a point: the rest of a scratch's circle is clear, while a dried drop's
+    rim runs on round it, too faint to find pixel by pixel but plain when the departure along
+    the whole unseen part (against the circle's two sides, 2.5 px in and out) is summed.
+    """
+    seen = np.unique(np.floor((np.arctan2(ys - cy, xs - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
+    n = max(36, int(2 * np.pi * r))
+    a = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    sector = np.floor((a + np.pi) / (2 * np.pi) * 36).astype(int) % 36
+    near = np.zeros(36, bool)
+    for k in seen:  # the arc's own sectors and one beside each
+        near[[(k - 1) % 36, k, (k + 1) % 36]] = True
+    a = a[~near[sector]]
+    if a.size < 12:
+        return False
+    d = (np.float32(1.0) - rel.rel).astype(np.float32)
+    valid = rel.valid.view(np.uint8)
+
+    def read(rad):
+        # bilinear, so a rim a pixel wide is read at its height wherever the circle crosses it
+        px = (cx + rad * np.cos(a)).astype(np.float32)[None]
+        py = (cy + rad * np.sin(a)).astype(np.float32)[None]
+        v = cv2.remap(d, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
+        ok = cv2.remap(valid, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0] > 0
+        return v, ok
+
+    parts = [read(rad) for rad in (r - 0.5, r, r + 0.5)]
+    ring = np.mean([v for v, _ in parts], axis=0)
+    inner, ok1 = read(max(r - 2.5, 0.5))
+    outer, ok2 = read(r + 2.5)
+    ok = parts[0][1] & parts[1][1] & parts[2][1] & ok1 & ok2
+    if ok.sum() < max(12, 0.5 * a.size):
+        return False
+    c = (ring - (inner + outer) / 2)[ok].astype(np.float64)
+    mean, se = float(c.mean()), float(c.std(ddof=1) / np.sqrt(c.size)) + 1e-9
+    return mean >= MARK_TRACE_FRACTION * abs(contrast) and mean / se >= MARK_TRACE_SIGMA
+
+
+def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams, rel=None) -> tuple[list, list]:
     """Split measured lines into watermark rims and scratches (see ScratchParams).
 
     A rim often breaks into arcs that the end-to-end linking does not join (they turn too
-    fast); arcs lying on one circle are one rim, and their arcs add up.
+    fast); arcs lying on one circle are one rim, and their arcs add up. A dark arc of at least
+    :data:`MARK_TRACE_MIN_ARC` whose circle, traced round, darkens all the way is a rim too
+    (:func:`_traced_ring`).
     """
     cand = []
     for k, (sc, members) in enumerate(measured):
@@ -885,13 +938,32 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams)
     for k, *_ in cand:
         clusters.setdefault(find(k), []).append(k)
     rims, taken = [], set()
-    for ks in clusters.values():
+
+    def rim_fit(ks):
+        """The circle of lines ``ks`` when they are a rim, else None."""
         members = [p for k in ks for p in measured[k][1]]
         xs = np.concatenate([p.xs for p in members])
         ys = np.concatenate([p.ys for p in members])
         fit = _on_circle(xs, ys, f, ps, params)
-        if fit is None or fit[3] < params.mark_min_arc_deg:
+        if fit is None:
+            return None
+        if fit[3] < params.mark_min_arc_deg:
+            lines = [measured[k][0] for k in ks]
+            arc_contrast = float(np.average([sc.contrast for sc in lines], weights=[sc.length_px for sc in lines]))
+            if (rel is None or fit[3] < MARK_TRACE_MIN_ARC
+                    or not _traced_ring(rel, fit[0], fit[1], fit[2], xs, ys, arc_contrast)):
+                return None
+        return fit, members
+
+    # pairwise joins chain: two rims side by side (or a rim and a line beside it) can make one
+    # cluster no circle fits; then each of its lines is judged alone
+    groups = [ks2 for ks in clusters.values()
+              for ks2 in ([ks] if len(ks) == 1 or rim_fit(ks) is not None else [[k] for k in ks])]
+    for ks in groups:
+        found_fit = rim_fit(ks)
+        if found_fit is None:
             continue
+        fit, members = found_fit
         lines = [measured[k][0] for k in ks]
         boxes = np.array([sc.bbox_px for sc in lines])
         bbox = [int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max())]
