@@ -84,7 +84,8 @@ class HazeMeasurement:
         the central zone (pattern); corrected by the haze-plate fit when ``corrected``.
         None when no trap is seen through the lens or no region fits in the central zone.
     raw_pct : float or None
-        The same before the haze-plate correction.
+        The same before the haze-plate line (after the plates' response map, which brings
+        each region to what the whole field reads).
     method : str
         ``traps`` or ``pattern``.
     regions : list of dict
