@@ -217,6 +217,26 @@ def _polyline(rng, start, length, kind):
     return np.array(pts, np.float64)
 
 
+def _length_inside(pts: np.ndarray, lens_s: np.ndarray, st: Station2, sup: int) -> float:
+    """Length (mm) of a polyline's part that lies on the clear lens (a scratch may run on under
+    the goggle's frame, where nobody sees it)."""
+    total, inside = 0.0, 0.0
+    for p0, p1 in zip(pts[:-1], pts[1:]):
+        ln = float(np.hypot(*(p1 - p0)))
+        n = max(2, int(ln / 0.02))
+        t = (np.arange(n) + 0.5) / n
+        xs = p0[0] + t * (p1[0] - p0[0])
+        ys = p0[1] + t * (p1[1] - p0[1])
+        j = ((xs + st.width * st.ps / 2) / st.ps * sup).astype(int)
+        i = ((ys + st.height * st.ps / 2) / st.ps * sup).astype(int)
+        ok = (i >= 0) & (j >= 0) & (i < lens_s.shape[0]) & (j < lens_s.shape[1])
+        on = np.zeros(n, bool)
+        on[ok] = lens_s[i[ok], j[ok]]
+        total += ln
+        inside += ln * float(on.mean())
+    return inside
+
+
 def _seg_dist(x, y, pts):
     d = np.full(x.shape, np.inf, np.float32)
     for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
@@ -296,8 +316,7 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
                 continue
             t_map[win] *= 1 - c * cover
             scatter_s[win] += 0.5 * c * cover * tau_clear
-            seg = np.diff(pts, axis=0)
-            true_len = float(np.hypot(seg[:, 0], seg[:, 1]).sum())
+            true_len = _length_inside(pts, lens_s, st, sup)
             record("scratches", win, cover > 0.2, {"length_mm": true_len, "length_px": true_len / st.ps,
                                                     "width_mm": w, "contrast": c, "shape": shape})
         elif kind == "spot":
@@ -493,8 +512,7 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
                 continue
             t_map[win] *= 1 - c * cover
             scatter_s[win] += 0.5 * c * cover * tau
-            seg = np.diff(pts, axis=0)
-            ln = float(np.hypot(seg[:, 0], seg[:, 1]).sum())
+            ln = _length_inside(pts, lens_s, st, sup)
             record("scratches", win, cover > 0.2, {"length_mm": ln, "length_px": ln / ps, "width_mm": w, "contrast": c})
         elif what == "spot":
             dia = float(np.exp(rng.uniform(math.log(0.25), math.log(1.5))))
