@@ -137,3 +137,22 @@ def test_a_small_dig_beside_a_large_grain_is_a_spot_of_its_own(backlight):
         assert at_grain, result.spots
         found += bool(at_dig)
     assert found == 3
+
+
+@pytest.mark.parametrize("diameter_mm", [1.0, 1.5])
+def test_a_large_dark_spot_on_a_plain_panel_uncalibrated(diameter_mm):
+    """Without a flat, on a plain panel, the background is a local quadratic fit over 1.4 mm.
+    A grain of dust as wide (70 % dark, found on the second renderer's photographs) dragged the
+    fit down with it: a hole in the lit area, ringed by short "scratches", and no spot."""
+    ps, h, w = 0.06, 384, 480
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    light = 0.8 * (1 - 0.25 * (((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2))
+    r = np.hypot(xx - 250, yy - 180)
+    tau = 0.9 * (1 - 0.7 * np.clip(diameter_mm / 2 / ps - r + 0.5, 0, 1))
+    tau[:, :40] = 0.02  # a strip of the goggle's frame in view
+    rng = np.random.default_rng(int(diameter_mm * 10))
+    image = np.clip(light * tau * 255 + rng.normal(0, 1.5, (h, w)), 0, 255).astype(np.uint8)
+    result = inspect_lens(image, None, SPEC, pixel_size_mm=ps)
+    assert not result.scratches, result.scratches
+    assert len(result.spots) == 1, result.spots
+    assert result.spots[0].diameter_mm == pytest.approx(diameter_mm, rel=0.3)

@@ -95,6 +95,9 @@ _SG_RADIUS = 3
 _STEEP_CHANGE = 0.5
 _STEEP_MEDIAN_PX = 15
 _MIN_LEVEL_FRAC = 0.25
+#: uncalibrated, local fit: a pixel darker than this fraction of the ~3 mm median around it is
+#: a dark blob's, and the median stands in for the first fit there (:func:`_uncalibrated_bg`)
+_DEEP_FRAC = 0.7
 #: uncalibrated, periodic backlight: the lattice is read where the frame is above
 #: _MIN_LIT_FRAC of its bright level, and defects are sought where the background is above
 #: _MIN_LATTICE_LEVEL_FRAC (the local fit's valleys are not a concern there)
@@ -636,5 +639,16 @@ def _uncalibrated_bg(small: np.ndarray) -> np.ndarray:
     bg = _smooth2(small, _SG_RADIUS)
     resid = small - bg
     noise = 1.4826 * float(np.median(np.abs(resid[::3, ::3]))) + 1e-6
+    # a dark blob as wide as the fit's window (a grain of dust over a millimetre) drags the
+    # first fit down with it, and the second keeps it as background: it left a hole in the
+    # lit area ringed by "scratches". Against a median over ~3 mm it stands out, and there the
+    # median is the first fit
+    top = max(float(small.max()), 1e-6)
+    med = cv2.medianBlur(np.clip(small * np.float32(250.0 / top), 0, 255).astype(np.uint8),
+                         _STEEP_MEDIAN_PX).astype(np.float32) * np.float32(top / 250.0)
+    deep = cv2.dilate((small < np.float32(_DEEP_FRAC) * med).view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    if deep.any():
+        bg = np.where(deep, med, bg)
+        resid = small - bg
     cleaned = np.where(np.abs(resid) > 2.5 * noise, bg, small)
     return _smooth2(cleaned, _SG_RADIUS)
