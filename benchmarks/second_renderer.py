@@ -66,6 +66,7 @@ class Station2:
     pattern_blur: float  # Gaussian σ of the target's defocus, fraction of the period
     dark_cell: float  # dark cell level, fraction of bright
     seed: int
+    product: str = "visor"  # the goggle this station is built for: visor | two_eye
 
     @property
     def full(self) -> float:
@@ -74,12 +75,15 @@ class Station2:
 
 def make_station(width: int, height: int, ps: float, backlight: str, rng: np.random.Generator) -> Station2:
     fw, fh = width * ps, height * ps
+    product = "visor" if rng.random() < 0.5 else "two_eye"
     traps = []
     if backlight == "uniform":
-        n = int(rng.integers(1, 4))
-        xs = np.linspace(-0.18, 0.18, n) * fw if n > 1 else [0.0]
+        # the traps are seen through the central zone (station-model §1): across a visor, or
+        # one behind each eye of a two-eye goggle
+        n = int(rng.integers(1, 4)) if product == "visor" else 2
+        xs = (np.linspace(-0.18, 0.18, n) * fw if n > 1 else [0.0]) if product == "visor" else [-0.19 * fw, 0.19 * fw]
         for x in xs:
-            traps.append((float(x + rng.uniform(-1, 1)), float(rng.uniform(-0.05, 0.05) * fh), float(rng.uniform(4, 8))))
+            traps.append((float(x + rng.uniform(-1, 1)), float(rng.uniform(-0.05, 0.05) * fh), float(rng.uniform(4, 7))))
     bits = int(rng.choice([8, 8, 12]))
     return Station2(width=width, height=height, ps=ps, backlight=backlight, bits=bits,
                     level=float(rng.uniform(0.6, 0.85)), offset=float(rng.uniform(0.01, 0.05)),
@@ -87,7 +91,7 @@ def make_station(width: int, height: int, ps: float, backlight: str, rng: np.ran
                     psf_disc_px=float(rng.uniform(0.5, 1.5)), psf_sigma_px=float(rng.uniform(0.3, 0.8)),
                     vignette=float(rng.uniform(0.1, 0.3)), traps=traps,
                     period_mm=float(rng.uniform(1.5, 4.0)), pattern_blur=float(rng.uniform(0.1, 0.3)),
-                    dark_cell=float(rng.uniform(0.05, 0.3)), seed=int(rng.integers(1 << 30)))
+                    dark_cell=float(rng.uniform(0.05, 0.3)), seed=int(rng.integers(1 << 30)), product=product)
 
 
 def _mm_grid(st: Station2, sup: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +181,7 @@ def lens_geometry(st: Station2, rng: np.random.Generator, sup: int = 1):
     dx, dy = rng.uniform(-2, 2, 2)
     ang = math.radians(rng.uniform(-2, 2))
     frame_mm = rng.uniform(4, 7)
-    if rng.random() < 0.5:  # one visor
+    if st.product == "visor":  # one visor
         a, b, n = 0.36 * fw, 0.31 * fh, rng.uniform(2.5, 4)
         r = _superellipse(x, y, dx, dy, a, b, n, ang)
         lens = r < 1
