@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 
@@ -254,3 +255,28 @@ def test_uncalibrated_coating_on_a_plain_panel():
     assert metrics["mixed"]["n_coating"] >= 25
     assert metrics["mixed"]["recall_coating"] >= 0.6
     assert metrics["clean"]["false_coating_per_clean_lens"] <= 0.05
+
+
+@pytest.mark.parametrize("backlight", ["uniform", "pattern"])
+def test_a_mottle_whose_texture_wanders_is_measured_whole(backlight):
+    """Orange peel's amplitude wanders over its patch. Measured where its texture energy is
+    near its strongest, a 36 mm² mottle of 1.5–3.5 % was found as 8.5 mm² in the marginal band
+    and passed (second renderer). Its extent is where the texture shows: here a 55 mm² patch
+    of 0.8 mm grains, 3.5 % on one half and 1.5 % on the other, on a coarse 0.2 mm/px station
+    (6 mm² or a "void" when measured at half its plateau; the faint half's edges stay unseen)."""
+    sim, station = sim_station(2, backlight)
+    spec = _lens_with(sim, 4, kind="run", area_mm2=20.0, contrast=0.0)
+    image, _ = render_lens(sim, dataclasses.replace(spec, coating=()), np.random.default_rng(0))
+    region = find_lens(image, station)
+    ps, (h, w) = station.pixel_size_mm, image.shape
+    cy, cx = h // 2, w // 2
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    inside = ((xx - cx) / (5 / ps)) ** 2 + ((yy - cy) / (3.5 / ps)) ** 2 < 1
+    rng = np.random.default_rng(7)
+    grains = cv2.resize(rng.normal(size=(int(h * ps / 0.8), int(w * ps / 0.8))).astype(np.float32), (w, h),
+                        interpolation=cv2.INTER_CUBIC)
+    amplitude = np.where(xx < cx, 0.035, 0.015)
+    t = station.transmission(image) * (1 + np.where(inside, amplitude * grains, 0))
+    found = find_coating(t, region, station=station)
+    assert [f.kind for f in found] == ["mottle"], found
+    assert found[0].area_mm2 >= 15.0, found
