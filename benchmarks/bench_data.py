@@ -1,8 +1,8 @@
 """Cached synthetic frames, the size grid and reference timings for the benchmarks.
 
 Frames are rendered once per (size, bits, backlight, kind of lenses) with goggleqc.synth and
-cached under ``.cache/bench/`` as a station folder (``Station.save``) plus ``.npy`` frames and
-a ``truths.json``, so a rerun starts timing at once. Delete ``.cache/bench`` to re-render.
+cached under ``.cache/bench_<digest>/`` (the simulator's and calibration's source digest) as a station folder (``Station.save``) plus ``.npy`` frames and
+a ``truths.json``, so a rerun starts timing at once; a changed simulator renders new sets.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pytest
 
 from goggleqc.benchmarking import SyntheticSet, median_time_s, synthetic_set
 from goggleqc.calibration.station import Station
+from goggleqc.synth.sampleset import source_digest
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache" / "bench"
+#: keyed by the simulator's and calibration's source, as the test caches are
+CACHE = ROOT / ".cache" / f"bench_{source_digest()}"
 
 #: the camera sizes of the station model (1.3 MP, 2 MP, 5 MP)
 SIZES = {"1.3MP": (1280, 1024), "2MP": (1600, 1200), "5MP": (2448, 2048)}
@@ -43,7 +45,7 @@ def set_folder(width: int, height: int, *, bits: int = 8, backlight: str = "unif
 def load_or_render(width: int, height: int, *, bits: int = 8, backlight: str = "uniform", count: int = 4,
                    seed: int = 0, defects: int | None = None, kinds: tuple[str, ...] | None = None,
                    pixel_size_mm: float | None = None, tag: str = "mix") -> SyntheticSet:
-    """A :class:`SyntheticSet` from ``.cache/bench``, rendering and caching it on first use."""
+    """A :class:`SyntheticSet` from the bench cache, rendering and caching it on first use."""
     folder = set_folder(width, height, bits=bits, backlight=backlight, count=count, seed=seed, tag=tag)
     done = folder / "truths.json"
     if done.exists():

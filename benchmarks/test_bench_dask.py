@@ -28,7 +28,7 @@ import pytest
 from goggleqc.batch import ImageJob, LensInspector, decode_only, iter_image_paths, run_batch
 from goggleqc.calibration.station import Station
 from goggleqc.spec import load_spec
-from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
+from goggleqc.synth.sampleset import SampleSetOptions, source_digest, write_sample_set
 
 distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed: pip install 'goggleqc[dask]'")
 
@@ -41,7 +41,7 @@ WORKERS = 2
 
 
 def _set_folder(width: int, height: int, count: int) -> Path:
-    folder = CACHE / f"dask_samples_{count}_s7_{width}x{height}"
+    folder = CACHE / f"dask_samples_{count}_s7_{width}x{height}_{source_digest()}"
     if not (folder / "station" / "station.toml").exists():
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

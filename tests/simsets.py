@@ -7,7 +7,6 @@ and later runs; the key holds every parameter, so a changed parameter makes a ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from functools import lru_cache
@@ -17,27 +16,14 @@ from goggleqc.calibration.station import Station
 from goggleqc.capture.imagefile import read_image
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
-from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
+from goggleqc.synth.sampleset import SampleSetOptions, source_digest, write_sample_set
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "sets"
 
 
-@lru_cache(maxsize=1)
 def _synth_version() -> str:
-    """A digest of the simulator's and the calibration's source (with the haze estimator the
-    plates are read with): a changed simulator makes new sets, and a changed calibration new
-    station folders for them."""
-    import goggleqc.calibration
-    import goggleqc.inspect.haze
-    import goggleqc.synth
-
-    digest = hashlib.sha1()
-    for package in (goggleqc.synth, goggleqc.calibration):
-        for path in sorted(Path(package.__file__).parent.glob("*.py")):
-            digest.update(path.read_bytes())
-    # calibration reads the haze plates with the inspection's own estimator
-    digest.update(Path(goggleqc.inspect.haze.__file__).read_bytes())
-    return digest.hexdigest()[:10]
+    """The simulator's and calibration's source digest (:func:`goggleqc.synth.sampleset.source_digest`)."""
+    return source_digest()
 
 
 def cache_dir(name: str) -> Path:

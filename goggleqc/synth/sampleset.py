@@ -12,9 +12,11 @@ The same seed gives byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +67,24 @@ class SampleSetOptions:
             raise InputError(f"--warp {self.warp}: use 0 (a target square to the camera) to 0.3")
         if self.warp and self.backlight == "uniform":
             raise InputError("--warp bends a pattern target; a uniform panel has nothing to bend (use --backlight pattern)")
+
+
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """A digest of the simulator's and the calibration's source, with the haze estimator the
+    plates are read with: the key of every cache of simulated sets and their calibrated
+    stations (tests, benchmarks), so a changed simulator or calibration is never hidden by
+    frames or stations made before."""
+    import goggleqc.calibration
+    import goggleqc.inspect.haze
+    import goggleqc.synth
+
+    digest = hashlib.sha1()
+    for package in (goggleqc.synth, goggleqc.calibration):
+        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(path.read_bytes())
+    digest.update(Path(goggleqc.inspect.haze.__file__).read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def ensure_writable(folder: Path) -> None:
