@@ -879,14 +879,15 @@ def _traced_ring(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.nda
     a = a[~near[sector]]
     if a.size < 12:
         return False
-    d = (np.float32(1.0) - rel.rel).astype(np.float32)
+    image = rel.rel.astype(np.float32, copy=False)
     valid = rel.valid.view(np.uint8)
 
     def read(rad):
         # bilinear, so a rim a pixel wide is read at its height wherever the circle crosses it
         px = (cx + rad * np.cos(a)).astype(np.float32)[None]
         py = (cy + rad * np.sin(a)).astype(np.float32)[None]
-        v = cv2.remap(d, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
+        # the departure 1 − rel, sampled where the circle runs (no whole-grid copy per arc)
+        v = 1.0 - cv2.remap(image, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1)[0]
         ok = cv2.remap(valid, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0] > 0
         return v, ok
 
@@ -957,10 +958,11 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams,
 
     # pairwise joins chain: two rims side by side (or a rim and a line beside it) can make one
     # cluster no circle fits; then each of its lines is judged alone
-    groups = [ks2 for ks in clusters.values()
-              for ks2 in ([ks] if len(ks) == 1 or rim_fit(ks) is not None else [[k] for k in ks])]
-    for ks in groups:
-        found_fit = rim_fit(ks)
+    judged = []
+    for ks in clusters.values():
+        whole = rim_fit(ks)
+        judged += [(ks, whole)] if whole is not None or len(ks) == 1 else [([k], rim_fit([k])) for k in ks]
+    for ks, found_fit in judged:
         if found_fit is None:
             continue
         fit, members = found_fit
