@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 
 import goggleqc.synth.sampleset as sampleset
+from goggleqc.synth.sampleset import source_digest
 from goggleqc.calibration.station import Station
 from goggleqc.capture.imagefile import read_image
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import load_spec
 from goggleqc.synth.scoring import evaluate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from simsets import _synth_version  # noqa: E402  (the simulator's and calibration's digest)
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "stress"
@@ -100,7 +99,7 @@ VARIANTS = {
 def _set(variant: str, backlight: str, seed: int, count: int, size=(480, 384), pixel_size_mm: float = 0.1) -> Path:
     """The folder of one cached stress set, written on first use."""
     folder = CACHE / (f"{variant.replace(' ', '-')}_{backlight}_{seed}_n{count}_{size[0]}x{size[1]}_{pixel_size_mm:g}"
-                      f"_{_synth_version()}")
+                      f"_{source_digest()}")
     if (folder / "truth.jsonl").exists():
         return folder
     change = VARIANTS[variant][1]

@@ -21,24 +21,19 @@ from goggleqc.synth.sampleset import SampleSetOptions, source_digest, write_samp
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "sets"
 
 
-def _synth_version() -> str:
-    """The simulator's and calibration's source digest (:func:`goggleqc.synth.sampleset.source_digest`)."""
-    return source_digest()
-
-
 def cache_dir(name: str) -> Path:
     """``.cache/NAME_<digest>``: a test's own cache folder, keyed like the sets by the
     simulator's and the calibration's source, so a changed simulator is never hidden by
     frames it drew before (a fresh clone would draw new ones and could fail where a
     developer's machine passes)."""
-    return CACHE.parent / f"{name}_{_synth_version()}"
+    return CACHE.parent / f"{name}_{source_digest()}"
 
 
 def sample_set(count: int, seed: int, backlight: str, size=(480, 384), pixel_size_mm: float = 0.1,
                bits: int = 8, defects: int | None = None) -> Path:
     """The folder of a cached sample set (written on first use); ``defects=0`` makes a
     defect-free set."""
-    key = f"n{count}_s{seed}_{backlight}_{size[0]}x{size[1]}_{pixel_size_mm}_{bits}bit_d{defects}_{_synth_version()}"
+    key = f"n{count}_s{seed}_{backlight}_{size[0]}x{size[1]}_{pixel_size_mm}_{bits}bit_d{defects}_{source_digest()}"
     folder = CACHE / key
     if not (folder / "truth.jsonl").exists() or not (folder / "station" / "station.toml").exists():
         tmp = folder.with_name(key + ".tmp")
