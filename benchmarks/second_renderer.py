@@ -250,6 +250,38 @@ def _seg_dist(x, y, pts):
     return d
 
 
+def _window(st: Station2, sup: int, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice]:
+    """The supersampled pixels within an mm box: each defect is drawn in its own window."""
+    ps_s, fw, fh = st.ps / sup, st.width * st.ps / 2, st.height * st.ps / 2
+    j0, j1 = int((x0 + fw) / ps_s) - 2, int((x1 + fw) / ps_s) + 3
+    i0, i1 = int((y0 + fh) / ps_s) - 2, int((y1 + fh) / ps_s) + 3
+    h, w = st.height * sup, st.width * sup
+    return (slice(max(i0, 0), max(min(i1, h), 0)), slice(max(j0, 0), max(min(j1, w), 0)))
+
+
+def _footprint(win: tuple[slice, slice], foot: np.ndarray, sup: int):
+    """A defect's supersampled pixels ``(ys, xs)`` on the whole grid and its camera-pixel bbox,
+    or None when ``foot`` (over ``win``) is empty."""
+    ys, xs = np.nonzero(foot)
+    if not len(xs):
+        return None
+    ys, xs = ys + win[0].start, xs + win[1].start
+    return ys, xs, [int(xs.min() // sup), int(ys.min() // sup), int(xs.max() // sup) + 1, int(ys.max() // sup) + 1]
+
+
+def _draw_scratch(t_map, scatter_s, lens_s, x, y, pts, w, c, tau, st: Station2, sup: int):
+    """Draw a flat-bottomed scratch of width ``w`` (mm) and τ loss ``c`` along ``pts`` on the
+    lens; half the light it takes is scattered locally. Returns its window and coverage, or
+    None when none of it lies on the lens."""
+    win = _window(st, sup, *(pts.min(0) - w), *(pts.max(0) + w))
+    cover = np.clip((w / 2 - _seg_dist(x[win], y[win], pts)) / (st.ps / sup) + 0.5, 0, 1) * lens_s[win]
+    if not cover.size or cover.max() <= 0:
+        return None
+    t_map[win] *= 1 - c * cover
+    scatter_s[win] += 0.5 * c * cover * tau
+    return win, cover
+
+
 def _visible_drop(image: np.ndarray, ref: np.ndarray, period_mm: float, ps: float) -> np.ndarray:
     """What the camera shows of a defect: the relative drop of the noise-free image against
     the same image without it, on pixels at least half as bright as the brightest within a
@@ -285,19 +317,11 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
         i = rng.integers(len(xs))
         return np.array([x[ys[i] * sup, xs[i] * sup], y[ys[i] * sup, xs[i] * sup]], np.float64)
 
-    def window(x0, y0, x1, y1):
-        """The supersampled pixels within an mm box: each defect is drawn in its own window."""
-        fw, fh = st.width * st.ps / 2, st.height * st.ps / 2
-        j0, j1 = int((x0 + fw) / ps_s) - 2, int((x1 + fw) / ps_s) + 3
-        i0, i1 = int((y0 + fh) / ps_s) - 2, int((y1 + fh) / ps_s) + 3
-        return (slice(max(i0, 0), max(min(i1, x.shape[0]), 0)), slice(max(j0, 0), max(min(j1, x.shape[1]), 0)))
-
     def record(key, win, foot, extra):
-        ys, xs = np.nonzero(foot)
-        if not len(xs):
+        found = _footprint(win, foot, sup)
+        if found is None:
             return None
-        ys, xs = ys + win[0].start, xs + win[1].start
-        bbox = [int(xs.min() // sup), int(ys.min() // sup), int(xs.max() // sup) + 1, int(ys.max() // sup) + 1]
+        ys, xs, bbox = found
         cdepth = float(depth[ys, xs].max()) - marginal
         obj = {"zone": "central" if cdepth > 0 else "marginal", "central_depth_mm": cdepth, "bbox_px": bbox, **extra}
         truth[key].append(obj)
@@ -313,13 +337,10 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
             c = float(rng.uniform(0.08, 0.4))
             shape = str(rng.choice(["straight", "kinked", "arc"]))
             pts = _polyline(rng, place(1.5), length, shape)
-            win = window(*(pts.min(0) - w), *(pts.max(0) + w))
-            cover = np.clip((w / 2 - _seg_dist(x[win], y[win], pts)) / ps_s + 0.5, 0, 1)
-            cover = np.where(lens_s[win], cover, 0)
-            if not cover.size or cover.max() <= 0:
+            drawn = _draw_scratch(t_map, scatter_s, lens_s, x, y, pts, w, c, tau_clear, st, sup)
+            if drawn is None:
                 continue
-            t_map[win] *= 1 - c * cover
-            scatter_s[win] += 0.5 * c * cover * tau_clear
+            win, cover = drawn
             true_len = _length_inside(pts, lens_s, st, sup)
             record("scratches", win, cover > 0.2, {"length_mm": true_len, "length_px": true_len / st.ps,
                                                     "width_mm": w, "contrast": c, "shape": shape})
@@ -327,7 +348,7 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
             dia = float(np.exp(rng.uniform(math.log(0.2), math.log(1.5))))
             c = float(rng.uniform(0.35, 0.9))
             centre = place(1.0)
-            win = window(*(centre - dia), *(centre + dia))
+            win = _window(st, sup, *(centre - dia), *(centre + dia))
             r = np.hypot(x[win] - centre[0], y[win] - centre[1])
             cover = np.clip((dia / 2 - r) / ps_s + 0.5, 0, 1)
             if rng.random() < 0.25:  # bubble: a dark rim round a bright core
@@ -342,7 +363,7 @@ def render_lens(st: Station2, b_radiance: np.ndarray, rng: np.random.Generator, 
             c = float(rng.uniform(0.015, 0.05)) * rng.choice([-1, 1])
             sub = str(rng.choice(["run", "void", "mottle"]))
             centre = place(3.0)
-            win = window(*(centre - 10), *(centre + 10))
+            win = _window(st, sup, *(centre - 10), *(centre + 10))
             dx, dy = x[win] - centre[0], y[win] - centre[1]
             if sub == "run":
                 wid, ln = rng.uniform(1.0, 3.0), rng.uniform(6, 18)
@@ -489,19 +510,10 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
         i = rng.integers(len(xx_))
         return np.array([xs_[yy_[i] * sup * 4, xx_[i] * sup * 4], ys_[yy_[i] * sup * 4, xx_[i] * sup * 4]])
 
-    def window(x0, y0, x1, y1):
-        j0, j1 = int((x0 + fw / 2) / ps_s) - 2, int((x1 + fw / 2) / ps_s) + 3
-        i0, i1 = int((y0 + fh / 2) / ps_s) - 2, int((y1 + fh / 2) / ps_s) + 3
-        return (slice(max(i0, 0), max(min(i1, t_map.shape[0]), 0)), slice(max(j0, 0), max(min(j1, t_map.shape[1]), 0)))
-
     def record(key, win, foot, extra):
-        yy_, xx_ = np.nonzero(foot)
-        if not len(xx_):
-            return
-        yy_, xx_ = yy_ + win[0].start, xx_ + win[1].start
-        truth[key].append({"zone": "central", "central_depth_mm": 99.0,
-                           "bbox_px": [int(xx_.min() // sup), int(yy_.min() // sup), int(xx_.max() // sup) + 1,
-                                       int(yy_.max() // sup) + 1], **extra})
+        found = _footprint(win, foot, sup)
+        if found is not None:
+            truth[key].append({"zone": "central", "central_depth_mm": 99.0, "bbox_px": found[2], **extra})
 
     for _ in range(n_defects):
         what = str(rng.choice(["scratch", "scratch", "spot", "stain", "watermark"]))
@@ -510,19 +522,17 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
             w = float(np.exp(rng.uniform(math.log(0.04), math.log(0.25))))
             c = float(rng.uniform(0.1, 0.5))
             pts = _polyline(rng, place(1.0), length, str(rng.choice(["straight", "kinked", "arc"])))
-            win = window(*(pts.min(0) - w), *(pts.max(0) + w))
-            cover = np.clip((w / 2 - _seg_dist(xs_[win], ys_[win], pts)) / ps_s + 0.5, 0, 1) * lens_s[win]
-            if not cover.size or cover.max() <= 0:
+            drawn = _draw_scratch(t_map, scatter_s, lens_s, xs_, ys_, pts, w, c, tau, st, sup)
+            if drawn is None:
                 continue
-            t_map[win] *= 1 - c * cover
-            scatter_s[win] += 0.5 * c * cover * tau
+            win, cover = drawn
             ln = _length_inside(pts, lens_s, st, sup)
             record("scratches", win, cover > 0.2, {"length_mm": ln, "length_px": ln / ps, "width_mm": w, "contrast": c})
         elif what == "spot":
             dia = float(np.exp(rng.uniform(math.log(0.25), math.log(1.5))))
             c = float(rng.uniform(0.4, 0.9))
             centre = place(1.0)
-            win = window(*(centre - dia), *(centre + dia))
+            win = _window(st, sup, *(centre - dia), *(centre + dia))
             r = np.hypot(xs_[win] - centre[0], ys_[win] - centre[1])
             cover = np.clip((dia / 2 - r) / ps_s + 0.5, 0, 1) * lens_s[win]
             t_map[win] *= 1 - c * cover
@@ -530,7 +540,7 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
         else:  # nuisances: a stain (a faint blotch) or a watermark (a dried drop's thin ring)
             dia = float(rng.uniform(2.0, 8.0))
             centre = place(dia / 2)
-            win = window(*(centre - dia), *(centre + dia))
+            win = _window(st, sup, *(centre - dia), *(centre + dia))
             r = np.hypot(xs_[win] - centre[0], ys_[win] - centre[1])
             if what == "stain":
                 prof = np.exp(-0.5 * (r / (dia / 4)) ** 2)
@@ -539,12 +549,9 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
                 prof = np.exp(-0.5 * ((r - dia / 2) / float(rng.uniform(0.05, 0.15))) ** 2)
                 c = float(rng.uniform(0.02, 0.06))
             t_map[win] *= 1 - c * prof * lens_s[win]
-            foot = prof > 0.3
-            yy_, xx_ = np.nonzero(foot)
-            if len(xx_):
-                yy_, xx_ = yy_ + win[0].start, xx_ + win[1].start
-                truth["nuisances"].append({"kind": what, "bbox_px": [int(xx_.min() // sup), int(yy_.min() // sup),
-                                                                     int(xx_.max() // sup) + 1, int(yy_.max() // sup) + 1]})
+            found = _footprint(win, prof > 0.3, sup)
+            if found is not None:
+                truth["nuisances"].append({"kind": what, "bbox_px": found[2]})
     t = cv2.resize(t_map, (width, height), interpolation=cv2.INTER_AREA)
     sc = cv2.resize(scatter_s, (width, height), interpolation=cv2.INTER_AREA)
     b_local = cv2.GaussianBlur(b, (0, 0), 0.5 / ps)
