@@ -291,7 +291,11 @@ def _solve_pct(szi, ssi, szb, szs, ssb, sss) -> np.ndarray:
         return 100.0 * b / (a + b)
 
 
-def _trap_haze(image: np.ndarray, station, lens_mask: np.ndarray | None) -> tuple[list[dict], np.ndarray]:
+def _trap_haze(image: np.ndarray, station, lens_mask: np.ndarray | None,
+               response: np.ndarray | None = None) -> tuple[list[dict], np.ndarray]:
+    """Raw haze (%) per light trap: the region dicts of the traps seen through the lens, and
+    the raw array over all traps. ``response`` (one value per trap) brings each trap to what
+    the whole field reads (the plates' response map)."""
     plan: _TrapPlan = _plan(station)
     if plan.idx.size == 0:
         return [], np.zeros(0)
@@ -308,6 +312,8 @@ def _trap_haze(image: np.ndarray, station, lens_mask: np.ndarray | None) -> tupl
     szi = np.add.reduceat((v * plan.z).astype(np.float64), plan.starts)
     ssi = np.add.reduceat((v * plan.s).astype(np.float64), plan.starts)
     raw = _solve_pct(szi, ssi, *sums)
+    if response is not None:
+        raw = raw / response
     regions = []
     for i, (trap, ok) in enumerate(zip(station.traps, visible)):
         if ok and np.isfinite(raw[i]):
@@ -517,10 +523,8 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
     fix = fit.apply if fit is not None else (lambda x: x)
     response = fit.response if fit is not None else None
     if station.backlight == "uniform":
-        regions, _ = _trap_haze(image, station, lens_mask)
-        if response is not None and response.shape == (1, len(station.traps)):
-            for r in regions:  # each trap as the whole field reads (the plates' response map)
-                r["raw_pct"] = float(r["raw_pct"] / response[0, int(r["region"][4:])])
+        trap_response = response[0] if response is not None and response.shape == (1, len(station.traps)) else None
+        regions, _ = _trap_haze(image, station, lens_mask, trap_response)
         for r in regions:
             r["haze_pct"] = float(fix(r["raw_pct"]))
         if not regions:
