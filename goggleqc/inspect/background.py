@@ -619,6 +619,14 @@ def _log_slope(logb: np.ndarray) -> np.ndarray:
     return cv2.magnitude(gx, gy)
 
 
+def _median_3mm(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """A median over :data:`_STEEP_MEDIAN_PX` working px (~3 mm) on 8-bit levels (OpenCV's
+    large-window median is 8-bit only): the median's levels, and the image value of level 250."""
+    top = max(float(image.max()), 1e-6)
+    levels = np.clip(image * np.float32(250.0 / top), 0, 255).astype(np.uint8)
+    return cv2.medianBlur(levels, _STEEP_MEDIAN_PX), top
+
+
 def _steep(bg: np.ndarray) -> np.ndarray:
     """Where the local fit cannot follow the backlight: it changes by more than
     :data:`_STEEP_CHANGE` across the fit's window (the rim of a light trap, a sharp pattern
@@ -626,8 +634,7 @@ def _steep(bg: np.ndarray) -> np.ndarray:
     defocused trap's rim by half its level or more."""
     # a median over ~3 mm first: spots and scratches (which the fit partly follows) are not
     # backlight structure; traps and pattern cells are
-    top = max(float(bg.max()), 1e-6)
-    smooth = cv2.medianBlur(np.clip(bg * np.float32(250.0 / top), 0, 255).astype(np.uint8), _STEEP_MEDIAN_PX)
+    smooth, _ = _median_3mm(bg)
     slope = _log_slope(np.log(np.maximum(smooth.astype(np.float32), np.float32(0.25))))
     steep = (slope * np.float32(2 * _SG_RADIUS + 1) > _STEEP_CHANGE).astype(np.uint8)
     return cv2.dilate(steep, np.ones((2 * _SG_RADIUS + 1,) * 2, np.uint8)).astype(bool)
@@ -643,9 +650,8 @@ def _uncalibrated_bg(small: np.ndarray) -> np.ndarray:
     # first fit down with it, and the second keeps it as background: it left a hole in the
     # lit area ringed by "scratches". Against a median over ~3 mm it stands out, and there the
     # median is the first fit
-    top = max(float(small.max()), 1e-6)
-    med = cv2.medianBlur(np.clip(small * np.float32(250.0 / top), 0, 255).astype(np.uint8),
-                         _STEEP_MEDIAN_PX).astype(np.float32) * np.float32(top / 250.0)
+    levels, top = _median_3mm(small)
+    med = levels.astype(np.float32) * np.float32(top / 250.0)
     deep = cv2.dilate((small < np.float32(_DEEP_FRAC) * med).view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
     if deep.any():
         bg = np.where(deep, med, bg)
