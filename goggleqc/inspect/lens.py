@@ -327,12 +327,36 @@ def through_lens_region(image: np.ndarray, marginal_mm: float = 5.0) -> LensRegi
     piece[0] = False
     if not piece.any():
         return region
-    frame = piece[labels]
+    frame = _grow_frame(small, piece[labels])
     lens = ~frame
     if np.count_nonzero(lens) < 0.3 * lens.size:
         return region  # mostly dark: not a photograph through a lens with a strip of frame
     return dataclasses.replace(region, lens_small=lens, central_small=lens.copy(), goggle_small=np.ones_like(lens),
                                contours_px=_outline_px(_fill_external(lens)[1], region.factor))
+
+
+#: the goggle frame found by the closing is grown through connected pixels darker than this
+#: fraction of the way from the frame's level to the lens' (see :func:`_grow_frame`)
+FRAME_GROW_FRAC = 0.25
+
+
+def _grow_frame(small: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The frame pieces found by the closing, grown through the connected (4-neighbour) pixels
+    nearly as dark as the frame itself.
+
+    The closing fills every dark feature narrower than its square, and it must be wider than
+    the target's dark cells: where the frame's strip runs thinner than that (a curved strip
+    along the top of the picture) it is filled and read as lens, and its edge becomes a row of
+    scratches. Those parts are as dark as the rest of the frame and joined to it; a target's
+    dark cells, defocused behind the lens, stay far brighter and are not taken.
+    """
+    level = float(np.median(small[frame]))
+    bright = float(np.percentile(small[~frame], 90))
+    dark = (small <= level + FRAME_GROW_FRAC * (bright - level)).view(np.uint8)
+    _, labels = cv2.connectedComponents(dark, connectivity=4)
+    touched = np.unique(labels[frame & dark.view(bool)])
+    touched = touched[touched > 0]
+    return frame | np.isin(labels, touched)
 
 
 # ---------------------------------------------------------------------------------------------
