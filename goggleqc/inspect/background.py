@@ -130,6 +130,9 @@ class Relative:
     target_blur_px : float
         ``lattice`` only: the Gaussian σ (full-resolution px) of the backlight pattern's edges,
         the target's defocus; 0 when unknown. What is blurred as much lies on the target.
+    frame_shape : (int, int)
+        ``(rows, columns)`` of the whole working grid, whose border is the picture's edge
+        (``rel`` is a crop of it at ``origin``); (0, 0) when unknown.
     """
 
     rel: np.ndarray
@@ -140,6 +143,7 @@ class Relative:
     pattern_normals: tuple[float, ...] = ()
     model: str = "flat"
     target_blur_px: float = 0.0
+    frame_shape: tuple[int, int] = (0, 0)
 
     @cached_property
     def whitened(self) -> tuple[np.ndarray, float, np.ndarray]:
@@ -487,6 +491,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         lens = reduce_mask(lens_mask, scale)
     crop = (slice(None), slice(None))
     origin = (0, 0)
+    frame_shape = small.shape[:2]
     if lens is not None and lens.any():
         # only the lens' bounding box (with room for the filters) is worth the work
         ys, xs = np.nonzero(lens[::2, ::2])
@@ -552,7 +557,8 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
-                    pattern_normals=normals, model=model, target_blur_px=target_blur)
+                    pattern_normals=normals, model=model, target_blur_px=target_blur,
+                    frame_shape=frame_shape)
 
 
 @lru_cache(maxsize=4)

@@ -449,6 +449,30 @@ def _along_pattern(piece: _Piece, normals: tuple[float, ...], tol_deg: float) ->
     return any(min(abs(normal - n), np.pi - abs(normal - n)) < tol for n in normals)
 
 
+#: without a flat, a piece lying wholly within this many working px of the picture's edge and
+#: running along it (within BORDER_ANGLE_DEG) is not judged: the background there is estimated
+#: from one side only, and a pattern line cut by the edge leaves a line of residue along it
+BORDER_BAND_PX = 6
+BORDER_ANGLE_DEG = 20.0
+
+
+def _along_frame_border(piece: _Piece, rel) -> bool:
+    """True when an uncalibrated piece hugs the picture's edge and runs along it (see
+    :data:`BORDER_BAND_PX`). A calibrated image's lens lies inside the frame, and a flat has
+    no one-sided estimate there: it is never dropped."""
+    rows, cols = rel.frame_shape
+    if rel.model == "flat" or not rows or len(piece.ys) < 3:
+        return False
+    gy = piece.ys + rel.origin[1]
+    gx = piece.xs + rel.origin[0]
+    ax, ay = abs(piece.dirs[1][0]), abs(piece.dirs[1][1])
+    along_rows = ay <= np.sin(np.deg2rad(BORDER_ANGLE_DEG))  # runs along a top or bottom edge
+    along_cols = ax <= np.sin(np.deg2rad(BORDER_ANGLE_DEG))
+    band = BORDER_BAND_PX
+    return bool((along_rows and (gy.max() < band or gy.min() >= rows - band))
+                or (along_cols and (gx.max() < band or gx.min() >= cols - band)))
+
+
 #: working px off a piece's line that the next piece's end may lie and still continue it
 LINK_LATERAL_PX = 2.5
 
@@ -594,7 +618,8 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         for gy, gx in zip(np.split(ys, splits), np.split(xs, splits)):
             if len(gy) >= 2:
                 piece = _piece(gy, gx, z, polarity)
-                if not _along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg):
+                if not (_along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg)
+                        or _along_frame_border(piece, rel)):
                     pieces.append(piece)
     if faint:
         pieces += _faint_pieces(z, rel, *faint_yx, pieces, exclude, params)
