@@ -327,7 +327,7 @@ def through_lens_region(image: np.ndarray, marginal_mm: float = 5.0) -> LensRegi
     piece[0] = False
     if not piece.any():
         return region
-    frame = _grow_frame(small, piece[labels])
+    frame = _grow_frame(small, piece[labels], big)
     lens = ~frame
     if np.count_nonzero(lens) < 0.3 * lens.size:
         return region  # mostly dark: not a photograph through a lens with a strip of frame
@@ -337,18 +337,20 @@ def through_lens_region(image: np.ndarray, marginal_mm: float = 5.0) -> LensRegi
 
 #: the goggle frame found by the closing is grown through connected pixels darker than this
 #: fraction of the way from the frame's level to the lens' (see :func:`_grow_frame`)
-FRAME_GROW_FRAC = 0.25
+FRAME_GROW_FRAC = 0.15
 
 
-def _grow_frame(small: np.ndarray, frame: np.ndarray) -> np.ndarray:
+def _grow_frame(small: np.ndarray, frame: np.ndarray, reach: int) -> np.ndarray:
     """The frame pieces found by the closing, grown through the connected (4-neighbour) pixels
-    nearly as dark as the frame itself.
+    nearly as dark as the frame itself, within ``reach`` px of the picture's border.
 
-    The closing fills every dark feature narrower than its square, and it must be wider than
-    the target's dark cells: where the frame's strip runs thinner than that (a curved strip
-    along the top of the picture) it is filled and read as lens, and its edge becomes a row of
-    scratches. Those parts are as dark as the rest of the frame and joined to it; a target's
-    dark cells, defocused behind the lens, stay far brighter and are not taken.
+    The closing fills every dark feature narrower than its square (side ``reach``), and it
+    must be wider than the target's dark cells: where the frame's strip runs thinner than
+    that (a curved strip along the top of the picture) it is filled and read as lens, and its
+    edge becomes a row of scratches. Those parts are as dark as the rest of the frame, joined
+    to it, and, being thinner than the square and reaching in from the border, within
+    ``reach`` of it. A target's dark lines, defocused behind the lens, stay brighter; and
+    should a sharp grid's lines be as dark, only their stretch near the border is taken.
     """
     level = float(np.median(small[frame]))
     bright = float(np.percentile(small[~frame], 90))
@@ -356,7 +358,9 @@ def _grow_frame(small: np.ndarray, frame: np.ndarray) -> np.ndarray:
     _, labels = cv2.connectedComponents(dark, connectivity=4)
     touched = np.unique(labels[frame & dark.view(bool)])
     touched = touched[touched > 0]
-    return frame | np.isin(labels, touched)
+    near = np.zeros(frame.shape, bool)
+    near[:reach], near[-reach:], near[:, :reach], near[:, -reach:] = True, True, True, True
+    return frame | (np.isin(labels, touched) & near)
 
 
 # ---------------------------------------------------------------------------------------------

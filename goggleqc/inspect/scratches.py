@@ -92,7 +92,9 @@ class ScratchParams:
         (beyond the camera's noise) is a ridge of that texture (orange-peel mottle), not a
         scratch; 0 turns the test off.
     segment_low, segment_sigma, segment_min_span_px : float
-        With a flat: a hairline whose pixels answer only 2–3σ each is found as a whole. Dark
+        A hairline whose pixels answer only 2–3σ each is found as a whole (with a flat, and
+        without one: in a compressed photograph's noise a 5 % scratch's pixels fall below the
+        per-pixel thresholds too). Dark
         pixels above ``segment_low`` (not already in a line) are grouped, a group is fitted
         by a straight segment at least ``segment_min_span_px`` working px long, and the
         darkening along that segment against both sides of it (a matched bar filter summed
@@ -582,7 +584,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     # candidates of every polarity in one sparse pass; all that follows runs on them (in
     # raster order, as over the whole grid)
     low_all = params.low_sigma * min(k for *_, k in used)
-    faint = rel.model == "flat" and params.segment_sigma > 0
+    faint = params.segment_sigma > 0
     # (and, for the segment test, the fainter dark pixels in the same pass)
     cy_all, cx_all = nonzero_yx(np.abs(z) > (min(low_all, params.segment_low) if faint else low_all))
     if faint:
