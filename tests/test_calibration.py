@@ -199,6 +199,42 @@ def test_a_weak_pattern_is_warned_about(tmp_path):
     assert st.pattern.contrast > 0.1 and "warning" not in st.meta
 
 
+def test_an_8_bit_camera_without_dither_is_warned_that_trap_haze_is_quantised(tmp_path):
+    """A light trap is dark: its fill is a DN or two over the dark offset. An 8-bit camera
+    with a tenth of a DN of read noise and a uniform sensor rounds it the same way in every
+    frame, so trap haze is biased by up to half a DN (0.66 % haze per DN here). Calibration
+    says so, and how much; the bound holds on lenses; a camera whose noise and fixed pattern
+    spread the rounding gets no warning."""
+    from goggleqc.inspect.pipeline import inspect_lens
+    from goggleqc.spec import load_spec
+    from goggleqc.synth import random_lens, render_lens
+
+    spec = load_spec("en166-clear")
+    stations = {}
+    for name, camera in (("quantised", dict(read_noise_e=3.0, dsnu_frac=0.0)), ("dithered", {})):
+        sim = _sim(11, "uniform", ps=0.15)
+        sim = SimStation(dataclasses.replace(sim.params, camera=dataclasses.replace(sim.params.camera, **camera)))
+        rng = np.random.default_rng(3)
+        for i in range(4):
+            write_image(tmp_path / f"{name}_dark_{i}.png", sim.dark_frame(rng))
+            write_image(tmp_path / f"{name}_flat_{i}.png", sim.flat_frame(rng))
+        plates = []
+        for pct in (0.5, 1.0, 2.0, 4.0, 8.0):
+            write_image(tmp_path / f"{name}_plate_{pct:g}.png", render_plate(sim, pct, rng))
+            plates.append((tmp_path / f"{name}_plate_{pct:g}.png", pct))
+        st = build_station(sorted(tmp_path.glob(f"{name}_dark_*.png")), sorted(tmp_path.glob(f"{name}_flat_*.png")),
+                           pixel_size_mm=0.15, haze_standards=plates)
+        stations[name] = (sim, st, st.meta["trap_quantisation"])
+    sim, st, quant = stations["quantised"]
+    assert quant["error_pp"] >= 0.3 and "8-bit steps" in st.meta["warning"]
+    rng = np.random.default_rng(5)
+    for h in (0.0, 0.2, 0.5, 1.0):
+        image, truth = render_lens(sim, random_lens(rng, sim, defects=0, haze=h / 100), rng)
+        assert abs(inspect_lens(image, st, spec).haze_pct - truth["haze_pct"]) <= quant["error_pp"]
+    _, st, quant = stations["dithered"]
+    assert quant["error_pp"] < 0.1 and "8-bit steps" not in st.meta.get("warning", "")
+
+
 def test_build_save_load_round_trip(uniform_files, tmp_path):
     folder, info = uniform_files
     plates = [(folder / f"plate_{p:g}.png", p) for p in info["plates"]]

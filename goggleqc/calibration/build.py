@@ -78,6 +78,11 @@ def _rel(path: str | Path, base: Path | None) -> str:
         return str(path)
 
 
+#: an 8-bit station warns when its traps' quantisation allows a haze error above this (pp):
+#: two thirds of issue 4's 0.15 pp target
+QUANTISATION_WARN_PP = 0.1
+
+
 def _noise_summary(stack: FrameStack) -> dict:
     return {"frames": len(stack.files), "noise_dn_per_frame": stack.noise_dn, "noise_dn_averaged": stack.mean_noise_dn,
             "noise_gain": stack.noise_gain}
@@ -166,6 +171,18 @@ def build_station(dark: list[str | Path], flat: list[str | Path], *, pixel_size_
                       scatter_small=scatter_map(signal, NOMINAL_SCATTER_SIGMA_MM / pixel_size_mm),
                       pattern_contrast=cmap, noise_model=noise_model, flat_frames=len(flat_stack.files))
     station.meta["created"] = created or _now()
+    if kind == "uniform" and traps and flat_stack.bits == 8:
+        from goggleqc.inspect.haze import trap_quantisation
+
+        quant = trap_quantisation(station, dark_stack.noise_dn, len(dark_stack.files))
+        if quant is not None:
+            station.meta["trap_quantisation"] = quant
+            if quant["error_pp"] > QUANTISATION_WARN_PP:
+                text = (f"the traps are read in 8-bit steps of {quant['step_pct']:.2f} % haze with only "
+                        f"{quant['dither_dn']:.2f} DN of noise to spread them: haze may be off by up to "
+                        f"{quant['error_pp']:.2f} percentage points near 0 %; use the camera's 10- or 12-bit mode "
+                        "(or more gain)")
+                station.meta["warning"] = f"{station.meta['warning']}; {text}" if station.meta.get("warning") else text
 
     if haze_standards:
         if kind == "uniform" and not traps:

@@ -106,6 +106,11 @@ def _print_summary(station, folder: Path) -> None:
         for i, t in enumerate(station.traps):
             dia = f", Ø {2 * t.r_px * station.pixel_size_mm:.2f} mm" if station.pixel_size_mm else ""
             table.add_row(f"trap {i}", f"centre ({t.x_px:.2f}, {t.y_px:.2f}) px, radius {t.r_px:.2f} px{dia}")
+        quant = meta.get("trap_quantisation")
+        if quant:
+            table.add_row("trap quantisation", f"1 DN over a trap reads {quant['step_pct']:.3f} % haze; "
+                          f"{quant['dither_dn']:.2f} DN of noise spreads the rounding → haze error up to "
+                          f"{quant['error_pp']:.3f} pp")
     elif station.pattern is not None:
         p = station.pattern
         mm = f" = {p.period_px * station.pixel_size_mm:.3f} mm" if station.pixel_size_mm else ""

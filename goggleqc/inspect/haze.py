@@ -574,6 +574,58 @@ def raw_plate_haze_pct(image: np.ndarray, station) -> float:
     return plate_haze_parts(image, station)[0]
 
 
+def rounding_error(sigma: float) -> float:
+    """Largest bias of a mean of rounded values: ``max_x |E[round(x + n)] − x|`` (DN) for
+    Gaussian dither ``n`` of ``sigma`` DN. 0.5 with no dither; under 0.01 from σ ≈ 0.45."""
+    if not sigma > 0:
+        return 0.5
+    x = np.linspace(0.0, 1.0, 65)[:, None]
+    k = np.arange(-8, 10)[None, :]
+    from math import erf, sqrt
+
+    cdf = np.vectorize(lambda v: 0.5 * (1.0 + erf(v / sqrt(2.0))))
+    p = cdf((k + 0.5 - x) / sigma) - cdf((k - 0.5 - x) / sigma)
+    return float(np.max(np.abs((p * k).sum(axis=1) - x[:, 0])))
+
+
+def trap_quantisation(station, temporal_dn: float | None, frames: int = 1) -> dict | None:
+    """How far the camera's last bit limits trap haze: a dict with the raw haze (%) one DN of
+    light over a trap's disc reads (``step_pct``, the worst trap), the dither that spreads the
+    rounding (``dither_dn``: the frame's temporal noise and the dark's fixed pattern over the
+    trap windows) and the haze error it allows (``error_pp``: a lens' bias and the plates'
+    may fall on opposite sides, so twice the worst bias of one mean); None without
+    traps or a noise estimate. ``temporal_dn`` is one frame's noise at the dark level (DN),
+    ``frames`` the number of dark frames averaged into ``station.dark``.
+
+    A trap is dark: its fill is a DN or two above the dark offset. With less than about
+    0.4 DN of noise there (an 8-bit camera's read noise is a tenth of a DN, and a uniform
+    sensor adds no fixed pattern), every frame rounds the fill the same way, so a mean over
+    the whole trap is biased by up to half a DN. Haze plates carry their own share of it into
+    the calibration's intercept: a clear lens then reads a few tenths of a percent low, a
+    slightly hazy one high (the second renderer's 8-bit station: 0 % read −0.26 %). A
+    camera mode with more bits, or more gain, is the cure; this says when it is needed.
+    """
+    if station.backlight != "uniform" or not station.traps or temporal_dn is None:
+        return None
+    plan: _TrapPlan = _plan(station)
+    base = (station.dark + station.flat).astype(np.float32)
+    _, r0 = _trap_haze(base, station, None)
+    bumped = base.copy()
+    h, w = station.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    for trap in station.traps:
+        bumped[np.hypot(xx - trap.x_px, yy - trap.y_px) <= trap.r_px] += 1.0
+    _, r1 = _trap_haze(bumped, station, None)
+    step = float(np.nanmax(np.abs(r1 - r0)))
+    dark = station.dark.ravel()[plan.idx].astype(np.float64)
+    # the dark mean's spread over the windows: its fixed pattern plus the frames' averaged noise
+    fixed = max(float(dark.var()) - temporal_dn ** 2 / max(frames, 1), 0.0)
+    dither = float(np.sqrt(temporal_dn ** 2 + fixed))
+    # the plates' bias and a lens' may fall on opposite sides: twice the worst single bias
+    return {"step_pct": round(step, 4), "dither_dn": round(dither, 3),
+            "error_pp": round(2.0 * step * rounding_error(dither), 3)}
+
+
 def plate_haze_parts(image: np.ndarray, station) -> tuple[float, np.ndarray]:
     """A field-filling plate's raw haze (%) over the whole field, and per haze region: a
     1 × n row over the light traps, or the grid of 8 mm pattern windows (NaN where a region
