@@ -35,6 +35,8 @@ Plastics (haze = diffuse ÷ total transmittance, scatter beyond 2.5°).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import cv2
@@ -581,9 +583,7 @@ def rounding_error(sigma: float) -> float:
         return 0.5
     x = np.linspace(0.0, 1.0, 65)[:, None]
     k = np.arange(-8, 10)[None, :]
-    from math import erf, sqrt
-
-    cdf = np.vectorize(lambda v: 0.5 * (1.0 + erf(v / sqrt(2.0))))
+    cdf = np.vectorize(lambda v: 0.5 * (1.0 + math.erf(v / math.sqrt(2.0))))
     p = cdf((k + 0.5 - x) / sigma) - cdf((k - 0.5 - x) / sigma)
     return float(np.max(np.abs((p * k).sum(axis=1) - x[:, 0])))
 
@@ -612,9 +612,11 @@ def trap_quantisation(station, temporal_dn: float | None, frames: int = 1) -> di
     _, r0 = _trap_haze(base, station, None)
     bumped = base.copy()
     h, w = station.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    for trap in station.traps:
-        bumped[np.hypot(xx - trap.x_px, yy - trap.y_px) <= trap.r_px] += 1.0
+    for trap in station.traps:  # one DN more over each disc, in the disc's own box
+        x0, x1 = max(0, int(trap.x_px - trap.r_px)), min(w, int(trap.x_px + trap.r_px) + 2)
+        y0, y1 = max(0, int(trap.y_px - trap.r_px)), min(h, int(trap.y_px + trap.r_px) + 2)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        bumped[y0:y1, x0:x1] += np.hypot(xx - trap.x_px, yy - trap.y_px) <= trap.r_px
     _, r1 = _trap_haze(bumped, station, None)
     step = float(np.nanmax(np.abs(r1 - r0)))
     dark = station.dark.ravel()[plan.idx].astype(np.float64)

@@ -475,6 +475,13 @@ def _along_frame_border(piece: _Piece, rel) -> bool:
                 or (along_cols and (gx.max() < band or gx.min() >= cols - band)))
 
 
+def _unjudged(piece: _Piece, rel, params: ScratchParams) -> bool:
+    """True for a piece the background leaves as residue: along a pattern edge that a local
+    fit leaves, or along the picture's edge without a flat."""
+    return (_along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg)
+            or _along_frame_border(piece, rel))
+
+
 #: working px off a piece's line that the next piece's end may lie and still continue it
 LINK_LATERAL_PX = 2.5
 
@@ -620,11 +627,10 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
         for gy, gx in zip(np.split(ys, splits), np.split(xs, splits)):
             if len(gy) >= 2:
                 piece = _piece(gy, gx, z, polarity)
-                if not (_along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg)
-                        or _along_frame_border(piece, rel)):
+                if not _unjudged(piece, rel, params):
                     pieces.append(piece)
     if faint:
-        pieces += _faint_pieces(z, rel, *faint_yx, pieces, exclude, params)
+        pieces += [p for p in _faint_pieces(z, rel, *faint_yx, pieces, exclude, params) if not _unjudged(p, rel, params)]
     gap_px = max(params.link_gap_px, params.link_gap_mm / pixel_size_mm) if pixel_size_mm else params.link_gap_px
     groups = _link(pieces, gap_px / f, params.link_angle_deg, rel.valid)
     measured = []
