@@ -75,6 +75,9 @@ VARIANTS = {
                   ("uniform", "pattern")),
     "12-bit": ("12-bit data in 16-bit files", _camera(bits=lambda r: 16, data_bits=lambda r: 12), ("uniform", "pattern")),
     "10-bit": ("10-bit data in 16-bit files", _camera(bits=lambda r: 16, data_bits=lambda r: 10), ("uniform", "pattern")),
+    "quantised": ("an 8-bit camera with 2–4 e⁻ of read noise and no fixed pattern in the dark: the traps' "
+                  "fill is rounded the same way in every pixel (calibration warns)",
+                  _camera(read_noise_e=lambda r: float(r.uniform(2, 4)), dsnu_frac=lambda r: 0.0), ("uniform",)),
     "colour": ("a colour camera (frames turned into luminance)", _camera(colour=lambda r: True), ("uniform", "pattern")),
     "tight framing": ("the goggle is taller than the field: lens half-height 0.52 of it (usual 0.30–0.36), the "
                       "frame cut in pieces and the lens reaching the image border",
