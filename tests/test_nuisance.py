@@ -284,6 +284,35 @@ def test_a_watermark_is_a_mark_and_does_not_fail_the_lens(span):
     assert res.to_dict()["marks"][0]["kind"] == "watermark"
 
 
+@pytest.mark.parametrize("diameter_px, contrast, is_mark", [(95.0, 0.041, True), (20.0, 0.30, False), (95.0, 0.30, False)])
+def test_a_closed_ring_of_a_drops_size_fainter_than_a_spot_is_a_watermark(monkeypatch, diameter_px, contrast, is_mark):
+    """Two drops that dried overlapping leave a closed outline that no one circle fits; as a
+    closed line it was taken for a bubble's rim: a 5.7 mm "spot" of 4 % that failed a clean
+    photograph of the second renderer (95 px at 0.06 mm/px, its line 257 px long). A closed
+    ring at least a small drop across (1.5 mm) and fainter than a spot (8 %) is now a
+    watermark; a bubble's rim (about a millimetre, 15–90 %) and a dark ring stay spots. The
+    rule is tested on the line the scratch detector hands over, as that photograph's was."""
+    import goggleqc.inspect.scratches as scratches_module
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.results import Scratch
+    from goggleqc.inspect.spots import separate
+
+    ring = Scratch(length_px=2.7 * diameter_px, width_px=5.0, contrast=contrast, zone="unknown",
+                   bbox_px=[100, 100, 100 + int(diameter_px), 100 + int(diameter_px)], polarity="dark", score=3.0)
+    monkeypatch.setattr(scratches_module, "find_scratches", lambda *a, **k: [ring])
+    n = 200
+    rel = Relative(rel=np.ones((n, n), np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                   scale=2, model="lattice")
+    marks: list = []
+    scratches, spots = separate(rel, pixel_size_mm=0.06, marks=marks)
+    assert scratches == []
+    if is_mark:
+        assert spots == [] and [m.kind for m in marks] == ["watermark"]
+        assert marks[0].diameter_mm == pytest.approx(diameter_px * 0.06)
+    else:
+        assert [s.kind for s in spots] == ["ring"] and marks == []
+
+
 def test_an_arc_scratch_stays_a_scratch():
     """An arc scratch bending through 100° (of a 6 mm circle) is abrasion, not a drop's rim."""
     from goggleqc.synth.lens import Scratch as TrueScratch

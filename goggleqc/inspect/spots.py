@@ -401,11 +401,16 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     # a faint one just around a far darker spot is its halo
     scratches = [sc for sc in found if not any(_inside(sc.bbox_px, _grown(sp.bbox_px, 0.5)) or _halo(sc, sp)
                                                for sp in first)]
-    # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width
+    # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width;
+    # one of a drop's size and fainter than a spot is the rim of a dried drop that no one
+    # circle fits (two drops that dried overlapping), a watermark
     rings = [sc for sc in scratches if _is_ring(sc)]
     scratches = [sc for sc in scratches if sc not in rings]
-    first = first + [_ring_spot(sc, pixel_size_mm) for sc in rings]
-    kept = {i + 1 for i, sc in enumerate(found) if sc in scratches} | {MARK_CLAIM}
+    drops = [sc for sc in rings if _drop_rim(sc, pixel_size_mm, scratch_params, spot_params)]
+    first = first + [_ring_spot(sc, pixel_size_mm) for sc in rings if sc not in drops]
+    if marks is not None:
+        marks.extend(_drop_mark(sc, pixel_size_mm) for sc in drops)
+    kept = {i + 1 for i, sc in enumerate(found) if sc in scratches or sc in drops} | {MARK_CLAIM}
     f = rel.scale
     h, w = claimed.shape
     ox, oy = rel.origin
@@ -486,6 +491,23 @@ def _is_ring(sc) -> bool:
     """True for a line that closes on itself: about as wide as tall, and running ≥ 2.6× that."""
     w, h = sc.bbox_px[2] - sc.bbox_px[0], sc.bbox_px[3] - sc.bbox_px[1]
     return min(w, h) >= 0.6 * max(w, h) and sc.length_px >= 2.6 * max(w, h)
+
+
+def _drop_rim(sc, pixel_size_mm, scratch_params, spot_params) -> bool:
+    """True for a closed ring at least a small drop across (``mark_diameter_mm``, or
+    ``mark_min_diameter_px`` without a pixel size) and fainter than a spot
+    (``SpotParams.min_contrast``): a bubble's rim takes 15–90 % of the light over a
+    millimetre or less, a dried drop's 2–15 % over 1–10 mm."""
+    d = (sc.bbox_px[2] - sc.bbox_px[0] + sc.bbox_px[3] - sc.bbox_px[1]) / 2
+    big = (d * pixel_size_mm >= scratch_params.mark_diameter_mm[0] if pixel_size_mm
+           else d >= scratch_params.mark_min_diameter_px)
+    return bool(big and abs(sc.contrast) < spot_params.min_contrast)
+
+
+def _drop_mark(sc, pixel_size_mm) -> Mark:
+    d = float((sc.bbox_px[2] - sc.bbox_px[0] + sc.bbox_px[3] - sc.bbox_px[1]) / 2)
+    return Mark(kind="watermark", diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
+                diameter_mm=d * pixel_size_mm if pixel_size_mm else None)
 
 
 def _ring_spot(sc, pixel_size_mm) -> Spot:
