@@ -263,7 +263,8 @@ def _shape(ys: np.ndarray, xs: np.ndarray) -> tuple[float, float]:
 
 
 def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm: float | None = None,
-                 params: CoatingParams = CoatingParams(), station=None, scale: int = 1) -> list[CoatingDefect]:
+                 params: CoatingParams = CoatingParams(), station=None, scale: int = 1,
+                 whole_frame: bool = False) -> list[CoatingDefect]:
     """Find anti-fog coating defects in a flat-corrected lens image.
 
     Parameters
@@ -284,6 +285,10 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     scale : int
         ``transmission`` is already reduced by this power of two (block means), which saves
         the work of reducing a full frame twice.
+    whole_frame : bool
+        Uncalibrated only: the image is a photograph through the lens with no lens edge in
+        view (:func:`~goggleqc.inspect.lens.through_lens_region`); its light's fall-off is
+        divided out by a smooth surface first.
 
     Returns
     -------
@@ -344,6 +349,14 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     else:
         t = t[crop]
     search = search[crop]
+    if station is None and whole_frame:
+        # a photograph through the lens, no flat: the light's own fall-off (vignetting) is in
+        # t, and a box mean of a curved profile, one-sided where the search ends, left a ring
+        # along the picture's edge that read as a void; a smooth surface over the picture takes
+        # it out first. Not with a lens edge and traps in view: fitted over the pieces they
+        # leave, the surface is no fair model (false coating on a framed plain panel 0.02 → 2.1
+        # per clean lens)
+        t = t / _smooth_surface(t, search)
     if patterned:
         scatter, scatter_sq, scatter_m1 = maps.scatter[crop], maps.scatter_sq[crop], maps.scatter_m1[crop]
     noise_weight = noise_weight[crop]
@@ -391,12 +404,26 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     e_low = max(params.k_texture_low * sigma_e, 0.5 * params.min_mottle_rms ** 2)
 
     found: list[CoatingDefect] = []
+    # without a flat the background at the picture's edge is fitted from one side: what lies
+    # mostly within the background box's reach of it is not judged
+    edge_band = None
+    if station is None:
+        reach_px = k_bg // 2
+        yy = np.arange(oy, oy + t.shape[0])[:, None]
+        xx = np.arange(ox, ox + t.shape[1])[None, :]
+        edge_band = np.minimum(np.minimum(yy, hs - 1 - yy), np.minimum(xx, ws - 1 - xx)) < reach_px
+
+    def one_sided(comp) -> bool:
+        return edge_band is not None and np.count_nonzero(comp & edge_band) >= EDGE_BAND_FRACTION * np.count_nonzero(comp)
+
     area_px_full = factor * factor
     origin = (ox, oy)
     n_m, mottle_labels = _hysteresis(energy, e_high, e_low, usable)
     mottle_mask = np.zeros(usable.shape, bool)
     for i in range(1, n_m + 1):
         comp = mottle_labels == i
+        if one_sided(comp):
+            continue
         plateau = float(np.percentile(energy[comp], 90))
         core = comp & (energy >= 0.5 * plateau)
         mean_dep = float(np.mean(r[core])) if core.any() else 0.0
@@ -421,8 +448,8 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
         n, labels = _hysteresis(resp, high, low, usable)
         for i in range(1, n + 1):
             comp = labels == i
-            if np.count_nonzero(comp & mottle_mask) > 0.5 * np.count_nonzero(comp):
-                continue  # the texture's own blobs
+            if np.count_nonzero(comp & mottle_mask) > 0.5 * np.count_nonzero(comp) or one_sided(comp):
+                continue  # the texture's own blobs, or a one-sided fit's residue
             peak = float(resp[comp].max())
             core = comp & (resp >= 0.5 * peak)
             contrast = -sign * abs(float(np.median(r[core])))
@@ -434,6 +461,45 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
             if defect is not None:
                 found.append(defect)
     return found
+
+
+#: without a flat, a coating object with at least this fraction of its pixels within the
+#: background box's half-width of the picture's edge is not judged
+EDGE_BAND_FRACTION = 0.5
+
+#: degree of the smooth surface divided out of an uncalibrated image before the coating search
+SURFACE_DEGREE = 4
+
+
+def _smooth_surface(t: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """A 2-D polynomial of :data:`SURFACE_DEGREE` fitted to ``t`` over ``where`` (twice, the
+    second time without the points beyond 3σ of the first fit, so a flaw does not pull it),
+    evaluated everywhere: the light's fall-off over the lens, smooth over centimetres. Ones
+    when too few points."""
+    h, w = t.shape
+    ys, xs = np.nonzero(where)
+    if len(ys) < 50:
+        return np.ones_like(t)
+    step = max(1, len(ys) // 4000)
+    ys, xs = ys[::step], xs[::step]
+    u = lambda v, n: (v - (n - 1) / 2) / max((n - 1) / 2, 1)  # noqa: E731  (coordinates in [-1, 1])
+    powers = [(i, j) for i in range(SURFACE_DEGREE + 1) for j in range(SURFACE_DEGREE + 1 - i)]
+
+    def design(yv, xv):
+        return np.stack([xv ** i * yv ** j for i, j in powers], -1)
+
+    a = design(u(ys.astype(np.float64), h), u(xs.astype(np.float64), w))
+    v = t[ys, xs].astype(np.float64)
+    keep = np.ones(len(v), bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(a[keep], v[keep], rcond=None)
+        resid = v - a @ coef
+        sigma = 1.4826 * float(np.median(np.abs(resid[keep]))) + 1e-9
+        keep = np.abs(resid) < 3 * sigma
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    surface = design(u(yy, h), u(xx, w)) @ coef
+    level = float(np.median(v))
+    return np.maximum(surface, 0.05 * level).astype(np.float32) / np.float32(level if level > 0 else 1.0)
 
 
 #: a departure with at least this fraction of its pixels on its mean's side is uniform (a run

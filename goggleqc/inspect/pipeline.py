@@ -285,7 +285,7 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
             # read as a lattice is its own background cell by cell, which a flaw of
             # millimetres follows too: no coating is sought there
             coating = find_coating(reduced, region, pixel_size_mm=ps, params=uncalibrated(detectors.coating),
-                                   scale=scale)
+                                   scale=scale, whole_frame=whole_frame)
         else:
             coating = []
         # a mottle's texture ridges and a run read as a line go first, so they do not hide
