@@ -490,12 +490,10 @@ def _smooth_surface(t: np.ndarray, where: np.ndarray) -> np.ndarray:
 
     a = design(u(ys.astype(np.float64), h), u(xs.astype(np.float64), w))
     v = t[ys, xs].astype(np.float64)
-    keep = np.ones(len(v), bool)
-    for _ in range(2):
-        coef, *_ = np.linalg.lstsq(a[keep], v[keep], rcond=None)
-        resid = v - a @ coef
-        sigma = 1.4826 * float(np.median(np.abs(resid[keep]))) + 1e-9
-        keep = np.abs(resid) < 3 * sigma
+    coef, *_ = np.linalg.lstsq(a, v, rcond=None)
+    resid = v - a @ coef
+    keep = np.abs(resid) < 3 * (1.4826 * float(np.median(np.abs(resid))) + 1e-9)
+    coef, *_ = np.linalg.lstsq(a[keep], v[keep], rcond=None)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     surface = design(u(yy, h), u(xx, w)) @ coef
     level = float(np.median(v))

@@ -922,17 +922,12 @@ def _traced_ring(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.nda
     a = a[~near[sector]]
     if a.size < 12:
         return False
-    image = rel.rel.astype(np.float32, copy=False)
-    valid = rel.valid.view(np.uint8)
-
     def read(rad):
-        # bilinear, so a rim a pixel wide is read at its height wherever the circle crosses it
-        px = (cx + rad * np.cos(a)).astype(np.float32)[None]
-        py = (cy + rad * np.sin(a)).astype(np.float32)[None]
-        # the departure 1 − rel, sampled where the circle runs (no whole-grid copy per arc)
-        v = 1.0 - cv2.remap(image, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1)[0]
-        ok = cv2.remap(valid, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0] > 0
-        return v, ok
+        # the departure 1 − rel, bilinear (a rim a pixel wide is read at its height wherever
+        # the circle crosses it), sampled only where the circle runs
+        v, ok = departure_at(rel, (cx + rad * np.cos(a)).astype(np.float32)[None],
+                             (cy + rad * np.sin(a)).astype(np.float32)[None], "dark")
+        return v[0], ok[0]
 
     parts = [read(rad) for rad in (r - 0.5, r, r + 0.5)]
     ring = np.mean([v for v, _ in parts], axis=0)

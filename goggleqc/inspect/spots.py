@@ -493,26 +493,30 @@ def _is_ring(sc) -> bool:
     return min(w, h) >= 0.6 * max(w, h) and sc.length_px >= 2.6 * max(w, h)
 
 
+def _ring_diameter(sc) -> float:
+    """A closed ring's diameter (full-resolution px): the mean side of its box."""
+    return float((sc.bbox_px[2] - sc.bbox_px[0] + sc.bbox_px[3] - sc.bbox_px[1]) / 2)
+
+
 def _drop_rim(sc, pixel_size_mm, scratch_params, spot_params) -> bool:
     """True for a closed ring at least a small drop across (``mark_diameter_mm``, or
     ``mark_min_diameter_px`` without a pixel size) and fainter than a spot
     (``SpotParams.min_contrast``): a bubble's rim takes 15–90 % of the light over a
     millimetre or less, a dried drop's 2–15 % over 1–10 mm."""
-    d = (sc.bbox_px[2] - sc.bbox_px[0] + sc.bbox_px[3] - sc.bbox_px[1]) / 2
+    d = _ring_diameter(sc)
     big = (d * pixel_size_mm >= scratch_params.mark_diameter_mm[0] if pixel_size_mm
            else d >= scratch_params.mark_min_diameter_px)
     return bool(big and abs(sc.contrast) < spot_params.min_contrast)
 
 
 def _drop_mark(sc, pixel_size_mm) -> Mark:
-    d = float((sc.bbox_px[2] - sc.bbox_px[0] + sc.bbox_px[3] - sc.bbox_px[1]) / 2)
+    d = _ring_diameter(sc)
     return Mark(kind="watermark", diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
                 diameter_mm=d * pixel_size_mm if pixel_size_mm else None)
 
 
 def _ring_spot(sc, pixel_size_mm) -> Spot:
-    w, h = sc.bbox_px[2] - sc.bbox_px[0], sc.bbox_px[3] - sc.bbox_px[1]
-    d = float((w + h) / 2)
+    d = _ring_diameter(sc)
     return Spot(diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
                 diameter_mm=d * pixel_size_mm if pixel_size_mm else None, kind="ring",
                 polarity=sc.polarity, score=sc.score)
