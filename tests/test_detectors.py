@@ -374,6 +374,31 @@ def test_a_strip_of_frame_that_narrows_is_left_out_along_its_whole_length():
         assert res.verdict == "pass", [r.message for r in res.reasons]
 
 
+def test_a_strip_of_frame_thinner_than_a_target_cell_all_along_is_left_out():
+    """A strip of goggle frame only a few millimetres deep, all along the picture's edge: the
+    closing that finds the frame filled it whole (every dark feature narrower than its square
+    is filled), so no frame was found and its edge read as 3–4 mm scratches of 50 % (a false
+    reject on the second renderer's photographs). The closing now sees the picture continued
+    dark beyond its border: a strip along the border is kept however thin it runs, while a
+    target's cell cut by the border is still filled."""
+    from goggleqc.synth.render import render_lens
+    from goggleqc.synth.scenes import close_up_station
+
+    for i in range(3):
+        sim = SimStation(close_up_station(np.random.default_rng(5500 + i), pixel_size_mm=PS))
+        rng = np.random.default_rng([5500, i, 5])
+        image, truth = render_lens(sim, centred(random_lens(rng, sim, defects=0)), rng)
+        h, w = image.shape
+        depth = np.linspace(h - 32, h - 14, w, dtype=np.float32)  # 1.4–3.2 mm of frame along the bottom
+        rows = np.arange(h, dtype=np.float32)[:, None]
+        edge = np.clip((depth[None, :] - rows) / 3.0, 0, 1)
+        framed = np.rint(image.astype(np.float32) * (0.03 + 0.97 * edge)).astype(image.dtype)
+        res = inspect_lens(framed, None, SPEC, pixel_size_mm=PS)
+        assert "less the goggle frame" in res.extra["lens_outline"]
+        assert not truth["scratches"] and not truth["spots"]
+        assert res.verdict == "pass", [r.message for r in res.reasons]
+
+
 def test_a_line_hugging_the_picture_edge_is_not_judged_but_a_scratch_crossing_it_is():
     """Without a flat, the background along the picture's edge is estimated from one side only,
     and a pattern line cut by the edge leaves a line of residue along it (false rejects on

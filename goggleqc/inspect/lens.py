@@ -320,7 +320,7 @@ def through_lens_region(image: np.ndarray, marginal_mm: float = 5.0) -> LensRegi
     small = reduce_image(lum, region.factor)
     hs, ws = small.shape
     big = _widest_closing(small)
-    dark = (~_closed_bright(small, big, big, float(np.percentile(small, 1)))).view(np.uint8)
+    dark = (~_closed_bright(small, big, big, float(np.percentile(small, 1)), dark_outside=True)).view(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     x, y, w, h, area = (stats[:, i] for i in range(5))
     piece = (area >= FRAME_PIECE_FRAC * hs * ws) & ((x == 0) | (y == 0) | (x + w >= ws) | (y + h >= hs))
@@ -422,11 +422,21 @@ def _widest_closing(small: np.ndarray) -> int:
     return max(3, min(small.shape) // 6) | 1
 
 
-def _closed_bright(small: np.ndarray, k: int, big: int, low: float) -> np.ndarray:
+def _closed_bright(small: np.ndarray, k: int, big: int, low: float, dark_outside: bool = False) -> np.ndarray:
     """Bright pixels after a grey-level closing of side ``k``, against the local bright level
     (the closing's dilation and mean over ``big``), so uneven light does not move the
-    frame/lens threshold; ``low`` is the frame's dark level."""
-    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    frame/lens threshold; ``low`` is the frame's dark level.
+
+    With ``dark_outside`` the closing sees the picture continued by ``low`` beyond its border,
+    so a dark strip along the border is kept however thin it runs, while a dark feature
+    narrower than ``k`` along the border (a target's cell or line cut by it) is still filled.
+    """
+    square = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    if dark_outside:
+        padded = cv2.copyMakeBorder(small, k, k, k, k, cv2.BORDER_CONSTANT, value=float(low))
+        closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, square)[k:-k, k:-k]
+    else:
+        closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, square)
     env = cv2.blur(cv2.dilate(closed, cv2.getStructuringElement(cv2.MORPH_RECT, (big, big))), (big, big))
     return closed > low + FRAME_THRESHOLD_REL * (env - low)
 
