@@ -309,3 +309,34 @@ def test_a_vignetted_photograph_through_the_lens_has_no_ring_of_coating(fall_off
             x0, y0, x1, y1 = res.coating[0].bbox_px
             assert x0 <= 300 <= x1 and y0 <= 260 <= y1
             assert res.coating[0].area_mm2 == pytest.approx(np.pi * 2.4 ** 2, rel=0.4)
+
+
+def test_a_void_half_over_a_light_trap_is_measured_with_its_hidden_half():
+    """A trap hides what lies over it, not where a flaw ends: a void half over a trap was
+    measured by its lit half alone (a 20 mm² void read 13.7 mm², and in the marginal band, on
+    the second renderer). The part of the flaw's hull that the trap (and its margin) hides
+    is counted in its area, box and zone; what is seen still decides whether it is a flaw."""
+    from goggleqc.synth.lens import CoatingDefect
+
+    sim, station = sim_and_station_uniform()
+    trap = station.traps[0]
+    ps = station.pixel_size_mm
+    radius = 3.0 / ps  # a 28 mm² void, its centre on the trap's rim
+    cx, cy = trap.x_px + trap.r_px, trap.y_px
+    outline = tuple((cx + radius * np.cos(a), cy + radius * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 48, endpoint=False))
+    spec = dataclasses.replace(random_lens(np.random.default_rng(7), sim, defects=0),
+                               coating=(CoatingDefect(kind="void", outline_px=outline, contrast=0.03),))
+    image, truth = render_lens(sim, spec, np.random.default_rng(0))
+    found = [f for f in detect(image, station) if overlaps(f.bbox_px, truth["coating"][0]["bbox_px"])]
+    assert len(found) == 1
+    area = np.pi * (3.0 ** 2)
+    # the trap (3.4 mm in radius) and its 1 mm margin hide 56 % of the disc; seen alone it
+    # measured 12.3 mm² and, a crescent, a "run". Its hull over the trap gives part back
+    assert found[0].kind == "void"
+    assert found[0].area_mm2 >= 0.5 * area
+
+
+def sim_and_station_uniform():
+    sim, station = sim_station(2, "uniform")
+    assert station.traps
+    return sim, station
