@@ -340,3 +340,26 @@ def sim_and_station_uniform():
     sim, station = sim_station(2, "uniform")
     assert station.traps
     return sim, station
+
+
+@pytest.mark.parametrize("offset", [-0.2, 0.0, 0.2])
+def test_a_mottle_beside_a_light_trap_is_measured_whole(offset):
+    """The texture's window median counted the trap's pixels as zeros, so orange peel beside a
+    trap read faint and its extent shrank: a 52 mm² mottle a third over a trap measured 3 mm²
+    and passed (second renderer); here a 64 mm² one, its edge 0.9 mm either side of the
+    trap's rim, read 39–54 mm². Over the trap the median now sees as many values above as
+    below, and the mottle's hull over the trap counts."""
+    from goggleqc.synth.lens import CoatingDefect
+
+    sim, station = sim_and_station_uniform()
+    trap = station.traps[0]
+    radius = 4.5 / station.pixel_size_mm
+    cx, cy = trap.x_px + trap.r_px + offset * radius, trap.y_px
+    outline = tuple((cx + radius * np.cos(a), cy + radius * np.sin(a))
+                    for a in np.linspace(0, 2 * np.pi, 48, endpoint=False))
+    spec = dataclasses.replace(random_lens(np.random.default_rng(12), sim, defects=0),
+                               coating=(CoatingDefect(kind="mottle", outline_px=outline, contrast=0.025, seed=2),))
+    image, truth = render_lens(sim, spec, np.random.default_rng(2))
+    found = [f for f in detect(image, station) if overlaps(f.bbox_px, truth["coating"][0]["bbox_px"])]
+    assert [f.kind for f in found] == ["mottle"]
+    assert found[0].area_mm2 == pytest.approx(np.pi * 4.5 ** 2, rel=0.15)
