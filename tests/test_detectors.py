@@ -661,7 +661,9 @@ def test_a_broken_scratch_at_a_fine_pixel_size_is_one_scratch(gap_px):
     angle between them past 25°; an end ahead of the other and within 2.5 working px of its
     line now continues it."""
     sim, base = _fine_close_up()
-    scratch = Scratch(((350.0, 400.0), (650.0, 400.0)), 3.0, 0.3, "broken", (50.0, gap_px))
+    # five whole dashes of 1 mm: a last dash cut to 0.4 mm is 2.5 px of the 0.16 mm working grid
+    end = 350.0 + 4 * (50.0 + gap_px) + 50.0
+    scratch = Scratch(((350.0, 400.0), (end, 400.0)), 3.0, 0.3, "broken", (50.0, gap_px))
     image, truth = render_lens(sim, dataclasses.replace(base, scratches=(scratch,)), np.random.default_rng(43))
     res = inspect_lens(image, None, SPEC, pixel_size_mm=0.02)
     assert len(res.scratches) == 1
@@ -695,3 +697,16 @@ def test_a_clear_scratch_along_the_targets_edges_is_still_a_scratch(depth, judge
                    scale=2, model="local", pattern_normals=(0.0,), frame_shape=(n, n))
     found = find_scratches(rel, pixel_size_mm=0.06, params=ScratchParams(bright=False))
     assert len(found) == (1 if judged else 0), found
+
+
+def test_the_working_grid_follows_the_pixel_size_to_a_phone_photograph():
+    """About 0.2 mm per working pixel whatever the camera: the station model's cameras
+    (0.03–0.10 mm/px) as before, and a phone's 12–24 MP photograph of a lens (0.008–0.012
+    mm/px) reduced 16×, not 4× (on a 0.05 mm grid a defocused grid's edges read as lines)."""
+    from goggleqc.inspect.background import working_scale
+
+    assert [working_scale((2048, 2448), ps) for ps in (0.1, 0.06, 0.049, 0.03)] == [2, 2, 4, 4]
+    assert working_scale((3000, 4000), 0.012) == 16 and working_scale((4500, 6000), 0.008) == 16
+    assert working_scale((3000, 4000), 0.02) == 8
+    # no pixel size: the frame's size is all there is to go by
+    assert [working_scale(s) for s in ((512, 640), (2048, 2448), (3000, 4000))] == [2, 4, 8]

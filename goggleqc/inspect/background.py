@@ -52,21 +52,33 @@ WORKING_PIXEL_MM = 0.2
 
 
 def working_scale(shape: tuple[int, int], pixel_size_mm: float | None = None) -> int:
-    """Working-grid reduction: the largest power of two (1, 2 or 4) whose working pixel is at
-    most :data:`WORKING_PIXEL_MM` (within 10 %) in the lens plane.
+    """Working-grid reduction: the largest power of two (up to :data:`MAX_WORKING_SCALE`) whose
+    working pixel is at most :data:`WORKING_PIXEL_MM` (within 10 %) in the lens plane.
 
     A scratch is a physical object: what the detectors need is a fixed number of working
     pixels per millimetre, whatever the camera. So the grid follows the pixel size, and at one
-    pixel size the cost grows linearly with the frame. Without a pixel size (an uncalibrated
-    image), a frame up to 2.5 MP is taken to have the coarse pixels of a small sensor (2) and
-    a larger one fine pixels (4). Powers of two, because OpenCV's 2× area reduction is a fast
-    special case.
+    pixel size the cost grows linearly with the frame. A photograph of a lens at 0.012 mm/px
+    (12 MP) is reduced 16×; reduced 4× (the most before), its 0.05 mm grid read a defocused
+    grid's edges as lines, and it ran 2.5× slower. Without a pixel size (an uncalibrated
+    image), a frame up to 2.5 MP is taken to have the coarse pixels of a small sensor (2), one
+    up to 10 MP finer ones (4), and a larger one a phone's (8). Powers of two, because
+    OpenCV's 2× area reduction is a fast special case.
     """
     if pixel_size_mm and pixel_size_mm > 0:
         # within 10 %: a calibrated 0.1002 mm/px is still a 0.1 mm/px camera
-        ratio = WORKING_PIXEL_MM / pixel_size_mm * 1.1
-        return 4 if ratio >= 4 else 2 if ratio >= 2 else 1
-    return 2 if shape[0] * shape[1] <= 2.5e6 else 4
+        ratio = min(WORKING_PIXEL_MM / pixel_size_mm * 1.1, MAX_WORKING_SCALE)
+        scale = 1
+        while scale * 2 <= ratio:
+            scale *= 2
+        return scale
+    pixels = shape[0] * shape[1]
+    return 2 if pixels <= 2.5e6 else 4 if pixels <= 10e6 else 8
+
+
+#: the coarsest working-grid reduction (a phone's 24 MP photograph of a lens is 0.008 mm/px)
+MAX_WORKING_SCALE = 32
+
+
 #: calibrated background fit: coarse-grid reduction (working px) and window (coarse cells)
 _FIT_REDUCE = 8
 _FIT_WINDOW = 5
