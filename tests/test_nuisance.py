@@ -363,3 +363,32 @@ def test_an_arc_whose_circle_darkens_all_round_is_a_watermark(rest, is_mark):
         assert [m.kind for m in marks] == ["watermark"] and not found, (marks, found)
     else:
         assert not marks and len(found) == 1, (marks, found)
+
+
+def test_a_rim_arc_whose_circle_is_fitted_a_little_off_is_still_traced_round():
+    """A circle fitted to a 110° arc of a 7 mm rim is placed a few percent off in radius, and
+    a dried drop's rim is a pixel or two wide, so the trace round the rest of the circle ran
+    beside the rim, and the arc (6 mm of 4 %) failed a clean photograph as a scratch. The
+    circle is now also traced a few percent either side, the arc held in place. An arc whose
+    circle is clear (a curved scratch) is still no rim."""
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.scratches import _traced_ring
+
+    h = w = 120
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, r = 60.0, 60.0, 30.0
+    dist = np.hypot(xx - cx, yy - cy)
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 0.004, (h, w)).astype(np.float32)
+    ring = (1 - 0.04 * np.exp(-0.5 * ((dist - r) / 0.7) ** 2) + noise).astype(np.float32)
+    arc_only = np.where((np.abs(np.arctan2(yy - cy, xx - cx)) < np.deg2rad(55)) & (np.abs(dist - r) < 3),
+                        ring, 1 + noise).astype(np.float32)
+    valid = np.ones((h, w), bool)
+    a = np.deg2rad(np.linspace(-55, 55, 40))
+    xs, ys = (cx + r * np.cos(a)).round().astype(int), (cy + r * np.sin(a)).round().astype(int)
+    # the fit 6 % short in radius, its centre moved along the bisector: the arc is kept
+    r_fit = 0.94 * r
+    fit_cx = cx + (r - r_fit)
+    for image, is_rim in ((ring, True), (arc_only, False)):
+        rel = Relative(rel=image, valid=valid, weight=np.ones((h, w), np.float32), scale=2, origin=(0, 0))
+        assert _traced_ring(rel, fit_cx, cy, r_fit, xs, ys, 0.04) is is_rim
