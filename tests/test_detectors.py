@@ -700,13 +700,13 @@ def test_a_clear_scratch_along_the_targets_edges_is_still_a_scratch(depth, judge
 
 
 def test_the_working_grid_follows_the_pixel_size_to_a_phone_photograph():
-    """About 0.2 mm per working pixel whatever the camera: the station model's cameras
+    """About 0.1–0.2 mm per working pixel whatever the camera: the station model's cameras
     (0.03–0.10 mm/px) as before, and a phone's 12–24 MP photograph of a lens (0.008–0.012
-    mm/px) reduced 16×, not 4× (on a 0.05 mm grid a defocused grid's edges read as lines)."""
+    mm/px) reduced 8×, not 4× (on a 0.05 mm grid a defocused grid's edges read as lines)."""
     from goggleqc.inspect.background import working_scale
 
     assert [working_scale((2048, 2448), ps) for ps in (0.1, 0.06, 0.049, 0.03)] == [2, 2, 4, 4]
-    assert working_scale((3000, 4000), 0.012) == 16 and working_scale((4500, 6000), 0.008) == 16
+    assert working_scale((3000, 4000), 0.012) == 8 and working_scale((4500, 6000), 0.008) == 8
     assert working_scale((3000, 4000), 0.02) == 8
     # no pixel size: the frame's size is all there is to go by
     assert [working_scale(s) for s in ((512, 640), (2048, 2448), (3000, 4000))] == [2, 4, 8]
