@@ -32,6 +32,7 @@ reach; runs and small voids with clear edges are found.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -184,13 +185,18 @@ def _gauss_radius(sigma: float) -> int:
     return (int(round(sigma * 8 + 1)) | 1) // 2 + 1
 
 
+@lru_cache(maxsize=8)
 def _checker_u8(shape: tuple[int, int]) -> np.ndarray:
-    """0 and 255 in a checkerboard."""
-    yy, xx = np.indices(shape)
-    return (((yy + xx) & 1) * 255).astype(np.uint8)
+    """0 and 255 in a checkerboard (shared, read-only)."""
+    row = np.arange(shape[1]) & 1
+    out = np.empty(shape, np.uint8)
+    out[0::2] = row * 255
+    out[1::2] = (1 - row) * 255
+    out.flags.writeable = False
+    return out
 
 
-def _median_blur_u8(q: np.ndarray, k: int, max_levels: int = 32) -> np.ndarray:
+def _median_blur_u8(q: np.ndarray, k: int, max_levels: int = 32, where: np.ndarray | None = None) -> np.ndarray:
     """``cv2.medianBlur(q, k)`` of a uint8 image whose values are mostly small, by counting.
 
     The median of a window is at least ``v`` exactly when at least ``(k² + 1)/2`` of its
@@ -199,7 +205,8 @@ def _median_blur_u8(q: np.ndarray, k: int, max_levels: int = 32) -> np.ndarray:
     each level works on the bounding box of the last level's hits; the departure maps are
     noise-like, with medians of a few levels, and this is several times faster than
     OpenCV's histogram median for large windows. After ``max_levels`` levels the remaining
-    box is finished by ``cv2.medianBlur`` itself. Same replicated border, same result.
+    box is finished by ``cv2.medianBlur`` itself. Same replicated border, same result; with
+    ``where``, only there (elsewhere the count stops, a lower bound).
     """
     need = (k * k + 1) // 2
     depth = -1 if k * k <= 255 else cv2.CV_16U  # counts up to k²
@@ -216,6 +223,8 @@ def _median_blur_u8(q: np.ndarray, k: int, max_levels: int = 32) -> np.ndarray:
         _, ge = cv2.threshold(sub, v - 1, 1, cv2.THRESH_BINARY)  # 1 where q ≥ v
         count = cv2.boxFilter(ge, depth, (k, k), normalize=False, borderType=cv2.BORDER_REPLICATE)
         hit = count[y0 - sy:y1 - sy, x0 - sx:x1 - sx] >= need
+        if where is not None:
+            hit &= where[y0:y1, x0:x1]
         bx, by, bw, bh = cv2.boundingRect(hit.view(np.uint8))
         if bw == 0:
             break
@@ -410,8 +419,9 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     # above it, so the median is that of the pixels seen. Not at the lens edge, where the
     # background's residue would then count whole (false coating without a flat 0.02 → 0.5
     # per clean lens)
-    q[hidden] = _checker_u8(q.shape)[hidden]
-    med = _median_blur_u8(q, k_tex).astype(np.float32) / (quant * 0.6745)
+    if hidden.any():
+        np.copyto(q, _checker_u8(q.shape), where=hidden)
+    med = _median_blur_u8(q, k_tex, where=usable).astype(np.float32) / (quant * 0.6745)
     texture_sq = med * med - sigma * sigma  # texture variance beyond the noise, in z units
     texture_sq /= cv2.max(_norm_gauss(nw_sq, wu, t_px, border=border), 1e-6)  # to r units
     energy = texture_sq
@@ -454,8 +464,12 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
         # a texture's extent is where it shows (the hysteresis region), not where it is near
         # its strongest: orange peel's amplitude wanders over the patch, and a 36 mm² mottle
         # measured 8.5 mm² at half its plateau (second renderer)
-        defect = _measure(comp, "mottle", rms, float(np.sqrt(energy[comp].max()) / np.sqrt(e_high)), factor, ps,
-                          region, shape, params, area_px_full, origin=origin, extent=_with_hidden(comp, hidden))
+        score = float(np.sqrt(energy[comp].max()) / np.sqrt(e_high))
+        defect = _measure(comp, "mottle", rms, score, factor, ps, region, shape, params, area_px_full, origin=origin)
+        extent = _with_hidden(comp, hidden) if defect is not None else None
+        if extent is not None:
+            defect = _measure(comp, "mottle", rms, score, factor, ps, region, shape, params, area_px_full,
+                              origin=origin, extent=extent)
         if defect is not None:
             found.append(defect)
             mottle_mask |= comp
@@ -470,14 +484,20 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
             peak = float(resp[comp].max())
             core = comp & (resp >= 0.5 * peak)
             contrast = -sign * abs(float(np.median(r[core])))
-            extent = _with_hidden(core, hidden)
-            # its shape with what a trap hides: a void half over a trap is seen as a crescent
-            ys, xs = np.nonzero(core if extent is None else extent)
+            ys, xs = np.nonzero(core)
             length, width = _shape(ys, xs)
             kind = "run" if length >= params.run_elongation * width else "void"
+            width_px = float(len(ys)) / max(length, 1.0)
             defect = _measure(core, kind, contrast, peak / high, factor, ps, region, shape, params, area_px_full,
-                              width_px=float(np.count_nonzero(core)) / max(length, 1.0), origin=origin,
-                              extent=extent)
+                              width_px=width_px, origin=origin)
+            extent = _with_hidden(core, hidden) if defect is not None else None
+            if extent is not None:
+                # its shape with what a trap hides: a void half over a trap is seen as a crescent
+                length, width = _shape(*np.nonzero(extent))
+                kind = "run" if length >= params.run_elongation * width else "void"
+                defect = _measure(core, kind, contrast, peak / high, factor, ps, region, shape, params,
+                                  area_px_full, width_px=float(len(ys)) / max(length, 1.0), origin=origin,
+                                  extent=extent)
             if defect is not None:
                 found.append(defect)
     return found
@@ -648,14 +668,25 @@ def _with_hidden(core: np.ndarray, hidden: np.ndarray) -> np.ndarray | None:
     trap was measured by its lit half, 20 mm² read 13.7 and, its central part being the hidden
     one, in the marginal band (second renderer). Its hull over the trap is the least the flaw
     covers there."""
-    ring = cv2.dilate(core.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
-    if not (ring & hidden).any():
-        return None
     ys, xs = np.nonzero(core)
-    hull = np.zeros(core.shape, np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32)), 1)
-    added = hull.view(bool) & hidden
-    return (core | added) if added.any() else None
+    if len(ys) == 0:
+        return None
+    # all within the core's box (its hull cannot leave it), grown by the 1 px reach of the ring
+    h, w = core.shape
+    y0, y1 = max(0, int(ys.min()) - 1), min(h, int(ys.max()) + 2)
+    x0, x1 = max(0, int(xs.min()) - 1), min(w, int(xs.max()) + 2)
+    box_hidden = hidden[y0:y1, x0:x1]
+    ring = cv2.dilate(core[y0:y1, x0:x1].view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    if not (ring & box_hidden).any():
+        return None
+    hull = np.zeros(box_hidden.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs - x0, ys - y0], 1).astype(np.int32)), 1)
+    added = hull.view(bool) & box_hidden
+    if not added.any():
+        return None
+    out = core.copy()
+    out[y0:y1, x0:x1] |= added
+    return out
 
 
 def _measure(core: np.ndarray, kind: str, contrast: float, score: float, factor: int, ps: float | None,
