@@ -363,3 +363,25 @@ def test_a_mottle_beside_a_light_trap_is_measured_whole(offset):
     found = [f for f in detect(image, station) if overlaps(f.bbox_px, truth["coating"][0]["bbox_px"])]
     assert [f.kind for f in found] == ["mottle"]
     assert found[0].area_mm2 == pytest.approx(np.pi * 4.5 ** 2, rel=0.15)
+
+
+def test_a_run_passing_behind_a_light_trap_is_one_run():
+    """A vertical run crossing a trap is seen above and below it. It was reported as two
+    flaws, a run and a "void" (19 and 14 mm² for one 56 mm² run in the bundled samples); the
+    pieces whose joint hull lies on them or on the trap are now one, measured with its hidden
+    part."""
+    from goggleqc.synth.lens import CoatingDefect
+
+    sim, station = sim_and_station_uniform()
+    trap = station.traps[0]
+    ps = station.pixel_size_mm
+    half_w, half_h = 1.2 / ps, 9.0 / ps  # 2.4 × 18 mm, the trap 6.7 mm across in its middle
+    cx, cy = trap.x_px, trap.y_px
+    outline = ((cx - half_w, cy - half_h), (cx + half_w, cy - half_h), (cx + half_w, cy + half_h),
+               (cx - half_w, cy + half_h))
+    spec = dataclasses.replace(random_lens(np.random.default_rng(9), sim, defects=0),
+                               coating=(CoatingDefect(kind="run", outline_px=outline, contrast=0.03),))
+    image, truth = render_lens(sim, spec, np.random.default_rng(4))
+    found = [f for f in detect(image, station) if overlaps(f.bbox_px, truth["coating"][0]["bbox_px"])]
+    assert [f.kind for f in found] == ["run"]
+    assert found[0].area_mm2 == pytest.approx(2.4 * 18.0, rel=0.3)
