@@ -427,6 +427,32 @@ def test_a_scratch_in_a_corner_of_a_photograph_on_a_pattern(corner):
     assert found == 3
 
 
+def test_a_scratch_running_into_the_picture_edge_is_measured_to_it():
+    """The band along a photograph's edge is not judged (the background there is one-sided),
+    so a scratch running into the edge lost its last pixels there, and its end, cut rather than
+    overshot, lost the overshoot taken off a line's ends too: a 1.4 mm scratch measured 0.7 mm
+    and passed (second renderer). An end near the edge and heading for it now runs on to it."""
+    import cv2
+
+    from goggleqc.synth.render import render_lens
+    from goggleqc.synth.scenes import close_up_station
+
+    ratios = []
+    for i in range(3):
+        sim = SimStation(close_up_station(np.random.default_rng(5700 + i), pixel_size_mm=PS))
+        rng = np.random.default_rng([5700, i, 5])
+        image, _ = render_lens(sim, centred(random_lens(rng, sim, defects=0)), rng)
+        h, w = image.shape
+        mask = np.zeros(image.shape, np.uint8)
+        cv2.line(mask, (w - 20, 250), (w - 1, 254), 1, 2)  # 1.9 mm of 25 % into the right edge
+        res = inspect_lens(np.where(mask > 0, image * 0.75, image).astype(image.dtype), None, SPEC,
+                           pixel_size_mm=PS)
+        near = [s for s in res.scratches if s.bbox_px[2] >= w - 12]
+        assert len(near) == 1
+        ratios.append(near[0].length_mm / (np.hypot(19, 4) * PS))
+    assert 0.75 <= float(np.median(ratios)) <= 1.25
+
+
 def test_a_line_hugging_the_picture_edge_is_not_judged_but_a_scratch_crossing_it_is():
     """Without a flat, the background along the picture's edge is estimated from one side only,
     and a pattern line cut by the edge leaves a line of residue along it (false rejects on
