@@ -44,6 +44,7 @@ import numpy as np
 from goggleqc.errors import CalibrationError, InputError
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.lattice import lattice_background
+from goggleqc.inspect.lens import np_median
 
 #: full-resolution pixels per working pixel by default (see :func:`working_scale`)
 SCALE = 2
@@ -602,7 +603,7 @@ def _corner_weight(small: np.ndarray, bg: np.ndarray, valid: np.ndarray, weight:
 
     def spread(mask):
         v = blob[mask]
-        return 1.4826 * float(np.median(np.abs(v - np.median(v))))
+        return 1.4826 * np_median(np.abs(v - np_median(v)))
 
     ratio = spread(seen) / max(spread(rest), 1e-9)
     if not ratio > 1.0:

@@ -538,7 +538,13 @@ def lattice_background(image: np.ndarray, valid: np.ndarray,
     n = np.zeros(image.shape, np.uint8)
     missing = np.zeros(image.shape, np.uint8)
     values, singles = [], []
-    blocked = np.zeros(image.shape, bool)
+    # the pixels where three cells may serve (the picture's corners), and whether a cell is
+    # missed there because it lies on the goggle's frame or off the lit lens, not past the
+    # picture's border (then they may not)
+    cy = cx = None
+    if picture is not None:
+        cy, cx = np.nonzero(valid & _picture_corners(image.shape, *picture, int(np.ceil(period)) + 2))
+        blocked = np.zeros(len(cy), bool)
     for k, v in enumerate(lattice.shifts()):
         if bent:
             dx, dy = fields[k // 2]
@@ -556,10 +562,8 @@ def lattice_background(image: np.ndarray, valid: np.ndarray,
         values.append(a)
         if bent:
             singles.append(a.copy())  # before the pairs pad it in place below
-        if picture is not None:
-            # a cell missed here because it lies on the goggle's frame or off the lit lens,
-            # not past the picture's border
-            blocked |= ~np.isfinite(a) & ~_past_picture(valid, *picture, v)
+        if cy is not None and len(cy):
+            blocked |= ~np.isfinite(a[cy, cx]) & ~_past_picture(valid, *picture, v, cy, cx)
         if not bent:
             # a median over the cells that landed on the lens: the missing ones are padded
             # alternately above and below the range, which leaves the middle of the order
@@ -588,12 +592,13 @@ def lattice_background(image: np.ndarray, valid: np.ndarray,
             one_sided = thin & (seen >= MIN_SHIFTS)
             med = np.where(one_sided, _median8(singles), med)
             n = np.where(thin, seen, n)
-    if picture is not None:
-        corners = _picture_corners(image.shape, *picture, int(np.ceil(period)) + 2)
+    if cy is not None and len(cy):
         # within a cell of two of the frame's borders (a picture's corner) only three cells
         # land: 1.5 cells square in every corner, 9 % of a photograph, went unjudged. Their
         # median is still robust to a flaw in one of them
-        corner = valid & corners & ~blocked & (n >= CORNER_SHIFTS) & (n < MIN_SHIFTS)
+        three = ~blocked & (n[cy, cx] >= CORNER_SHIFTS) & (n[cy, cx] < MIN_SHIFTS)
+        corner = np.zeros(image.shape, bool)
+        corner[cy[three], cx[three]] = True
         if corner.any():
             med[corner] = _median_of_landed(singles if bent else values, corner, big)
             n = np.where(corner, MIN_SHIFTS, n)
@@ -615,19 +620,20 @@ def _picture_corners(shape: tuple[int, int], origin: tuple[int, int], frame_shap
 
 
 def _past_picture(valid: np.ndarray, origin: tuple[int, int], frame_shape: tuple[int, int],
-                  v: tuple[float, float], tolerance: float = 2.0) -> np.ndarray:
-    """Where the cell at ``v`` from each pixel of a crop (``valid``, at ``origin`` of a picture
-    of ``frame_shape``) lies past the picture's border (or within ``tolerance`` px of it), with
-    the lens seen where the way to it leaves the picture: a strip of goggle frame along the
-    border blocks the view there, and the pattern's cells do not run on behind it."""
+                  v: tuple[float, float], ys: np.ndarray, xs: np.ndarray, tolerance: float = 2.0) -> np.ndarray:
+    """Whether the cell at ``v`` from each pixel ``(ys, xs)`` of a crop (``valid``, at
+    ``origin`` of a picture of ``frame_shape``) lies past the picture's border (or within
+    ``tolerance`` px of it), with the lens seen where the way to it leaves the picture: a strip
+    of goggle frame along the border blocks the view there, and the pattern's cells do not run
+    on behind it."""
     h, w = valid.shape
-    gy = np.arange(h) + origin[1] + v[1]
-    gx = np.arange(w) + origin[0] + v[0]
-    past_y = (gy < tolerance) | (gy > frame_shape[0] - 1 - tolerance)
-    past_x = (gx < tolerance) | (gx > frame_shape[1] - 1 - tolerance)
+    gy = ys + origin[1] + v[1]
+    gx = xs + origin[0] + v[0]
+    past = ((gy < tolerance) | (gy > frame_shape[0] - 1 - tolerance)
+            | (gx < tolerance) | (gx > frame_shape[1] - 1 - tolerance))
     cy = np.clip(np.clip(np.rint(gy), 0, frame_shape[0] - 1) - origin[1], 0, h - 1).astype(int)
     cx = np.clip(np.clip(np.rint(gx), 0, frame_shape[1] - 1) - origin[0], 0, w - 1).astype(int)
-    return (past_y[:, None] | past_x[None, :]) & valid[cy[:, None], cx[None, :]]
+    return past & valid[cy, cx]
 
 
 def _median_of_landed(values: list[np.ndarray], where: np.ndarray, big: np.float32) -> np.ndarray:
