@@ -686,9 +686,7 @@ def _joined_across(pieces: list, hidden: np.ndarray) -> list:
                 (ca, ka, sa), (cb, kb, sb) = pieces[a], pieces[b]
                 both = ca | cb
                 ys, xs = np.nonzero(both)
-                hull = np.zeros(both.shape, np.uint8)
-                cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32)), 1)
-                hull = hull.view(bool)
+                hull = _hull(ys, xs, both.shape)
                 gap = np.count_nonzero(hull & ~hidden & ~both)
                 if gap <= JOIN_GAP_FRACTION * len(ys) and (hull & hidden).any():
                     na, nb = np.count_nonzero(ca), np.count_nonzero(cb)
@@ -699,6 +697,13 @@ def _joined_across(pieces: list, hidden: np.ndarray) -> list:
             if joined:
                 break
     return pieces
+
+
+def _hull(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The filled convex hull of pixels ``(ys, xs)`` as a bool mask of ``shape``."""
+    hull = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32)), 1)
+    return hull.view(bool)
 
 
 def _reaches(core: np.ndarray, hidden: np.ndarray, reach: int) -> bool:
@@ -732,9 +737,7 @@ def _with_hidden(core: np.ndarray, hidden: np.ndarray) -> np.ndarray | None:
     ring = cv2.dilate(core[y0:y1, x0:x1].view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
     if not (ring & box_hidden).any():
         return None
-    hull = np.zeros(box_hidden.shape, np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs - x0, ys - y0], 1).astype(np.int32)), 1)
-    added = hull.view(bool) & box_hidden
+    added = _hull(ys - y0, xs - x0, box_hidden.shape) & box_hidden
     if not added.any():
         return None
     out = core.copy()

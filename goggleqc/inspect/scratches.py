@@ -1066,17 +1066,18 @@ def _past_edge(group: list[_Piece], rel) -> float:
     rows, cols = rel.frame_shape
     if rel.model == "flat" or not rows:
         return 0.0
+    def steps(at: float, d: float, size: int) -> float:
+        # working px along one axis, at ``d`` per step, to the picture's edge ahead
+        return (size - 1 - at) / d if d > 1e-6 else -at / d if d < -1e-6 else np.inf
+
     ox, oy = rel.origin
     extra = 0.0
     for p in group:
         for (x, y), (dx, dy) in zip(p.ends, p.dirs):
-            gx, gy = x + ox, y + oy
-            # working px from the end to the picture's edge along the line's outward direction
-            steps = [((cols - 1 - gx) / dx) if dx > 1e-6 else ((-gx) / dx) if dx < -1e-6 else np.inf,
-                     ((rows - 1 - gy) / dy) if dy > 1e-6 else ((-gy) / dy) if dy < -1e-6 else np.inf]
-            to_edge = float(min(steps))
+            # from the end to the picture's edge along the line's outward direction
+            to_edge = min(steps(x + ox, dx, cols), steps(y + oy, dy, rows))
             if to_edge <= EDGE_END_PX:
-                extra += END_OVERSHOOT + to_edge
+                extra += END_OVERSHOOT + float(to_edge)
     return extra
 
 
