@@ -392,3 +392,63 @@ def test_a_rim_arc_whose_circle_is_fitted_a_little_off_is_still_traced_round():
     for image, is_rim in ((ring, True), (arc_only, False)):
         rel = Relative(rel=image, valid=valid, weight=np.ones((h, w), np.float32), scale=2, origin=(0, 0))
         assert _traced_ring(rel, fit_cx, cy, r_fit, xs, ys, 0.04) is is_rim
+
+
+def _lines_rel(ring_gaps_deg: tuple[float, ...] | None, arc_deg: float, line_at: tuple[float, float], seed: int = 3):
+    """A working grid (scale 2, 0.06 mm/px) with a dark circle of radius 25–30 px, 8–10 %:
+    either a rim broken at ``ring_gaps_deg`` (gaps of 24°) or an arc scratch of ``arc_deg``;
+    and a short straight line of the same depth, 16 px long, tangential at (radius, angle)
+    ``line_at`` from the circle's centre."""
+    from goggleqc.inspect.background import Relative
+
+    n = 200
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    c = n / 2
+    dist = np.hypot(xx - c, yy - c)
+    ang = (np.degrees(np.arctan2(yy - c, xx - c)) + 360) % 360
+    if ring_gaps_deg is not None:
+        gap = np.zeros_like(dist, bool)
+        for g in ring_gaps_deg:
+            gap |= np.abs((ang - g + 180) % 360 - 180) < 12
+        curve, depth = np.exp(-0.5 * ((dist - 25) / 0.8) ** 2) * ~gap, 0.08
+    else:
+        curve = np.exp(-0.5 * ((dist - 30) / 0.8) ** 2) * (np.abs((ang + 180) % 360 - 180) < arc_deg / 2)
+        depth = 0.1
+    r, a = line_at[0], np.deg2rad(line_at[1])
+    px, py = c + r * np.cos(a), c + r * np.sin(a)
+    along = (xx - px) * -np.sin(a) + (yy - py) * np.cos(a)
+    across = (xx - px) * np.cos(a) + (yy - py) * np.sin(a)
+    line = np.exp(-0.5 * (across / 0.8) ** 2) * (np.abs(along) < 8)
+    rel = 1.0 - depth * np.maximum(curve, line) + np.random.default_rng(seed).normal(0, 0.006, (n, n))
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                    scale=2, model="lattice")
+
+
+def test_a_line_off_a_rims_circle_is_not_part_of_the_rim(monkeypatch):
+    """Lines on one circle of a drop's size are one rim, the circle's rms allowed up to 0.2 of
+    its radius (a drop's outline is irregular). An arc scratch (100° of a 3.6 mm circle) and
+    a short line near its centre fit such a circle, covering 190° of it: the pair was taken
+    for a rim and both scratches dropped (a second renderer's photograph: a 12.6 mm scratch
+    of 15 %). Now each line must follow the joint circle on its own (within 0.15 of the
+    radius), and one that does not is left out of the rim: both stay scratches. A rim broken
+    in three arcs keeps its rim, and a line beside it is reported."""
+    from goggleqc.inspect import scratches as scratches_module
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    params = ScratchParams(bright=False)
+
+    def run(rel):
+        marks: list = []
+        found = find_scratches(rel, pixel_size_mm=0.06, params=params, marks=marks)
+        return [m.kind for m in marks], found
+
+    arc_and_line = _lines_rel(None, 100.0, (5.0, 90.0))
+    marks, found = run(arc_and_line)
+    assert marks == [] and len(found) == 2 and max(sc.length_px for sc in found) > 100, (marks, found)
+    ring_and_line = _lines_rel((60.0, 180.0, 300.0), 0.0, (12.0, 45.0))
+    marks, found = run(ring_and_line)
+    assert marks == ["watermark"] and len(found) == 1 and 20 < found[0].length_px < 45, (marks, found)
+    # without the test, the arc and the line were one "rim", and the line was in the ring's
+    monkeypatch.setattr(scratches_module, "MARK_MEMBER_RMS", 99.0)
+    assert run(arc_and_line) == (["watermark"], [])
+    assert run(ring_and_line) == (["watermark"], [])
