@@ -156,3 +156,56 @@ def test_a_large_dark_spot_on_a_plain_panel_uncalibrated(diameter_mm):
     assert not result.scratches, result.scratches
     assert len(result.spots) == 1, result.spots
     assert result.spots[0].diameter_mm == pytest.approx(diameter_mm, rel=0.3)
+
+
+def _bubble_rel(rim_radius_px: float, gap_deg: float, seed: int = 1, n: int = 120):
+    """A working grid (scale 2) with a bubble: a dark rim of 10 % (open by ``gap_deg``) round
+    a core 10 % brighter, in noise of 0.5 %."""
+    from goggleqc.inspect.background import Relative
+
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    dist = np.hypot(xx - n / 2, yy - n / 2)
+    ang = np.degrees(np.arctan2(yy - n / 2, xx - n / 2))
+    rim = np.exp(-0.5 * ((dist - rim_radius_px) / 0.6) ** 2) * (np.abs(ang) > gap_deg / 2)
+    core = np.exp(-0.5 * (dist / (0.4 * rim_radius_px)) ** 2)
+    rel = 1 - 0.1 * rim + 0.1 * core + np.random.default_rng(seed).normal(0, 0.005, (n, n))
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                    scale=2, model="lattice")
+
+
+@pytest.mark.parametrize("rim_radius_px, gap_deg", [(2.0, 0.0), (2.0, 60.0), (2.5, 0.0), (2.5, 60.0)])
+def test_a_small_bubbles_rim_is_a_spot_not_a_scratch(monkeypatch, rim_radius_px, gap_deg):
+    """A bubble under a millimetre or so is an open ring of a few working pixels: its line runs
+    1.5–2.2 times its box (a closed ring's 2.6 is not reached), so it was reported as a
+    "scratch" of 1.6–1.8 mm (most of the bubbles the close-up photographs missed). A line
+    curled up within a box under 2 mm, running at least 1.5 times its longer side (a straight
+    line runs at most √2 times it), is now a ring spot, sized by its box less two working px."""
+    from goggleqc.inspect import spots as spots_module
+    from goggleqc.inspect.spots import separate
+
+    rim_mm = 2 * rim_radius_px * 2 * 0.1  # the rim's centre line across, working px × scale × mm/px
+    scratches, spots = separate(_bubble_rel(rim_radius_px, gap_deg), pixel_size_mm=0.1)
+    assert scratches == [] and [s.kind for s in spots] == ["ring"], (scratches, spots)
+    assert spots[0].diameter_mm == pytest.approx(rim_mm, rel=0.3)
+    monkeypatch.setattr(spots_module, "CURL_MIN_RATIO", 99.0)  # as before
+    scratches, spots = separate(_bubble_rel(rim_radius_px, gap_deg), pixel_size_mm=0.1)
+    assert len(scratches) == 1 and spots == []
+
+
+def test_an_arc_scratch_is_no_curl():
+    """An arced scratch (both simulators bend theirs through 115° at most) runs at most √2
+    times its box: it stays a scratch however small."""
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.spots import separate
+
+    n = 120
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    dist = np.hypot(xx - n / 2, yy - n / 2)
+    ang = np.degrees(np.arctan2(yy - n / 2, xx - n / 2))
+    for radius in (4.0, 6.0, 9.0):
+        arc = np.exp(-0.5 * ((dist - radius) / 0.6) ** 2) * (np.abs(ang) < 57.5)
+        rel = 1 - 0.1 * arc + np.random.default_rng(2).normal(0, 0.005, (n, n))
+        rel = Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                       scale=2, model="lattice")
+        scratches, spots = separate(rel, pixel_size_mm=0.1)
+        assert len(scratches) == 1 and spots == [], (radius, scratches, spots)

@@ -404,12 +404,12 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width;
     # one of a drop's size and fainter than a spot is the rim of a dried drop that no one
     # circle fits (two drops that dried overlapping), a watermark
-    rings = [sc for sc in scratches if _is_ring(sc)]
+    rings = [sc for sc in scratches if _is_ring(sc) or _is_curl(sc, rel.scale, pixel_size_mm)]
     scratches = [sc for sc in scratches if sc not in rings]
-    drops = [sc for sc in rings if _drop_rim(sc, pixel_size_mm, scratch_params, spot_params)]
-    first = first + [_ring_spot(sc, pixel_size_mm) for sc in rings if sc not in drops]
+    drops = [sc for sc in rings if _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, rel.scale)]
+    first = first + [_ring_spot(sc, pixel_size_mm, rel.scale) for sc in rings if sc not in drops]
     if marks is not None:
-        marks.extend(_drop_mark(sc, pixel_size_mm) for sc in drops)
+        marks.extend(_drop_mark(sc, pixel_size_mm, rel.scale) for sc in drops)
     kept = {i + 1 for i, sc in enumerate(found) if sc in scratches or sc in drops} | {MARK_CLAIM}
     f = rel.scale
     h, w = claimed.shape
@@ -493,30 +493,57 @@ def _is_ring(sc) -> bool:
     return min(w, h) >= 0.6 * max(w, h) and sc.length_px >= 2.6 * max(w, h)
 
 
-def _ring_diameter(sc) -> float:
-    """A closed ring's diameter (full-resolution px): the mean side of its box."""
-    return float((sc.bbox_px[2] - sc.bbox_px[0] + sc.bbox_px[3] - sc.bbox_px[1]) / 2)
+#: a line curled up within a box at most this big (mm; without a pixel size, CURL_MAX_PX
+#: working px) ...
+CURL_MAX_MM = 2.0
+CURL_MAX_PX = 10
+#: ... running at least this many times the box's longer side (a straight line runs at most
+#: √2 times it, along the diagonal of a square box) is a small bubble's rim
+CURL_MIN_RATIO = 1.5
 
 
-def _drop_rim(sc, pixel_size_mm, scratch_params, spot_params) -> bool:
+def _is_curl(sc, scale: int, pixel_size_mm) -> bool:
+    """True for a short line that curls round within a small compact box: the rim of a bubble
+    under a millimetre or so, seen on the working grid as an open ring of a few pixels.
+
+    Such a rim runs about π times its diameter but its box is a working pixel or two wider
+    than the ring, so it runs only 1.5–2.2 times the box (:func:`_is_ring` asks 2.6): on
+    photographs through a lens most of the bubbles missed as spots were reported as
+    "scratches" 1.6–1.8 mm long. Arced scratches of both simulators bend through 115° at most;
+    a line as long as this in a box this compact has turned through more than 180°."""
+    w, h = sc.bbox_px[2] - sc.bbox_px[0], sc.bbox_px[3] - sc.bbox_px[1]
+    side = max(w, h)
+    small = side * pixel_size_mm <= CURL_MAX_MM if pixel_size_mm else side <= CURL_MAX_PX * scale
+    return bool(small and min(w, h) >= 0.6 * side and sc.length_px >= CURL_MIN_RATIO * side)
+
+
+def _ring_diameter(sc, scale: int = 1) -> float:
+    """A ring's diameter (full-resolution px): the mean side of its box, less the two working
+    pixels (``scale`` full-resolution px each) by which a line's box exceeds its centre line
+    (on the close-ups' bubbles of 0.4–1.5 mm the mean side read 0.3–0.5 mm large)."""
+    side = (sc.bbox_px[2] - sc.bbox_px[0] + sc.bbox_px[3] - sc.bbox_px[1]) / 2
+    return float(max(side - 2 * scale, scale))
+
+
+def _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, scale: int = 1) -> bool:
     """True for a closed ring at least a small drop across (``mark_diameter_mm``, or
     ``mark_min_diameter_px`` without a pixel size) and fainter than a spot
     (``SpotParams.min_contrast``): a bubble's rim takes 15–90 % of the light over a
     millimetre or less, a dried drop's 2–15 % over 1–10 mm."""
-    d = _ring_diameter(sc)
+    d = _ring_diameter(sc, scale)
     big = (d * pixel_size_mm >= scratch_params.mark_diameter_mm[0] if pixel_size_mm
            else d >= scratch_params.mark_min_diameter_px)
     return bool(big and abs(sc.contrast) < spot_params.min_contrast)
 
 
-def _drop_mark(sc, pixel_size_mm) -> Mark:
-    d = _ring_diameter(sc)
+def _drop_mark(sc, pixel_size_mm, scale: int = 1) -> Mark:
+    d = _ring_diameter(sc, scale)
     return Mark(kind="watermark", diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
                 diameter_mm=d * pixel_size_mm if pixel_size_mm else None)
 
 
-def _ring_spot(sc, pixel_size_mm) -> Spot:
-    d = _ring_diameter(sc)
+def _ring_spot(sc, pixel_size_mm, scale: int = 1) -> Spot:
+    d = _ring_diameter(sc, scale)
     return Spot(diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
                 diameter_mm=d * pixel_size_mm if pixel_size_mm else None, kind="ring",
                 polarity=sc.polarity, score=sc.score)
