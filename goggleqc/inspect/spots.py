@@ -401,9 +401,10 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     # a faint one just around a far darker spot is its halo
     scratches = [sc for sc in found if not any(_inside(sc.bbox_px, _grown(sp.bbox_px, 0.5)) or _halo(sc, sp)
                                                for sp in first)]
-    # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width;
-    # one of a drop's size and fainter than a spot is the rim of a dried drop that no one
-    # circle fits (two drops that dried overlapping), a watermark
+    # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width,
+    # or, a bubble a few working px across, curls up in a small box; one of a drop's size and
+    # fainter than a spot is the rim of a dried drop that no one circle fits (two drops that
+    # dried overlapping), a watermark
     rings = [sc for sc in scratches if _is_ring(sc) or _is_curl(sc, rel.scale, pixel_size_mm)]
     scratches = [sc for sc in scratches if sc not in rings]
     drops = [sc for sc in rings if _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, rel.scale)]
@@ -517,7 +518,7 @@ def _is_curl(sc, scale: int, pixel_size_mm) -> bool:
     return bool(small and min(w, h) >= 0.6 * side and sc.length_px >= CURL_MIN_RATIO * side)
 
 
-def _ring_diameter(sc, scale: int = 1) -> float:
+def _ring_diameter(sc, scale: int) -> float:
     """A ring's diameter (full-resolution px): the mean side of its box, less the two working
     pixels (``scale`` full-resolution px each) by which a line's box exceeds its centre line
     (on the close-ups' bubbles of 0.4–1.5 mm the mean side read 0.3–0.5 mm large)."""
@@ -525,7 +526,7 @@ def _ring_diameter(sc, scale: int = 1) -> float:
     return float(max(side - 2 * scale, scale))
 
 
-def _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, scale: int = 1) -> bool:
+def _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, scale: int) -> bool:
     """True for a closed ring at least a small drop across (``mark_diameter_mm``, or
     ``mark_min_diameter_px`` without a pixel size) and fainter than a spot
     (``SpotParams.min_contrast``): a bubble's rim takes 15–90 % of the light over a
@@ -536,13 +537,13 @@ def _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, scale: int = 1) ->
     return bool(big and abs(sc.contrast) < spot_params.min_contrast)
 
 
-def _drop_mark(sc, pixel_size_mm, scale: int = 1) -> Mark:
+def _drop_mark(sc, pixel_size_mm, scale: int) -> Mark:
     d = _ring_diameter(sc, scale)
     return Mark(kind="watermark", diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
                 diameter_mm=d * pixel_size_mm if pixel_size_mm else None)
 
 
-def _ring_spot(sc, pixel_size_mm, scale: int = 1) -> Spot:
+def _ring_spot(sc, pixel_size_mm, scale: int) -> Spot:
     d = _ring_diameter(sc, scale)
     return Spot(diameter_px=d, contrast=sc.contrast, zone=sc.zone, bbox_px=list(sc.bbox_px),
                 diameter_mm=d * pixel_size_mm if pixel_size_mm else None, kind="ring",
