@@ -209,3 +209,26 @@ def test_an_arc_scratch_is_no_curl():
                        scale=2, model="lattice")
         scratches, spots = separate(rel, pixel_size_mm=0.1)
         assert len(scratches) == 1 and spots == [], (radius, scratches, spots)
+
+
+def test_a_blurred_small_bubble_is_no_watermark():
+    """A closed ring a drop across (≥ 1.5 mm) and fainter than a spot is a dried drop's rim.
+    A bubble's rim 1.2 mm across, blurred by the optics, curls up in a box of 2 mm whose mean
+    side (less two working px) reads 1.6 mm, and its line's contrast is under a spot's: as a
+    curl it would have passed for a drop. Only a closed ring can be a drop's rim."""
+    import cv2
+
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.spots import separate
+
+    n = 120
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    dist = np.hypot(xx - n / 2, yy - n / 2)
+    bubble = -0.1 * np.exp(-0.5 * ((dist - 3.0) / 0.6) ** 2) + 0.1 * np.exp(-0.5 * (dist / 1.2) ** 2)
+    image = 1 + cv2.GaussianBlur(bubble.astype(np.float32), (0, 0), 0.7)
+    image += np.random.default_rng(1).normal(0, 0.003, (n, n)).astype(np.float32)
+    rel = Relative(rel=image, valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32), scale=2,
+                   model="lattice")
+    marks: list = []
+    scratches, spots = separate(rel, pixel_size_mm=0.1, marks=marks)
+    assert scratches == [] and marks == [] and [s.kind for s in spots] == ["ring"], (scratches, spots, marks)

@@ -402,13 +402,15 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     scratches = [sc for sc in found if not any(_inside(sc.bbox_px, _grown(sp.bbox_px, 0.5)) or _halo(sc, sp)
                                                for sp in first)]
     # a closed ring (a bubble's dark rim) is a spot: its line runs about π times its width,
-    # or, a bubble a few working px across, curls up in a small box; one of a drop's size and
-    # fainter than a spot is the rim of a dried drop that no one circle fits (two drops that
-    # dried overlapping), a watermark
-    rings = [sc for sc in scratches if _is_ring(sc) or _is_curl(sc, rel.scale, pixel_size_mm)]
-    scratches = [sc for sc in scratches if sc not in rings]
+    # or, a bubble a few working px across, curls up in a small box; a closed one of a drop's
+    # size and fainter than a spot is the rim of a dried drop that no one circle fits (two
+    # drops that dried overlapping), a watermark (a curl, open and under 2 mm, is not: a
+    # blurred bubble's box reached 1.6 mm)
+    rings = [sc for sc in scratches if _is_ring(sc)]
+    curls = [sc for sc in scratches if sc not in rings and _is_curl(sc, rel.scale, pixel_size_mm)]
+    scratches = [sc for sc in scratches if sc not in rings and sc not in curls]
     drops = [sc for sc in rings if _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, rel.scale)]
-    first = first + [_ring_spot(sc, pixel_size_mm, rel.scale) for sc in rings if sc not in drops]
+    first = first + [_ring_spot(sc, pixel_size_mm, rel.scale) for sc in rings + curls if sc not in drops]
     if marks is not None:
         marks.extend(_drop_mark(sc, pixel_size_mm, rel.scale) for sc in drops)
     kept = {i + 1 for i, sc in enumerate(found) if sc in scratches or sc in drops} | {MARK_CLAIM}
