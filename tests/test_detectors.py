@@ -776,3 +776,51 @@ def test_the_working_grid_follows_the_pixel_size_to_a_phone_photograph():
     assert working_scale((3000, 4000), 0.02) == 8
     # no pixel size: the frame's size is all there is to go by
     assert [working_scale(s) for s in ((512, 640), (2048, 2448), (3000, 4000))] == [2, 4, 8]
+
+
+def _blurred_grid_photo(seed: int, scratch: bool, h: int = 512, w: int = 640):
+    """A photograph through a lens on a grid blurred far past its lines (period 92 px, edges
+    σ 16 px), light falling off to the corners, a strip of goggle frame along the top, and
+    (``scratch``) a 6 mm scratch of 6 % within a period of the frame and the picture's left
+    edge."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    ang = np.deg2rad(rng.uniform(-5, 5))
+    u, v = xx * np.cos(ang) + yy * np.sin(ang), -xx * np.sin(ang) + yy * np.cos(ang)
+    grid = ((np.mod(u, 92.0) < 18.4) | (np.mod(v, 92.0) < 18.4)).astype(np.float32)
+    light = (0.85 - 0.5 * cv2.GaussianBlur(grid, (0, 0), 16.0)) * (1 - 0.15 * ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (w * w / 4))
+    tau = np.ones((h, w), np.float32)
+    tau[: 40 + int(rng.integers(0, 10))] = 0.02
+    if scratch:
+        line = np.zeros((h, w), np.uint8)
+        x0 = int(rng.integers(40, 80))
+        cv2.line(line, (x0, 70), (x0 + 20, 170), 1, 2)
+        tau = np.where(line > 0, tau * 0.94, tau)
+    return np.clip(light * tau * 220 + rng.normal(0, 1.5, (h, w)), 0, 255).astype(np.uint8)
+
+
+def test_a_scratch_where_too_few_of_a_blurred_grids_cells_land(monkeypatch):
+    """The lattice's background at a pixel is the median of at least four of its eight
+    neighbouring cells; within a period of a strip of frame near the picture's edge fewer land,
+    and that band (5.5 mm on a coarse grid) went unjudged: a second renderer's 6.5 mm scratch of
+    6 % was missed there. Where the grid is blurred far past the local fit's window (edges σ ≥ 4
+    working px), the local fit now stands in, blended into the lattice's part without a seam,
+    away from the picture's edge and from the fit's own edges."""
+    from goggleqc.inspect import background as background_module
+
+    def counts():
+        hits = sum(any(s.length_mm > 4 and s.bbox_px[0] < 130 and s.bbox_px[1] < 200
+                       for s in inspect_lens(_blurred_grid_photo(k, True), None, SPEC, pixel_size_mm=0.06).scratches)
+                   for k in range(6))
+        false = sum(len(inspect_lens(_blurred_grid_photo(k, False), None, SPEC, pixel_size_mm=0.06).scratches)
+                    for k in range(6))
+        return hits, false
+
+    hits, false = counts()
+    monkeypatch.setattr(background_module, "SMOOTH_PATTERN_SIGMA", np.inf)  # as before: the band unjudged
+    hits_before, false_before = counts()
+    # measured: 6 of 6 found, one false line (along the picture's edge, there before too: 3)
+    assert hits >= 5 and hits_before <= 2, (hits, hits_before)
+    assert false <= false_before

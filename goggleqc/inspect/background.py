@@ -105,6 +105,11 @@ _STEEP_SLOPE = 0.1
 #: uncalibrated: the local-quadratic window radius (working px) and the level below which
 #: a pixel is not lens
 _SG_RADIUS = 3
+#: a lattice whose edges are blurred by at least this σ (working px) is smooth over the local
+#: fit's window: the local fit stands in where too few of its cells land
+SMOOTH_PATTERN_SIGMA = 4.0
+#: working px over which the local fit's background blends into the lattice's
+FILL_RAMP_PX = 8.0
 #: the largest change of the backlight across the local fit's window (as a fraction of its
 #: level) that the fit follows without leaving a rim behind
 _STEEP_CHANGE = 0.5
@@ -159,6 +164,7 @@ class Relative:
     model: str = "flat"
     target_blur_px: float = 0.0
     frame_shape: tuple[int, int] = (0, 0)
+    local_fill: np.ndarray | None = None
 
     @cached_property
     def whitened(self) -> tuple[np.ndarray, float, np.ndarray]:
@@ -167,7 +173,10 @@ class Relative:
         scratch and spot detectors."""
         d = (np.float32(1.0) - self.rel) * self.weight
         d[~self.valid] = 0
-        sigma = noise_sigma(d, self.valid)
+        # the frame's noise is read where the background model is the frame's own (not where
+        # the local fit stands in for a lattice)
+        base = self.valid if self.local_fill is None else self.valid & ~self.local_fill
+        sigma = noise_sigma(d, base)
         local = local_noise(d, self.valid, sigma)
         if self.model == "lattice":
             # a sharpened picture (an ordinary camera's) carries more pixel-to-pixel noise than
@@ -176,7 +185,7 @@ class Relative:
             # 1 it also reads the pattern's residue (1.0–1.65 on linear frames with the goggle in
             # view), and there the hysteresis and a line's mean along its length already ride
             # above the noise
-            local *= np.float32(min(1.0, noise_colour(d, self.valid, sigma)))
+            local *= np.float32(min(1.0, noise_colour(d, base, sigma)))
         return d, sigma, local
 
     def to_full(self, x: float, y: float) -> tuple[float, float]:
@@ -517,6 +526,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         origin = (x0, y0)
         small, lens = small[crop], lens[crop]
     target_blur = 0.0
+    local_fill = None
     if station is not None:
         maps = station_maps(station, scale)
         # elementwise, so a crop of the caller's whole-grid transmission is the same values
@@ -551,6 +561,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             # a periodic backlight: its own neighbouring cells are the background, of its dark
             # cells too (their noise is whitened by √bg below), down to a level where a
             # defect still shows against the camera's noise
+            local_bg, local_valid = bg, valid
             bg, ok, lattice = repeats
             seen = lit & (cv2.GaussianBlur(bg, (0, 0), 1.0) > np.float32(_MIN_LATTICE_LEVEL_FRAC * bright))
             border = _BORDER_PX
@@ -562,6 +573,25 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             model = "lattice"
             target_blur = lattice.edge_sigma * scale
             normals = ()
+            if lattice.edge_sigma >= SMOOTH_PATTERN_SIGMA:
+                # a pattern blurred far beyond the local fit's window is as smooth as uneven
+                # light to that fit: where too few of its cells land (a period's band along a
+                # frame near the picture's edge), the local fit serves, away from the picture's
+                # edge (where it is one-sided)
+                away = np.zeros(seen.shape, bool)
+                m = EDGE_MARGIN_PX + _SG_RADIUS + border
+                away[m:-m, m:-m] = True
+                trusted = _erode(local_valid, _SG_RADIUS) & away  # clear of the fit's own edges
+                local_fill = trusted & ~valid & _erode(seen, EDGE_MARGIN_PX + _SG_RADIUS)
+                if local_fill.any():
+                    # the two meet without a seam: blended over FILL_RAMP_PX into the
+                    # lattice's part (a step between them read as lines along it)
+                    dist = cv2.distanceTransform((~local_fill).view(np.uint8), cv2.DIST_L2, 3)
+                    w = np.clip(dist / np.float32(FILL_RAMP_PX), 0, 1)
+                    bg = np.where(trusted, w * bg + (1 - w) * local_bg, bg).astype(np.float32)
+                    valid = valid | local_fill
+                else:
+                    local_fill = None
         else:
             # the local fit leaves the pattern's edges as faint lines: lines along them are not
             # scratches. The lattice's own repeats leave no such residue, and a scratch along
@@ -575,7 +605,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
     np.divide(num, bg, out=rel, where=valid)
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
                     pattern_normals=normals, model=model, target_blur_px=target_blur,
-                    frame_shape=frame_shape)
+                    frame_shape=frame_shape, local_fill=local_fill)
 
 
 #: Gaussian σ (working px) at which the residue of the corners' backlight is compared
