@@ -807,7 +807,7 @@ def test_a_scratch_where_too_few_of_a_blurred_grids_cells_land(monkeypatch):
     and that band (5.5 mm on a coarse grid) went unjudged: a second renderer's 6.5 mm scratch of
     6 % was missed there. Where the grid is blurred far past the local fit's window (edges σ ≥ 4
     working px), the local fit now stands in, blended into the lattice's part without a seam,
-    away from the picture's edge and from the fit's own edges."""
+    away from the picture's edge, the fit's own edges and the picture's corners."""
     from goggleqc.inspect import background as background_module
 
     def counts():

@@ -574,24 +574,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             target_blur = lattice.edge_sigma * scale
             normals = ()
             if lattice.edge_sigma >= SMOOTH_PATTERN_SIGMA:
-                # a pattern blurred far beyond the local fit's window is as smooth as uneven
-                # light to that fit: where too few of its cells land (a period's band along a
-                # frame near the picture's edge), the local fit serves, away from the picture's
-                # edge (where it is one-sided)
-                away = np.zeros(seen.shape, bool)
-                m = EDGE_MARGIN_PX + _SG_RADIUS + border
-                away[m:-m, m:-m] = True
-                trusted = _erode(local_valid, _SG_RADIUS) & away  # clear of the fit's own edges
-                local_fill = trusted & ~valid & _erode(seen, EDGE_MARGIN_PX + _SG_RADIUS)
-                if local_fill.any():
-                    # the two meet without a seam: blended over FILL_RAMP_PX into the
-                    # lattice's part (a step between them read as lines along it)
-                    dist = cv2.distanceTransform((~local_fill).view(np.uint8), cv2.DIST_L2, 3)
-                    w = np.clip(dist / np.float32(FILL_RAMP_PX), 0, 1)
-                    bg = np.where(trusted, w * bg + (1 - w) * local_bg, bg).astype(np.float32)
-                    valid = valid | local_fill
-                else:
-                    local_fill = None
+                bg, valid, local_fill = _local_fill(bg, valid, local_bg, local_valid, seen, lattice.corner, border)
         else:
             # the local fit leaves the pattern's edges as faint lines: lines along them are not
             # scratches. The lattice's own repeats leave no such residue, and a scratch along
@@ -606,6 +589,31 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
                     pattern_normals=normals, model=model, target_blur_px=target_blur,
                     frame_shape=frame_shape, local_fill=local_fill)
+
+
+def _local_fill(bg: np.ndarray, valid: np.ndarray, local_bg: np.ndarray, local_valid: np.ndarray,
+                seen: np.ndarray, corner: np.ndarray | None, border: int):
+    """A lattice's background with the local fit standing in where too few of its cells land.
+
+    A pattern blurred far beyond the local fit's window (:data:`SMOOTH_PATTERN_SIGMA`) is as
+    smooth as uneven light to that fit, so it serves in the lattice's blind band (a period
+    along a frame near the picture's edge: a 6.5 mm scratch of 6 % went unjudged there) —
+    away from the picture's edge (where the fit is one-sided), from the fit's own edges and
+    from the picture's corners (which have their own three cells). The two meet without a
+    seam: blended over :data:`FILL_RAMP_PX` into the lattice's part (a step between them read
+    as lines along it). Returns ``bg``, ``valid`` and the filled mask (None when nothing is).
+    """
+    away = np.zeros(seen.shape, bool)
+    m = EDGE_MARGIN_PX + _SG_RADIUS + border
+    away[m:-m, m:-m] = True
+    trusted = _erode(local_valid, _SG_RADIUS) & away
+    if corner is not None:
+        trusted &= ~cv2.dilate(corner.view(np.uint8), np.ones((2 * m + 1, 2 * m + 1), np.uint8)).view(bool)
+    fill = trusted & ~valid & _erode(seen, EDGE_MARGIN_PX + _SG_RADIUS)
+    if not fill.any():
+        return bg, valid, None
+    w = np.clip(cv2.distanceTransform((~fill).view(np.uint8), cv2.DIST_L2, 3) / np.float32(FILL_RAMP_PX), 0, 1)
+    return np.where(trusted, w * bg + (1 - w) * local_bg, bg).astype(np.float32), valid | fill, fill
 
 
 #: Gaussian σ (working px) at which the residue of the corners' backlight is compared
