@@ -158,9 +158,12 @@ def test_a_large_dark_spot_on_a_plain_panel_uncalibrated(diameter_mm):
     assert result.spots[0].diameter_mm == pytest.approx(diameter_mm, rel=0.3)
 
 
-def _bubble_rel(rim_radius_px: float, gap_deg: float, seed: int = 1, n: int = 120):
+def _bubble_rel(rim_radius_px: float, gap_deg: float, seed: int = 1, n: int = 120, blur_px: float = 0.0,
+                noise: float = 0.005):
     """A working grid (scale 2) with a bubble: a dark rim of 10 % (open by ``gap_deg``) round
-    a core 10 % brighter, in noise of 0.5 %."""
+    a core 10 % brighter, blurred by ``blur_px`` (working px, 0: sharp), in noise of ``noise``."""
+    import cv2
+
     from goggleqc.inspect.background import Relative
 
     yy, xx = np.mgrid[:n, :n].astype(np.float32)
@@ -168,7 +171,10 @@ def _bubble_rel(rim_radius_px: float, gap_deg: float, seed: int = 1, n: int = 12
     ang = np.degrees(np.arctan2(yy - n / 2, xx - n / 2))
     rim = np.exp(-0.5 * ((dist - rim_radius_px) / 0.6) ** 2) * (np.abs(ang) > gap_deg / 2)
     core = np.exp(-0.5 * (dist / (0.4 * rim_radius_px)) ** 2)
-    rel = 1 - 0.1 * rim + 0.1 * core + np.random.default_rng(seed).normal(0, 0.005, (n, n))
+    bubble = -0.1 * rim + 0.1 * core
+    if blur_px:
+        bubble = cv2.GaussianBlur(bubble.astype(np.float32), (0, 0), blur_px)
+    rel = 1 + bubble + np.random.default_rng(seed).normal(0, noise, (n, n))
     return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
                     scale=2, model="lattice")
 
@@ -216,19 +222,9 @@ def test_a_blurred_small_bubble_is_no_watermark():
     A bubble's rim 1.2 mm across, blurred by the optics, curls up in a box of 2 mm whose mean
     side (less two working px) reads 1.6 mm, and its line's contrast is under a spot's: as a
     curl it would have passed for a drop. Only a closed ring can be a drop's rim."""
-    import cv2
-
-    from goggleqc.inspect.background import Relative
     from goggleqc.inspect.spots import separate
 
-    n = 120
-    yy, xx = np.mgrid[:n, :n].astype(np.float32)
-    dist = np.hypot(xx - n / 2, yy - n / 2)
-    bubble = -0.1 * np.exp(-0.5 * ((dist - 3.0) / 0.6) ** 2) + 0.1 * np.exp(-0.5 * (dist / 1.2) ** 2)
-    image = 1 + cv2.GaussianBlur(bubble.astype(np.float32), (0, 0), 0.7)
-    image += np.random.default_rng(1).normal(0, 0.003, (n, n)).astype(np.float32)
-    rel = Relative(rel=image, valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32), scale=2,
-                   model="lattice")
+    rel = _bubble_rel(3.0, 0.0, blur_px=0.7, noise=0.003)
     marks: list = []
     scratches, spots = separate(rel, pixel_size_mm=0.1, marks=marks)
     assert scratches == [] and marks == [] and [s.kind for s in spots] == ["ring"], (scratches, spots, marks)

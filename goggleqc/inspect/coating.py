@@ -726,22 +726,17 @@ def _with_hidden(core: np.ndarray, hidden: np.ndarray) -> np.ndarray | None:
     trap was measured by its lit half, 20 mm² read 13.7 and, its central part being the hidden
     one, in the marginal band (second renderer). Its hull over the trap is the least the flaw
     covers there."""
+    if not _reaches(core, hidden, 1):
+        return None
+    # within the core's box: its hull cannot leave it
     ys, xs = np.nonzero(core)
-    if len(ys) == 0:
-        return None
-    # all within the core's box (its hull cannot leave it), grown by the 1 px reach of the ring
-    h, w = core.shape
-    y0, y1 = max(0, int(ys.min()) - 1), min(h, int(ys.max()) + 2)
-    x0, x1 = max(0, int(xs.min()) - 1), min(w, int(xs.max()) + 2)
-    box_hidden = hidden[y0:y1, x0:x1]
-    ring = cv2.dilate(core[y0:y1, x0:x1].view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
-    if not (ring & box_hidden).any():
-        return None
+    y0, x0 = int(ys.min()), int(xs.min())
+    box_hidden = hidden[y0:int(ys.max()) + 1, x0:int(xs.max()) + 1]
     added = _hull(ys - y0, xs - x0, box_hidden.shape) & box_hidden
     if not added.any():
         return None
     out = core.copy()
-    out[y0:y1, x0:x1] |= added
+    out[y0:y0 + added.shape[0], x0:x0 + added.shape[1]] |= added
     return out
 
 
