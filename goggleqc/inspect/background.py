@@ -343,6 +343,27 @@ def _erode(mask: np.ndarray, r: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), k) > 0
 
 
+def _solve_sym3(a, r):
+    """Solve ``A·x = r`` per element for a symmetric 3×3 ``A`` given as nested lists of arrays.
+
+    Cramer's rule with the cofactors written out: on the fit's few thousand coarse cells this
+    is a handful of array operations, where a batched ``np.linalg.solve`` pays per cell.
+    ``A`` must be non-singular (the fit's ridge sees to it).
+    """
+    (a00, a01, a02), (_, a11, a12), (_, _, a22) = a
+    c00 = a11 * a22 - a12 * a12
+    c01 = a02 * a12 - a01 * a22
+    c02 = a01 * a12 - a02 * a11
+    c11 = a00 * a22 - a02 * a02
+    c12 = a01 * a02 - a00 * a12
+    c22 = a00 * a11 - a01 * a01
+    inv_det = 1.0 / (a00 * c00 + a01 * c01 + a02 * c02)
+    r0, r1, r2 = r
+    return ((c00 * r0 + c01 * r1 + c02 * r2) * inv_det,
+            (c01 * r0 + c11 * r1 + c12 * r2) * inv_det,
+            (c02 * r0 + c12 * r1 + c22 * r2) * inv_det)
+
+
 def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray,
                     gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, ...]:
     """Local weighted least squares ``T ≈ a + b·u + cx·gx + cy·gy`` with weights ``m·B'``, on a
@@ -357,35 +378,24 @@ def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray,
     f = _FIT_REDUCE
     mf = m.astype(np.float32)
 
-    def red(x):
-        return cv2.resize(x, (max(1, x.shape[1] // f), max(1, x.shape[0] // f)), interpolation=cv2.INTER_AREA)
+    # the products Σw, Σw·r, Σw·r·r', Σw·T, Σw·T·r of the regressors r = (u, gx, gy), with
+    # w·u = m, summed over f × f cells. The inputs are padded with zeros to whole cells (no
+    # weight there: every product carries m), so that a cell is exactly f px, as _enlarge
+    # assumes, and each reduction takes OpenCV's integer-factor area path
+    rows, cols = t.shape
+    ch, cw = -(-rows // f), -(-cols // f)
 
-    # the products, reduced four at a time as the channels of one image: the area weights (a
-    # fractional factor in general) are the same per channel, so each channel is bit for bit
-    # its own reduction, at a fraction of the cost of single-channel ones. Regressors
-    # r = (u, gx, gy): Σw, Σw·r, Σw·r·r', Σw·T, Σw·T·r, with w·u = m
-    shape = t.shape
-    p0, p1, p2 = (np.empty(shape + (4,), np.float32) for _ in range(3))
-    p3 = np.empty(shape + (2,), np.float32)
-    w, wgx, wgy = p0[..., 0], p0[..., 2], p0[..., 3]
-    np.multiply(bp, mf, out=w)
-    p0[..., 1] = mf
-    np.multiply(w, gx, out=wgx)
-    np.multiply(w, gy, out=wgy)
-    np.multiply(mf, u, out=p1[..., 0])
-    np.multiply(wgx, gx, out=p1[..., 1])
-    np.multiply(wgy, gy, out=p1[..., 2])
-    np.multiply(wgx, gy, out=p1[..., 3])
-    np.multiply(mf, gx, out=p2[..., 0])
-    np.multiply(mf, gy, out=p2[..., 1])
-    np.multiply(w, t, out=p2[..., 2])
-    np.multiply(mf, t, out=p2[..., 3])
-    np.multiply(p2[..., 2], gx, out=p3[..., 0])
-    np.multiply(p2[..., 2], gy, out=p3[..., 1])
-    cells = []
-    for prods in (p0, p1, p2, p3):
-        r = red(prods)
-        cells += [np.ascontiguousarray(r[..., j]) for j in range(prods.shape[2])]
+    def pad(x):
+        return cv2.copyMakeBorder(x, 0, ch * f - rows, 0, cw * f - cols, cv2.BORDER_CONSTANT, value=0)
+
+    t, bp, u, mf, gx, gy = (pad(x) for x in (t, bp, u, mf, gx, gy))
+    w = cv2.multiply(bp, mf)
+    wgx, wgy, wt = cv2.multiply(w, gx), cv2.multiply(w, gy), cv2.multiply(w, t)
+    products = (w, mf, wgx, wgy,
+                cv2.multiply(mf, u), cv2.multiply(wgx, gx), cv2.multiply(wgy, gy), cv2.multiply(wgx, gy),
+                cv2.multiply(mf, gx), cv2.multiply(mf, gy), wt, cv2.multiply(mf, t),
+                cv2.multiply(wt, gx), cv2.multiply(wt, gy))
+    cells = [cv2.resize(x, (cw, ch), interpolation=cv2.INTER_AREA) for x in products]
     s_w, s_u, s_gx, s_gy, _, _, _, _, _, _, s_t = cells[:11]
     first = (s_w, s_u, s_gx, s_gy)
     used = s_w > 1e-3
@@ -394,19 +404,21 @@ def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray,
         return cv2.boxFilter(c * keep, -1, (_FIT_WINDOW, _FIT_WINDOW), normalize=False, borderType=cv2.BORDER_REFLECT)
 
     def fit(keep):
-        sw, swu, swx, swy, swuu, swxx, swyy, swxy, swux, swuy, swt, swtu, swtx, swty = (box(c, keep) for c in cells)
+        sw, swu, swx, swy, swuu, swxx, swyy, swxy, swux, swuy, swt, swtu, swtx, swty = (
+            box(c, keep).astype(np.float64) for c in cells)
         swc = np.maximum(sw, 1e-6)
-        mu = np.stack([swu, swx, swy], -1) / swc[..., None]
-        second = np.stack([np.stack([swuu, swux, swuy], -1), np.stack([swux, swxx, swxy], -1),
-                           np.stack([swuy, swxy, swyy], -1)], -2) / swc[..., None, None]
-        cov = second - mu[..., :, None] * mu[..., None, :]
+        mu = (swu / swc, swx / swc, swy / swc)
         mu_t = swt / swc
-        rhs = np.stack([swtu, swtx, swty], -1) / swc[..., None] - mu_t[..., None] * mu
-        # ridge: on a uniform panel u hardly varies and b is undetermined (b → 0); where
-        # the backlight has no edges a shift changes nothing and its coefficients → 0
-        cov = cov.astype(np.float64) + np.diag([_HAZE_RIDGE, _SHIFT_RIDGE, _SHIFT_RIDGE])
-        coef = np.linalg.solve(cov, rhs.astype(np.float64)[..., None])[..., 0].astype(np.float32)
-        return (mu_t - (coef * mu).sum(-1), coef[..., 0], coef[..., 1], coef[..., 2]), sw
+        # the weighted covariance of the regressors (u, gx, gy), with a ridge: on a uniform
+        # panel u hardly varies and b is undetermined (b → 0); where the backlight has no
+        # edges a shift changes nothing and its coefficients → 0
+        ridge = (_HAZE_RIDGE, _SHIFT_RIDGE, _SHIFT_RIDGE)
+        second = ((swuu, swux, swuy), (swux, swxx, swxy), (swuy, swxy, swyy))
+        cov = [[second[i][j] / swc - mu[i] * mu[j] + (ridge[i] if i == j else 0.0) for j in range(3)]
+               for i in range(3)]
+        rhs = [s / swc - mu_t * m for s, m in zip((swtu, swtx, swty), mu)]
+        coef = _solve_sym3(cov, rhs)
+        return (mu_t - sum(c * m for c, m in zip(coef, mu)), *coef), sw
 
     def outliers(resid):
         good = resid[used]
