@@ -98,6 +98,43 @@ def test_a_bent_pattern_is_followed_cell_by_cell(angle_deg):
     assert np.median(rel[120][line]) == pytest.approx(0.85, abs=0.015)
 
 
+def test_a_remap_with_unknown_outside_keeps_what_lies_inside():
+    """A cell shifted by a registered field is unknown (NaN) only where a tap of the cubic
+    interpolation that carries weight lies outside the frame or on an unknown pixel. OpenCV
+    multiplies a NaN border value by zero weights too, which left the first and last 8 columns
+    of every bent cell unknown: a band along the picture's left and right edges unjudged."""
+    import cv2
+
+    from goggleqc.inspect.lattice import _remapped
+
+    rng = np.random.default_rng(1)
+    image = rng.random((60, 80)).astype(np.float32)
+    image[30, 40] = np.nan
+    zero = np.zeros(image.shape, np.float32)
+    out = _remapped(image, (-0.94, 0.3), zero, zero, np.nan)
+    # columns whose four taps (x − 2 … x + 1 after the shift) lie inside are known on row 10
+    assert np.isfinite(out[10, 2:79]).all() and not np.isfinite(out[10, :1]).any()
+    # the unknown pixel spoils exactly the outputs whose taps reach it
+    assert not np.isfinite(out[30, 40]) and np.isfinite(out[30, 2:38]).all()
+    gx = np.arange(80, dtype=np.float32)[None, :] - np.float32(0.94)
+    gy = np.arange(60, dtype=np.float32)[:, None] + np.float32(0.3)
+    finite = cv2.remap(np.nan_to_num(image), gx + zero, gy + zero, cv2.INTER_CUBIC,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    known = np.isfinite(out)
+    assert np.array_equal(out[known], finite[known])
+
+
+def test_a_bent_pattern_is_judged_up_to_the_picture_s_side_edges():
+    """In a bent view every neighbouring cell is remapped: the background must reach within
+    a few pixels of the picture's left and right edges, not stop 8 columns short of them."""
+    image = _grid(shape=(240, 320), period=17.0, angle_deg=0.0, noise=0.0, bend=0.06)
+    bg, ok, _ = lattice_background(image, np.ones(image.shape, bool))
+    rows = slice(40, 200)
+    assert ok[rows, 3].all() and ok[rows, -4].all()
+    rel = image[rows, :8] / bg[rows, :8]
+    assert np.percentile(np.abs(rel - 1), 99) < 0.04
+
+
 def test_a_square_on_pattern_keeps_the_exact_shifts(monkeypatch):
     """Registration replaces a shift only where it fits clearly better: on a pattern square
     to the camera the background is the exact-shift median, unchanged."""
