@@ -593,8 +593,11 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             # a stripe target's stripes (or along a spurious direction) stays a scratch.
             normals = pattern_edge_normals(bg, valid)
         weight = np.sqrt(np.clip(bg / np.float32(bright), 0, 1.5)).astype(np.float32)
-        if model == "lattice" and lattice.corner is not None:
-            weight = _corner_weight(small, bg, valid, weight, lattice.corner)
+        if model == "lattice":
+            # the corners (three cells) and a bent view's one-sided band leave more residue
+            for part in (lattice.corner, lattice.one_sided):
+                if part is not None:
+                    weight = _corner_weight(small, bg, valid, weight, part)
         num = small
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)

@@ -71,6 +71,9 @@ class Lattice:
     edge_sigma: float = 0.0
     #: where only :data:`CORNER_SHIFTS` cells served (a picture's corners); None if nowhere
     corner: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: a bent view's band where the pairs of cells ran out and one side's cells served alone
+    #: (near the picture's edge or the frame's); None if nowhere, or square on
+    one_sided: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def periods(self) -> tuple[float, float]:
@@ -611,6 +614,7 @@ def lattice_background(image: np.ndarray, valid: np.ndarray,
             one_sided = thin & (seen >= MIN_SHIFTS)
             med = np.where(one_sided, _median8(singles), med)
             n = np.where(thin, seen, n)
+            lattice = replace(lattice, one_sided=one_sided)
     if cy is not None and len(cy):
         # within a cell of two of the frame's borders (a picture's corner) only three cells
         # land: 1.5 cells square in every corner, 9 % of a photograph, went unjudged. Their
