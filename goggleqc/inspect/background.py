@@ -597,7 +597,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
             # the corners (three cells) and a bent view's one-sided band leave more residue
             for part in (lattice.corner, lattice.one_sided):
                 if part is not None:
-                    weight = _corner_weight(small, bg, valid, weight, part)
+                    weight = _residue_weight(small, bg, valid, weight, part)
         num = small
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)
@@ -631,22 +631,25 @@ def _local_fill(bg: np.ndarray, valid: np.ndarray, local_bg: np.ndarray, local_v
     return np.where(trusted, w * bg + (1 - w) * local_bg, bg).astype(np.float32), valid | fill, fill
 
 
-#: Gaussian σ (working px) at which the residue of the corners' backlight is compared
+#: Gaussian σ (working px) at which the residue of a part of a lattice's background is compared
 CORNER_RESIDUE_SIGMA = 1.5
 
 
-def _corner_weight(small: np.ndarray, bg: np.ndarray, valid: np.ndarray, weight: np.ndarray,
-                   corner: np.ndarray) -> np.ndarray:
-    """``weight`` lowered in a lattice's corners by as much as their residue exceeds the rest's.
+def _residue_weight(small: np.ndarray, bg: np.ndarray, valid: np.ndarray, weight: np.ndarray,
+                    part: np.ndarray) -> np.ndarray:
+    """``weight`` lowered over ``part`` of a lattice's background by as much as its residue
+    exceeds the rest's.
 
-    In a picture's corners only three neighbouring cells serve the background, one-sided,
-    and in a bent view they differ from the corner's own cell (scale, light): the residue
-    there is blobs of a few percent (a checker's dark cell read as a 1.9 mm spot of 10 %).
+    In a picture's corners only three neighbouring cells serve the background, and in a bent
+    view's one-sided band (near an edge, where the pairs of cells run out) the cells of one
+    side alone; both differ from the place steadily (scale, light), so the residue there is
+    larger: blobs of a few percent in a corner (a checker's dark cell read as a 1.9 mm spot of
+    10 %), faint lines along the edge in the band (a 3.3 mm line of 2.8 % on a bent close-up).
     The residue of both parts is measured on this frame (robust spread of the departure
-    smoothed to blob scale), and the corners are whitened by its ratio.
+    smoothed to blob scale), and ``part`` is whitened by its ratio.
     """
-    seen = valid & corner
-    rest = valid & ~corner
+    seen = valid & part
+    rest = valid & ~part
     if np.count_nonzero(seen) < 50 or np.count_nonzero(rest) < 500:
         return weight
     dep = np.where(valid, (np.float32(1.0) - small / np.maximum(bg, 1e-6)) * weight, 0).astype(np.float32)
@@ -661,7 +664,7 @@ def _corner_weight(small: np.ndarray, bg: np.ndarray, valid: np.ndarray, weight:
     ratio = spread(seen) / max(spread(rest), 1e-9)
     if not ratio > 1.0:
         return weight
-    return np.where(corner, weight / np.float32(ratio), weight).astype(np.float32)
+    return np.where(part, weight / np.float32(ratio), weight).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
