@@ -55,7 +55,7 @@ def test_scaling(benchmark, mp):
         inspect_lens(f, station, SPEC)  # warm-up: per-station plans
     benchmark.group = "scaling, inspect_lens vs megapixels (8-bit)"
     benchmark.pedantic(lambda: results.append(inspect_lens(frames[next(turn)], station, SPEC)),
-                       rounds=5, iterations=1)
+                       rounds=11, iterations=1)
     median_ms = benchmark.stats.stats.median * 1e3
     true_mp = w * h / 1e6
     _median_ms[true_mp] = median_ms
