@@ -153,6 +153,9 @@ class Relative:
     frame_shape : (int, int)
         ``(rows, columns)`` of the whole working grid, whose border is the picture's edge
         (``rel`` is a crop of it at ``origin``); (0, 0) when unknown.
+    local_fill : (m, n) bool ndarray or None
+        ``lattice`` only: where the local fit stands in for the lattice (:func:`_local_fill`);
+        the frame's noise is read outside it.
     """
 
     rel: np.ndarray
