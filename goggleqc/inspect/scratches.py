@@ -33,7 +33,7 @@ import numpy as np
 from skimage.morphology import skeletonize
 
 from goggleqc.errors import InputError
-from goggleqc.inspect.background import Relative
+from goggleqc.inspect.background import WORKING_PIXEL_MM, Relative
 from goggleqc.inspect.results import Mark, Scratch
 
 
@@ -73,6 +73,13 @@ class ScratchParams:
         flat the background is uncertain by a percent or two (the pattern's cells registered
         to a fraction of a pixel, the light's change between them), so a fainter line is
         not told from the model's own residue.
+    short_line_mm, min_contrast_short_uncalibrated : float
+        Without a flat, a line shorter than ``short_line_mm`` (10 working px without a pixel
+        size) must reach ``min_contrast_short_uncalibrated``: the background's residue is
+        correlated over a pattern cell or a trap's rim, so along a short line it is not
+        averaged down, and a short faint line is that residue far more often than a scratch
+        (:func:`faint_and_short`; applied by :func:`~goggleqc.inspect.spots.separate` after
+        the rims of bubbles are taken as spots).
     flat_high_factor, flat_mean_factor : float
         ``high_sigma`` and ``min_mean_sigma`` are multiplied by these on a flat-corrected
         (calibrated) image and against a pattern's own repeats (``lattice``). With a flat the
@@ -125,6 +132,8 @@ class ScratchParams:
     pattern_angle_deg: float = 6.0
     min_contrast: float = 0.0
     min_contrast_uncalibrated: float = 0.025
+    short_line_mm: float = 2.0
+    min_contrast_short_uncalibrated: float = 0.035
     flat_high_factor: float = 5.0 / 6.0
     flat_mean_factor: float = 3.5 / 3.8
     mark_min_arc_deg: float = 180.0
@@ -683,6 +692,17 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
             x0, x1 = max(0, int(xs.min()) - 2), int(xs.max()) + 3
             claimed[y0:y1, x0:x1] = cv2.dilate(claimed[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
     return found
+
+
+def faint_and_short(sc: Scratch, rel: Relative, pixel_size_mm: float | None, params: ScratchParams) -> bool:
+    """True for a line the background's residue, not a scratch, is a likelier cause of: without
+    a flat, shorter than ``params.short_line_mm`` (10 working px without a pixel size) and
+    fainter than ``params.min_contrast_short_uncalibrated``. Never with a flat."""
+    if rel.model == "flat":
+        return False
+    short_px = (params.short_line_mm / pixel_size_mm if pixel_size_mm
+                else params.short_line_mm / WORKING_PIXEL_MM * rel.scale)
+    return sc.length_px < short_px and abs(sc.contrast) < params.min_contrast_short_uncalibrated
 
 
 def sample_points(values: np.ndarray, valid: np.ndarray, px: np.ndarray, py: np.ndarray,
