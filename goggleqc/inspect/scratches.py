@@ -88,11 +88,6 @@ class ScratchParams:
         everywhere and a threshold is a true significance; the lattice's median of registered
         cells leaves little more than noise too. A local fit leaves structure that is not
         noise, and there the thresholds stay.
-    flat_segment_factor : float
-        ``segment_sigma`` is multiplied by this on a flat-corrected image only: there the
-        whitened departure is white noise, and a segment's bar sum is a true significance as a
-        pixel's response is (the same 5/6 as ``flat_high_factor``). Against a pattern's repeats
-        or a local fit, the residue along a segment is not noise, and 6σ stays.
     mark_min_arc_deg, mark_diameter_mm, mark_min_diameter_px, mark_max_rms : float
         A dark line lying on a circle (rms distance ≤ ``mark_max_rms`` × radius) of diameter
         within ``mark_diameter_mm`` (≥ ``mark_min_diameter_px`` without a pixel size) and
@@ -140,7 +135,6 @@ class ScratchParams:
     short_line_mm: float = 2.0
     min_contrast_short_uncalibrated: float = 0.035
     flat_high_factor: float = 5.0 / 6.0
-    flat_segment_factor: float = 5.0 / 6.0
     flat_mean_factor: float = 3.5 / 3.8
     mark_min_arc_deg: float = 180.0
     mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
@@ -607,8 +601,6 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     if rel.model in ("flat", "lattice"):
         params = replace(params, high_sigma=params.high_sigma * params.flat_high_factor,
                          min_mean_sigma=params.min_mean_sigma * params.flat_mean_factor)
-    if rel.model == "flat":
-        params = replace(params, segment_sigma=params.segment_sigma * params.flat_segment_factor)
     f = rel.scale
     z, normals, ds, _ = line_response(rel, params.scales)
     found: list[Scratch] = []
