@@ -821,6 +821,37 @@ def test_a_short_faint_line_without_a_flat_is_residue(length_wpx, model, reporte
         assert 0.025 < scratches[0].contrast < 0.035
 
 
+def test_with_a_flat_a_faint_hairline_off_the_pattern_edges_is_judged_by_its_true_significance():
+    """With a flat the whitened departure is white noise, so the segment test's sum along a
+    hairline is a true significance, and it asks 5σ (``flat_segment_factor``, the 5/6 that the
+    per-pixel threshold takes with a flat) instead of 6σ. A hairline 4 mm long of 2σ per pixel
+    is found in most frames (14 of 20 measured, 5 of 20 at 6σ); white noise alone gives no line
+    in 40 frames. Along the backlight pattern's edges (``edge_normals``) a misregistration
+    leaves a coherent line of residue, and 6σ stays: the same hairline is found as often as
+    with the factor off."""
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    def frame(depth, seed, n=120, edge_normals=()):
+        rel = 1.0 + np.random.default_rng(seed).normal(0, 0.01, (n, n))
+        rel[n // 2 - 10:n // 2 + 10, 60] -= depth  # 20 working px: 4 mm at 0.1 mm/px, along y
+        return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                        scale=2, model="flat", frame_shape=(n, n), edge_normals=edge_normals)
+
+    params = ScratchParams(bright=False)
+    off = dataclasses.replace(params, flat_segment_factor=1.0)
+
+    def count(p, **kw):
+        return sum(bool(find_scratches(frame(0.02, s, **kw), pixel_size_mm=0.1, params=p)) for s in range(20))
+
+    found, before = count(params), count(off)
+    assert found >= 12 and found >= before + 6, (found, before)
+    # edges across x (vertical ones, as the hairline) keep 6σ; edges at 45° do not matter
+    assert count(params, edge_normals=(0.0,)) == before
+    assert count(params, edge_normals=(np.pi / 4,)) == found
+    assert sum(len(find_scratches(frame(0.0, 100 + s), pixel_size_mm=0.1, params=params)) for s in range(40)) == 0
+
+
 def test_the_working_grid_follows_the_pixel_size_to_a_phone_photograph():
     """About 0.1–0.2 mm per working pixel whatever the camera: the station model's cameras
     (0.03–0.10 mm/px) as before, and a phone's 12–24 MP photograph of a lens (0.008–0.012

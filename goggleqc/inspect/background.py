@@ -144,6 +144,10 @@ class Relative:
     pattern_normals : tuple of float
         ``local`` model only: directions (radians, mod π) across the edges of the backlight
         pattern, where the local fit leaves its residue as lines.
+    edge_normals : tuple of float
+        ``flat`` model only: directions (radians, mod π) across the edges of the station's
+        backlight pattern (from its flat; none on a plain panel), where a misregistration
+        between flat and lens leaves a line of residue that the fit's first order does not take.
     model : str
         How the background was found: ``flat`` (the station's), ``lattice`` (the pattern's
         own repeats, :mod:`goggleqc.inspect.lattice`) or ``local`` (a robust local fit).
@@ -164,6 +168,7 @@ class Relative:
     scale: int = SCALE
     origin: tuple[int, int] = (0, 0)
     pattern_normals: tuple[float, ...] = ()
+    edge_normals: tuple[float, ...] = ()
     model: str = "flat"
     target_blur_px: float = 0.0
     frame_shape: tuple[int, int] = (0, 0)
@@ -323,6 +328,9 @@ class _StationMaps:
         self.shot = np.sqrt(self.bp).astype(np.float32)
         self.slope2 = (self.gx * self.gx + self.gy * self.gy).astype(np.float32)
         self.usable = usable
+        # the backlight pattern's edge directions, where a misregistration leaves its
+        # second-order residue as lines (none on a plain panel)
+        self.edge_normals = pattern_edge_normals(self.bp, usable)
 
 
 _maps_cache: dict[tuple[int, int], tuple[object, _StationMaps]] = {}
@@ -542,6 +550,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         small, lens = small[crop], lens[crop]
     target_blur = 0.0
     local_fill = None
+    edge_normals = ()
     if station is not None:
         maps = station_maps(station, scale)
         # elementwise, so a crop of the caller's whole-grid transmission is the same values
@@ -559,6 +568,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         valid &= bg > np.float32(0.05 * level)
         weight = _misregistration_weight(t, bg, valid, maps.shot[crop], maps.slope2[crop], maps.bp[crop])
         num, normals, model = t, (), "flat"
+        edge_normals = maps.edge_normals
     else:
         bg = _uncalibrated_bg(small)
         bright = float(np.percentile(bg, 99))
@@ -605,7 +615,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
     rel = np.ones(num.shape, np.float32)
     np.divide(num, bg, out=rel, where=valid)
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
-                    pattern_normals=normals, model=model, target_blur_px=target_blur,
+                    pattern_normals=normals, edge_normals=edge_normals, model=model, target_blur_px=target_blur,
                     frame_shape=frame_shape, local_fill=local_fill)
 
 

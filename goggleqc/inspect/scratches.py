@@ -88,6 +88,12 @@ class ScratchParams:
         everywhere and a threshold is a true significance; the lattice's median of registered
         cells leaves little more than noise too. A local fit leaves structure that is not
         noise, and there the thresholds stay.
+    flat_segment_factor : float
+        ``segment_sigma`` is multiplied by this on a flat-corrected image (the same 5/6 as
+        ``flat_high_factor``): there the whitened departure is white noise and a segment's bar
+        sum is a true significance. Not for a segment along the backlight pattern's edges
+        (:func:`segment_sigma`), nor against a pattern's repeats or a local fit, whose residue
+        along a segment is not noise.
     mark_min_arc_deg, mark_diameter_mm, mark_min_diameter_px, mark_max_rms : float
         A dark line lying on a circle (rms distance ≤ ``mark_max_rms`` × radius) of diameter
         within ``mark_diameter_mm`` (≥ ``mark_min_diameter_px`` without a pixel size) and
@@ -135,6 +141,7 @@ class ScratchParams:
     short_line_mm: float = 2.0
     min_contrast_short_uncalibrated: float = 0.035
     flat_high_factor: float = 5.0 / 6.0
+    flat_segment_factor: float = 5.0 / 6.0
     flat_mean_factor: float = 3.5 / 3.8
     mark_min_arc_deg: float = 180.0
     mark_diameter_mm: tuple[float, float] = (1.5, 10.0)
@@ -487,6 +494,23 @@ def _along_frame_border(piece: _Piece, rel) -> bool:
 #: a line along a pattern edge darker than this (median departure of its pixels) is no
 #: residue of the local fit, whose lines along the edges take a few percent
 PATTERN_LINE_MAX_CONTRAST = 0.08
+
+
+def segment_sigma(rel, axis, params: ScratchParams) -> float:
+    """The significance a faint segment (or a line of them) along ``axis`` (x, y) must reach.
+
+    With a flat, the whitened departure is white noise and ``segment_sigma`` is lowered by
+    ``flat_segment_factor``, except along the backlight pattern's edges (``rel.edge_normals``):
+    there a misregistration between flat and lens leaves its second-order residue as a line,
+    coherent along the edge, which a segment's sum does not average down.
+    """
+    if rel.model != "flat":
+        return params.segment_sigma
+    normal = np.mod(np.arctan2(axis[1], axis[0]) + np.pi / 2, np.pi)
+    tol = np.deg2rad(params.pattern_angle_deg)
+    if any(min(abs(normal - n), np.pi - abs(normal - n)) < tol for n in rel.edge_normals):
+        return params.segment_sigma
+    return params.segment_sigma * params.flat_segment_factor
 
 
 def _unjudged(piece: _Piece, rel, params: ScratchParams) -> bool:
@@ -844,7 +868,7 @@ def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, 
     stops = np.searchsorted(lab_s, sel, side="right")
     for k, g in enumerate(sel):
         # a segment counts towards a scratch when it holds at least half the significance asked
-        if not score[k] >= params.segment_sigma / 2:
+        if not score[k] >= segment_sigma(rel, (ux[g], uy[g]), params) / 2:
             continue
         py_, px_ = ys_s[starts[k]:stops[k]], xs_s[starts[k]:stops[k]]
         u = np.array([ux[g], uy[g]])
@@ -1217,9 +1241,13 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
             return None
     else:
         total = sum(p.segment[0] for p in group) / np.sqrt(sum(p.segment[1] for p in group))
-        if total < params.segment_sigma:
+        ends = np.concatenate([p.ends for p in group])
+        far = np.argmax(((ends[:, None, :] - ends[None, :, :]) ** 2).sum(-1))
+        a, b = ends[far // len(ends)], ends[far % len(ends)]
+        asked = segment_sigma(rel, tuple(b - a), params)
+        if total < asked:
             return None
-        zmax = params.high_sigma * total / params.segment_sigma
+        zmax = params.high_sigma * total / asked
     h, w = rel.rel.shape
     y0, y1, x0, x1 = max(0, ys.min() - 2), min(h, ys.max() + 3), max(0, xs.min() - 2), min(w, xs.max() + 3)
     # a short, two-pixel-wide piece loses most of its ends to thinning: its span along its
