@@ -80,6 +80,12 @@ class ScratchParams:
         averaged down, and a short faint line is that residue far more often than a scratch
         (:func:`faint_and_short`; applied by :func:`~goggleqc.inspect.spots.separate` after
         the rims of bubbles are taken as spots).
+    wide_line_mm, wide_line_max_contrast : float
+        A line measured at least ``wide_line_mm`` wide and fainter than
+        ``wide_line_max_contrast`` is a coating flaw read by the line filter (a run's streak, a
+        mottle's ridge, a void's edge: 0.5–5 % over millimetres, station-model §3), not a
+        scratch, which is thin (:func:`wide_and_faint`, applied where
+        :func:`faint_and_short` is; only with a pixel size).
     flat_high_factor, flat_mean_factor : float
         ``high_sigma`` and ``min_mean_sigma`` are multiplied by these on a flat-corrected
         (calibrated) image and against a pattern's own repeats (``lattice``). With a flat the
@@ -140,6 +146,8 @@ class ScratchParams:
     min_contrast_uncalibrated: float = 0.025
     short_line_mm: float = 2.0
     min_contrast_short_uncalibrated: float = 0.035
+    wide_line_mm: float = 0.6
+    wide_line_max_contrast: float = 0.05
     flat_high_factor: float = 5.0 / 6.0
     flat_segment_factor: float = 5.0 / 6.0
     flat_mean_factor: float = 3.5 / 3.8
@@ -727,6 +735,16 @@ def faint_and_short(sc: Scratch, rel: Relative, pixel_size_mm: float | None, par
     short_px = (params.short_line_mm / pixel_size_mm if pixel_size_mm
                 else params.short_line_mm / WORKING_PIXEL_MM * rel.scale)
     return sc.length_px < short_px and abs(sc.contrast) < params.min_contrast_short_uncalibrated
+
+
+def wide_and_faint(sc: Scratch, pixel_size_mm: float | None, params: ScratchParams) -> bool:
+    """True for a "line" that is a coating flaw's departure read by the line filter: at least
+    ``params.wide_line_mm`` wide and fainter than ``params.wide_line_max_contrast``. A scratch
+    is thin: on every development set no true scratch measured wider than 0.59 mm (0.02–0.3 mm
+    drawn, at 0.03–0.1 mm/px, through optics and a JPEG's blur). Needs the pixel size."""
+    if not pixel_size_mm:
+        return False
+    return sc.width_px * pixel_size_mm >= params.wide_line_mm and abs(sc.contrast) < params.wide_line_max_contrast
 
 
 def sample_points(values: np.ndarray, valid: np.ndarray, px: np.ndarray, py: np.ndarray,
