@@ -232,6 +232,33 @@ def test_a_run_read_as_a_line_is_the_run_and_a_scratch_in_a_halo_stays_a_scratch
     assert not _run_itself(along, [mottle])  # mottle has its own rule
 
 
+def test_a_wide_faint_line_on_a_coating_flaw_is_the_flaw():
+    """A scratch is thin: no true scratch on the development sets measured wider than 0.59 mm,
+    while 11 of the 13 lines measured 0.6–0.9 mm wide lay on a run, a mottle or a void (a
+    25 mm² run read as a 15.7 mm "scratch" of 3.4 %, 0.9 mm wide, and the mottle the coating
+    detector had found there was dropped as the line's halo). Such a line, fainter than 5 %
+    and lying mostly on a found flaw or along its edge (its box grown by 1 mm), is the flaw. Soft optics widen a true scratch past
+    0.6 mm, so a wide line elsewhere stays a scratch, as does a thin or a darker one on a flaw,
+    and any line without a pixel size (no width in mm)."""
+    from goggleqc.inspect.pipeline import _flaw_itself
+    from goggleqc.inspect.results import CoatingDefect, Scratch
+    from goggleqc.inspect.scratches import ScratchParams
+
+    params, ps = ScratchParams(), 0.1
+    mottle = CoatingDefect(kind="mottle", area_px=3550.0, contrast=0.014, zone="central", bbox_px=[184, 80, 242, 194])
+    line = Scratch(length_px=157.3, width_px=9.0, contrast=0.034, zone="central", bbox_px=[190, 62, 236, 208])
+    assert _flaw_itself(line, [mottle], ps, params)
+    assert not _flaw_itself(line, [], ps, params)
+    assert not _flaw_itself(line, [mottle], None, params)
+    assert not _flaw_itself(dataclasses.replace(line, width_px=4.0), [mottle], ps, params)  # 0.4 mm: thin
+    assert not _flaw_itself(dataclasses.replace(line, contrast=0.08), [mottle], ps, params)  # darker than a flaw
+    elsewhere = dataclasses.replace(line, bbox_px=[300, 62, 346, 208])
+    assert not _flaw_itself(elsewhere, [mottle], ps, params)
+    # along the flaw's edge, just past its found box (a mottle's found edge 1.2 mm short of its own)
+    edge = dataclasses.replace(line, bbox_px=[238, 110, 246, 138])
+    assert _flaw_itself(edge, [mottle], ps, params)
+
+
 def test_uncalibrated_coating_on_a_plain_panel():
     """Without a station the product still seeks coating defects (station-model §3), on a
     plain panel: the image stands in for the transmission, with a 4 mm background that follows

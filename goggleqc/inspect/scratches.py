@@ -82,10 +82,11 @@ class ScratchParams:
         the rims of bubbles are taken as spots).
     wide_line_mm, wide_line_max_contrast : float
         A line measured at least ``wide_line_mm`` wide and fainter than
-        ``wide_line_max_contrast`` is a coating flaw read by the line filter (a run's streak, a
-        mottle's ridge, a void's edge: 0.5–5 % over millimetres, station-model §3), not a
-        scratch, which is thin (:func:`wide_and_faint`, applied where
-        :func:`faint_and_short` is; only with a pixel size).
+        ``wide_line_max_contrast``, lying on a found coating flaw, is that flaw read by the
+        line filter (a run's streak, a mottle's ridge, a void's edge: 0.5–5 % over
+        millimetres, station-model §3), not a scratch, which is thin (:func:`wide_and_faint`;
+        applied by :func:`goggleqc.inspect.pipeline.inspect_lens` once the coating is found;
+        only with a pixel size).
     flat_high_factor, flat_mean_factor : float
         ``high_sigma`` and ``min_mean_sigma`` are multiplied by these on a flat-corrected
         (calibrated) image and against a pattern's own repeats (``lattice``). With a flat the
@@ -738,10 +739,12 @@ def faint_and_short(sc: Scratch, rel: Relative, pixel_size_mm: float | None, par
 
 
 def wide_and_faint(sc: Scratch, pixel_size_mm: float | None, params: ScratchParams) -> bool:
-    """True for a "line" that is a coating flaw's departure read by the line filter: at least
+    """True for a line as wide and faint as a coating flaw's departure: at least
     ``params.wide_line_mm`` wide and fainter than ``params.wide_line_max_contrast``. A scratch
     is thin: on every development set no true scratch measured wider than 0.59 mm (0.02–0.3 mm
-    drawn, at 0.03–0.1 mm/px, through optics and a JPEG's blur). Needs the pixel size."""
+    drawn, at 0.03–0.1 mm/px, through the usual optics and a JPEG's blur). Soft optics (a PSF
+    of 1.5–2 px) widen a scratch past that, so this alone does not make a line a flaw: it must
+    also lie on one (:func:`goggleqc.inspect.pipeline.inspect_lens`). Needs the pixel size."""
     if not pixel_size_mm:
         return False
     return sc.width_px * pixel_size_mm >= params.wide_line_mm and abs(sc.contrast) < params.wide_line_max_contrast

@@ -388,7 +388,7 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     scratches : list of Scratch
     spots : list of Spot
     """
-    from goggleqc.inspect.scratches import MARK_CLAIM, ScratchParams, faint_and_short, find_scratches, wide_and_faint
+    from goggleqc.inspect.scratches import MARK_CLAIM, ScratchParams, faint_and_short, find_scratches
 
     scratch_params = scratch_params or ScratchParams()
     spot_params = spot_params or SpotParams()
@@ -410,11 +410,9 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     curls = [sc for sc in scratches if sc not in rings and _is_curl(sc, rel.scale, pixel_size_mm)]
     scratches = [sc for sc in scratches if sc not in rings and sc not in curls]
     # what is left short and faint without a flat is the background's residue (a curled one
-    # was a bubble's rim, taken above), and what is wide and faint a coating flaw's departure
-    # (the coating detector measures it); either has hidden its side lobes, and a blob on it
-    # is still a piece of it
-    residue = [sc for sc in scratches if faint_and_short(sc, rel, pixel_size_mm, scratch_params)
-               or wide_and_faint(sc, pixel_size_mm, scratch_params)]
+    # was a bubble's rim, taken above); it has hidden its side lobes, and a blob on it is
+    # still a piece of it
+    residue = [sc for sc in scratches if faint_and_short(sc, rel, pixel_size_mm, scratch_params)]
     scratches = [sc for sc in scratches if sc not in residue]
     drops = [sc for sc in rings if _drop_rim(sc, pixel_size_mm, scratch_params, spot_params, rel.scale)]
     first = first + [_ring_spot(sc, pixel_size_mm, rel.scale) for sc in rings + curls if sc not in drops]
