@@ -505,21 +505,24 @@ def _along_frame_border(piece: _Piece, rel) -> bool:
 PATTERN_LINE_MAX_CONTRAST = 0.08
 
 
-def segment_sigma(rel, axis, params: ScratchParams) -> float:
-    """The significance a faint segment (or a line of them) along ``axis`` (x, y) must reach.
+def segment_sigma(rel, ux, uy, params: ScratchParams):
+    """The significance a faint segment (or a line of them) along the direction ``(ux, uy)``
+    must reach; arrays of directions give an array.
 
     With a flat, the whitened departure is white noise and ``segment_sigma`` is lowered by
     ``flat_segment_factor``, except along the backlight pattern's edges (``rel.edge_normals``):
     there a misregistration between flat and lens leaves its second-order residue as a line,
     coherent along the edge, which a segment's sum does not average down.
     """
+    base = np.full(np.shape(ux), params.segment_sigma)
     if rel.model != "flat":
-        return params.segment_sigma
-    normal = np.mod(np.arctan2(axis[1], axis[0]) + np.pi / 2, np.pi)
-    tol = np.deg2rad(params.pattern_angle_deg)
-    if any(min(abs(normal - n), np.pi - abs(normal - n)) < tol for n in rel.edge_normals):
-        return params.segment_sigma
-    return params.segment_sigma * params.flat_segment_factor
+        return base
+    normal = np.mod(np.arctan2(uy, ux) + np.pi / 2, np.pi)
+    along = np.zeros(np.shape(ux), bool)
+    for n in rel.edge_normals:
+        d = np.abs(normal - n)
+        along |= np.minimum(d, np.pi - d) < np.deg2rad(params.pattern_angle_deg)
+    return np.where(along, base, base * params.flat_segment_factor)
 
 
 def _unjudged(piece: _Piece, rel, params: ScratchParams) -> bool:
@@ -885,11 +888,12 @@ def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, 
     var = np.bincount(owner, seen.astype(np.float64), n)[sel] * (1.0 + 1.0 / len(SEGMENT_SIDES))
     score = per / np.sqrt(np.maximum(var, 1.0)) * (var > 0)
     out = []
+    asked = segment_sigma(rel, ux[sel], uy[sel], params)
     starts = np.searchsorted(lab_s, sel)
     stops = np.searchsorted(lab_s, sel, side="right")
     for k, g in enumerate(sel):
         # a segment counts towards a scratch when it holds at least half the significance asked
-        if not score[k] >= segment_sigma(rel, (ux[g], uy[g]), params) / 2:
+        if not score[k] >= asked[k] / 2:
             continue
         py_, px_ = ys_s[starts[k]:stops[k]], xs_s[starts[k]:stops[k]]
         u = np.array([ux[g], uy[g]])
@@ -1265,7 +1269,7 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
         ends = np.concatenate([p.ends for p in group])
         far = np.argmax(((ends[:, None, :] - ends[None, :, :]) ** 2).sum(-1))
         a, b = ends[far // len(ends)], ends[far % len(ends)]
-        asked = segment_sigma(rel, tuple(b - a), params)
+        asked = float(segment_sigma(rel, *(b - a), params))
         if total < asked:
             return None
         zmax = params.high_sigma * total / asked
