@@ -448,7 +448,57 @@ def test_a_line_off_a_rims_circle_is_not_part_of_the_rim(monkeypatch):
     ring_and_line = _lines_rel((60.0, 180.0, 300.0), 0.0, (12.0, 45.0))
     marks, found = run(ring_and_line)
     assert marks == ["watermark"] and len(found) == 1 and 20 < found[0].length_px < 45, (marks, found)
-    # without the test, the arc and the line were one "rim", and the line was in the ring's
+    # the pair is not round either (three straight pieces fit it as well as the circle): that
+    # test alone keeps both scratches too
     monkeypatch.setattr(scratches_module, "MARK_MEMBER_RMS", 99.0)
+    marks, found = run(arc_and_line)
+    assert marks == [] and len(found) == 2
+    # without either test, the arc and the line were one "rim", and the line was in the ring's
+    monkeypatch.setattr(scratches_module, "MARK_ROUND_RATIO", 0.0)
     assert run(arc_and_line) == (["watermark"], [])
     assert run(ring_and_line) == (["watermark"], [])
+
+
+@pytest.mark.parametrize("model", ["flat", "lattice"])
+def test_a_kinked_scratch_round_a_light_trap_is_a_scratch_not_a_rim(monkeypatch, model):
+    """A drop's rim is round; a kinked scratch is three straight legs. One of 13 % and 7 mm
+    whose legs lay round a light trap fitted a circle of a drop's size over 180° (rms 0.07 of
+    its radius, within the 0.2 a drop's irregular outline is allowed) and was reported as a
+    watermark, the lens passing the scratch limit (our calibrated set, seed 502). Now over
+    half a circle or more the circle must fit at least 1.3 times better than the best three
+    straight pieces (0.70 there; 2.1–9.8 for the second renderer's rims): the kinked line is a
+    scratch, and a whole ring drawn the same way stays a watermark."""
+    from goggleqc.inspect import scratches as scratches_module
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    n = 120
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+
+    def segment_dist(p, q):
+        (px, py), (qx, qy) = p, q
+        dx, dy = qx - px, qy - py
+        t = np.clip(((xx - px) * dx + (yy - py) * dy) / (dx * dx + dy * dy), 0, 1)
+        return np.hypot(xx - px - t * dx, yy - py - t * dy)
+
+    def rel_of(dist, depth=0.1):
+        rel = 1.0 - depth * np.exp(-0.5 * (dist / 0.7) ** 2) + np.random.default_rng(8).normal(0, 0.006, (n, n))
+        return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                        scale=2, model=model, frame_shape=(n, n))
+
+    # the seed 502 scratch's legs on the working grid (full-resolution points ÷ 2, moved)
+    pts = [(95.7, 34.5), (84.1, 37.2), (79.8, 45.2), (86.3, 59.0)]
+    kinked = rel_of(np.minimum.reduce([segment_dist(a, b) for a, b in zip(pts, pts[1:])]))
+    ring = rel_of(np.abs(np.hypot(xx - 60, yy - 60) - 12.0))
+    params = ScratchParams(bright=False)
+
+    def run(rel):
+        marks: list = []
+        found = find_scratches(rel, pixel_size_mm=0.1, params=params, marks=marks)
+        return [m.kind for m in marks], found
+
+    marks, found = run(kinked)
+    assert marks == [] and len(found) == 1 and found[0].length_mm > 5.5, (marks, found)
+    assert run(ring)[0] == ["watermark"]
+    monkeypatch.setattr(scratches_module, "MARK_ROUND_RATIO", 0.0)  # as before: taken for a rim
+    assert run(kinked)[0] == ["watermark"]
