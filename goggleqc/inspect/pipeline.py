@@ -127,8 +127,9 @@ WIDE_LINE_PAD_MM = 1.0
 def _flaw_itself(scratch, coating, pixel_size_mm, params: ScratchParams) -> bool:
     """True when a "scratch" is a coating flaw's departure read by the line filter: as wide and
     faint as one (a run's streak, a mottle's ridge, a void's edge) and lying mostly on a found
-    flaw or along its edge. A 25 mm² run read as a 15.7 mm line of 3.4 %, 0.9 mm wide, whose box held the mottle
-    the coating detector found there, which was then dropped as the line's halo."""
+    flaw or along its edge. A 25 mm² run read as a 15.7 mm line of 3.4 %, 0.9 mm wide, whose
+    box held the mottle the coating detector found there, which was then dropped as the
+    line's halo."""
     if not coating or not wide_and_faint(scratch, pixel_size_mm, params):
         return False
     x0, y0, x1, y1 = scratch.bbox_px
@@ -316,8 +317,8 @@ def inspect_lens(image: np.ndarray, station=None, spec: Spec | None = None, *, p
                                    scale=scale, whole_frame=whole_frame)
         else:
             coating = []
-        # a mottle's texture ridges, a run or another flaw read as a line go first, so they do not hide
-        # the coating defect itself below
+        # a mottle's texture ridges, a run or another flaw read as a line go first, so they do
+        # not hide the coating defect itself below
         scratches = [sc for sc in scratches if not (_mottle_texture(sc, coating) or _run_itself(sc, coating)
                                                     or _flaw_itself(sc, coating, ps, detectors.scratches))]
         coating = [c for c in coating if not _covers_found(c, scratches, spots, marks)]
