@@ -55,8 +55,9 @@ def stations():
 def test_no_false_scratches_on_fine_sharp_patterns(stations, shift_px):
     # measured: no false scratch on 24 lenses registered with their flat (9 with the fixed
     # misregistration weight, whose damped edges set the noise estimate at half the cells'
-    # noise); with the backlight 0.3 px off, 8 short faint ones on the sharpest grid, where a
-    # shift's second order stays (231 with the fixed weight)
+    # noise); with the backlight 0.3 px off, 8 short faint ones on the sharpest grid (9 at
+    # stop 25, before and after its 5σ test off the pattern's edges), where a shift's second
+    # order stays (231 with the fixed weight)
     found = 0
     for k, (sim, station) in enumerate(stations):
         for i in range(6):
