@@ -103,16 +103,17 @@ def _run_itself(scratch, coating) -> bool:
     """True when a "scratch" is a found run (an elongated coating streak, often millimetres
     wide) read by the line filter: its box lies mostly within the run's and it is about as
     faint. A scratch is thin and, crossing a run, runs past it or stands far above it."""
-    x0, y0, x1, y1 = scratch.bbox_px
-    own = max((x1 - x0) * (y1 - y0), 1)
-    for c in coating:
-        if c.kind != "run" or abs(scratch.contrast) >= RUN_LINE_RATIO * abs(c.contrast):
-            continue
-        bx0, by0, bx1, by1 = c.bbox_px
-        inside = max(0, min(x1, bx1) - max(x0, bx0)) * max(0, min(y1, by1) - max(y0, by0))
-        if inside >= RUN_LINE_OVERLAP * own:
-            return True
-    return False
+    return any(c.kind == "run" and abs(scratch.contrast) < RUN_LINE_RATIO * abs(c.contrast)
+               and _share_within(scratch.bbox_px, c.bbox_px) >= RUN_LINE_OVERLAP for c in coating)
+
+
+def _share_within(box, outer, pad: float = 0.0) -> float:
+    """The fraction of ``box`` ([x0, y0, x1, y1), full-resolution px) lying within ``outer``
+    grown by ``pad`` px on every side."""
+    x0, y0, x1, y1 = box
+    bx0, by0, bx1, by1 = outer[0] - pad, outer[1] - pad, outer[2] + pad, outer[3] + pad
+    inside = max(0, min(x1, bx1) - max(x0, bx0)) * max(0, min(y1, by1) - max(y0, by0))
+    return inside / max((x1 - x0) * (y1 - y0), 1)
 
 
 #: a wide faint line (:func:`~goggleqc.inspect.scratches.wide_and_faint`) with at least this
@@ -132,16 +133,8 @@ def _flaw_itself(scratch, coating, pixel_size_mm, params: ScratchParams) -> bool
     line's halo."""
     if not coating or not wide_and_faint(scratch, pixel_size_mm, params):
         return False
-    x0, y0, x1, y1 = scratch.bbox_px
-    own = max((x1 - x0) * (y1 - y0), 1)
     pad = WIDE_LINE_PAD_MM / pixel_size_mm
-    for c in coating:
-        bx0, by0, bx1, by1 = c.bbox_px
-        bx0, by0, bx1, by1 = bx0 - pad, by0 - pad, bx1 + pad, by1 + pad
-        inside = max(0, min(x1, bx1) - max(x0, bx0)) * max(0, min(y1, by1) - max(y0, by0))
-        if inside >= WIDE_LINE_OVERLAP * own:
-            return True
-    return False
+    return any(_share_within(scratch.bbox_px, c.bbox_px, pad) >= WIDE_LINE_OVERLAP for c in coating)
 
 
 #: full-resolution pixels by which the relative image's edge margin reaches past the lens

@@ -470,7 +470,12 @@ def _along_pattern(piece: _Piece, normals: tuple[float, ...], tol_deg: float) ->
     """True when a piece runs along a pattern edge: its own normal matches the edge's."""
     if not normals or len(piece.ys) < 3:
         return False
-    axis = piece.dirs[1]
+    return _across(piece.dirs[1], normals, tol_deg)
+
+
+def _across(axis, normals: tuple[float, ...], tol_deg: float) -> bool:
+    """True when a line along ``axis`` (x, y) has its normal within ``tol_deg`` of one of
+    ``normals`` (radians, mod π): it runs along those edges."""
     normal = np.mod(np.arctan2(axis[1], axis[0]) + np.pi / 2, np.pi)
     tol = np.deg2rad(tol_deg)
     return any(min(abs(normal - n), np.pi - abs(normal - n)) < tol for n in normals)
@@ -505,24 +510,17 @@ def _along_frame_border(piece: _Piece, rel) -> bool:
 PATTERN_LINE_MAX_CONTRAST = 0.08
 
 
-def segment_sigma(rel, ux, uy, params: ScratchParams):
-    """The significance a faint segment (or a line of them) along the direction ``(ux, uy)``
-    must reach; arrays of directions give an array.
+def segment_sigma(rel, axis, params: ScratchParams) -> float:
+    """The significance a line of faint segments along ``axis`` (x, y) must reach.
 
     With a flat, the whitened departure is white noise and ``segment_sigma`` is lowered by
     ``flat_segment_factor``, except along the backlight pattern's edges (``rel.edge_normals``):
     there a misregistration between flat and lens leaves its second-order residue as a line,
     coherent along the edge, which a segment's sum does not average down.
     """
-    base = np.full(np.shape(ux), params.segment_sigma)
-    if rel.model != "flat":
-        return base
-    normal = np.mod(np.arctan2(uy, ux) + np.pi / 2, np.pi)
-    along = np.zeros(np.shape(ux), bool)
-    for n in rel.edge_normals:
-        d = np.abs(normal - n)
-        along |= np.minimum(d, np.pi - d) < np.deg2rad(params.pattern_angle_deg)
-    return np.where(along, base, base * params.flat_segment_factor)
+    if rel.model != "flat" or _across(axis, rel.edge_normals, params.pattern_angle_deg):
+        return params.segment_sigma
+    return params.segment_sigma * params.flat_segment_factor
 
 
 def _unjudged(piece: _Piece, rel, params: ScratchParams) -> bool:
@@ -1321,7 +1319,7 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
         ends = np.concatenate([p.ends for p in group])
         far = np.argmax(((ends[:, None, :] - ends[None, :, :]) ** 2).sum(-1))
         a, b = ends[far // len(ends)], ends[far % len(ends)]
-        asked = float(segment_sigma(rel, *(b - a), params))
+        asked = segment_sigma(rel, b - a, params)
         if total < asked:
             return None
         zmax = params.high_sigma * total / asked
