@@ -59,7 +59,11 @@ class CoatingParams:
     texture_mm : float
         Gaussian σ of the local-variance window for mottle, mm.
     edge_margin_mm : float
-        Band inside the lens edge (and around light traps) that is not searched, mm.
+        Band inside the lens edge (and, without a flat, around light traps) that is not
+        searched, mm.
+    trap_margin_mm : float
+        With a flat: band around light traps (beyond the blocks they darken) that is not
+        searched, mm.
     k_high, k_low : float
         Hysteresis thresholds in noise σ of the smoothed departure map.
     k_texture_high, k_texture_low : float
@@ -86,6 +90,7 @@ class CoatingParams:
     haze_mm: float = 6.0
     texture_mm: float = 2.0
     edge_margin_mm: float = 1.0
+    trap_margin_mm: float = 0.0
     k_high: float = 6.0
     k_low: float = 3.0
     k_texture_high: float = 6.0
@@ -324,7 +329,8 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     margin = max(1, int(round(params.edge_margin_mm / mm_px)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
     if station is not None:
-        maps = _station_maps(station, factor, margin)
+        trap_margin = max(0, int(round(params.trap_margin_mm / mm_px)))
+        maps = _station_maps(station, factor, trap_margin)
         scatter, noise_weight, known_inner = maps.scatter, maps.noise_weight, maps.known_inner
         patterned = station.backlight == "pattern"
         t = None  # reduced below, only where it is searched
@@ -577,11 +583,12 @@ def _station_maps(station, factor: int, margin: int) -> _CoatingMaps:
         return cache[key]
     red = reduced_station(station, factor)
     known = red.valid > 0.999
+    lit = known & ~_trap_edges(station, factor, known.shape) if station.backlight != "pattern" else known
     scatter = red.scatter_ratio / np.maximum(red.valid, 1e-6)
     noise_weight = np.sqrt(np.maximum(red.flat, 1e-6) / max(_median(red.flat[known]), 1e-6)) \
         if known.any() else np.ones_like(red.flat)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-    maps = _CoatingMaps(known_inner=cv2.erode(known.view(np.uint8), disc).view(bool), scatter=scatter,
+    maps = _CoatingMaps(known_inner=cv2.erode(lit.view(np.uint8), disc).view(bool), scatter=scatter,
                         scatter_sq=scatter * scatter, scatter_m1=(scatter - 1.0).astype(np.float32),
                         noise_weight=noise_weight, noise_weight_sq=noise_weight * noise_weight)
     for a in maps.__dict__.values():
@@ -589,6 +596,42 @@ def _station_maps(station, factor: int, margin: int) -> _CoatingMaps:
     if cache is not None:
         cache[key] = maps
     return maps
+
+
+#: with a plain panel, a flat below this fraction of its surround's brightest is a light
+#: trap's edge, where the haze light model is too uncertain to read a coating flaw
+TRAP_EDGE_LEVEL = 0.9
+#: the surround (radius, mm) whose brightest pixel gives the level at a trap's edge
+TRAP_EDGE_SURROUND_MM = 1.5
+
+
+def _trap_edges(station, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Blocks (of ``factor`` px, ``shape`` of them) holding a pixel of a light trap's edge:
+    where the flat is below :data:`TRAP_EDGE_LEVEL` of the brightest within
+    :data:`TRAP_EDGE_SURROUND_MM` (a square; the flat through a 3 × 3 median first, so that
+    one hot pixel does not raise its surround).
+
+    There the frame's haze light ``h·(B ⊛ K)`` is a large part of what is seen (where the
+    flat is at half its level, as much again as at full), and ``K`` is known only nominally;
+    a misregistration's residue grows with the flat's slope too. A lens of 5 % haze left
+    rings of 1–3 % round the traps where a fixed margin let the search reach into a soft
+    trap edge. Past this edge the model's share is small."""
+    flat = cv2.medianBlur(station.flat.astype(np.float32, copy=False), 3)
+    ps = station.pixel_size_mm or 0.1
+    # the surround's brightest on a grid 4× coarser (its block means), which is as good a
+    # level and a sixteenth of the work
+    coarse = reduce_image(flat, 4)
+    r = max(1, int(round(TRAP_EDGE_SURROUND_MM / ps / 4)))
+    level = cv2.dilate(coarse, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
+    level = cv2.resize(level, (level.shape[1] * 4, level.shape[0] * 4), interpolation=cv2.INTER_NEAREST)
+    level = cv2.copyMakeBorder(level, 0, max(0, flat.shape[0] - level.shape[0]), 0,
+                               max(0, flat.shape[1] - level.shape[1]), cv2.BORDER_REPLICATE)
+    dim = (flat < np.float32(TRAP_EDGE_LEVEL) * level[:flat.shape[0], :flat.shape[1]]).astype(np.float32)
+    edges = reduce_image(dim, factor) > 0.5
+    out = np.zeros(shape, bool)
+    h, w = min(shape[0], edges.shape[0]), min(shape[1], edges.shape[1])
+    out[:h, :w] = edges[:h, :w]
+    return out
 
 
 def _global_haze(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, border: int = cv2.BORDER_REFLECT) -> float:
