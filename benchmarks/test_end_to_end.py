@@ -24,7 +24,6 @@ import pytest
 from bench_data import add_passes, size_grid
 from goggleqc.benchmarking import opencv_threads
 from goggleqc.inspect.pipeline import inspect_lens
-from goggleqc.parallel import frame_threads
 from goggleqc.spec import DEFAULT_SPEC, load_spec
 
 SPEC = load_spec(DEFAULT_SPEC)
@@ -84,7 +83,7 @@ def test_lenses_per_s(benchmark, frame_sets, size, mode):
     def run(pool):
         return list(pool.map(lambda f: inspect_lens(f, station, SPEC), batch))
 
-    with opencv_threads(cv2_threads), frame_threads(workers), ThreadPoolExecutor(max_workers=workers) as pool:
+    with opencv_threads(cv2_threads), ThreadPoolExecutor(max_workers=workers) as pool:
         errors = sum(r.verdict == "error" for r in run(pool))  # warm-up
         benchmark.group = f"end to end, lenses/s, {size} 8-bit"
         benchmark.pedantic(run, args=(pool,), rounds=3, iterations=1)

@@ -38,7 +38,6 @@ import numpy as np
 
 from goggleqc.capture.imagefile import decode_image
 from goggleqc.errors import GoggleQCError, InputError
-from goggleqc.parallel import frame_threads
 from goggleqc.inspect.results import Result, VerdictCounts
 from goggleqc.inspect.tone import png_tone
 from goggleqc.report.overlay import draw_overlay, thumbnail, write_png
@@ -466,7 +465,7 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
         record_outcome(outcome, sinks, summary, on_skip=on_skip, on_record=on_record, error_log=error_log)
 
     try:
-        with _StopOnSigint(stop), frame_threads(workers if executor is None else 1):
+        with _StopOnSigint(stop):
             while True:
                 while not exhausted and not stop.is_set() and len(pending) < limit:
                     try:

@@ -16,9 +16,7 @@ Two things live here:
 Threading choice: OpenCV releases the GIL, so frame-level parallelism uses Python threads,
 one frame per thread, with OpenCV's internal pool set to 1 thread
 (``cv2.setNumThreads(1)``) so that the two levels of parallelism do not fight over the
-cores, and the interpreter's switch interval shortened while they run
-(:func:`goggleqc.parallel.frame_threads`). "Single-threaded" means one worker thread and
-``cv2.setNumThreads(1)``: one core.
+cores. "Single-threaded" means one worker thread and ``cv2.setNumThreads(1)``: one core.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ import numpy as np
 
 from goggleqc.calibration.station import Pattern, Station, Trap
 from goggleqc.errors import InputError
-from goggleqc.parallel import frame_threads
 
 #: field of view (mm across the frame width) used when no pixel size is given: a goggle
 #: (about 80 mm of lens plus the frame) fills ~80 % of the frame, as on a real fixture
@@ -250,7 +247,7 @@ def measure_throughput(fn: Callable[[np.ndarray], object], frames: Sequence[np.n
             fn(frames[i % len(frames)])
             lat.append((time.perf_counter() - t0) * 1e3)
 
-    with frame_threads(workers), ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for fut in [pool.submit(worker) for _ in range(workers)]:
             fut.result()
     wall = time.perf_counter() - t_start
