@@ -20,7 +20,8 @@ scratches and spots, so they are sought on the flat-corrected transmission reduc
 
 Objects smaller than ``min_area_mm2``, thinner than ``min_width_mm`` or stronger than
 ``max_contrast`` are left to the spot and scratch detectors. Light traps (flat too dark to
-divide: transmission 0) and the lens edge are excluded.
+divide: transmission 0) and the lens edge are excluded; with a flat on a plain panel, so is a
+trap's edge, where the flat is below 0.9 of its surround (:func:`_trap_edges`).
 
 Without a station (:func:`uncalibrated`) the image itself stands in for the transmission, on a
 plain panel only: the panel's own unevenness (0.5–3 % over centimetres) is what a void looks
