@@ -584,7 +584,7 @@ def _station_maps(station, factor: int, margin: int) -> _CoatingMaps:
         return cache[key]
     red = reduced_station(station, factor)
     known = red.valid > 0.999
-    lit = (known & ~_trap_edges(station, factor, known.shape)) if station.backlight != "pattern" else known
+    lit = (known & ~_trap_edges(station, factor)) if station.backlight != "pattern" else known
     scatter = red.scatter_ratio / np.maximum(red.valid, 1e-6)
     noise_weight = np.sqrt(np.maximum(red.flat, 1e-6) / max(_median(red.flat[known]), 1e-6)) \
         if known.any() else np.ones_like(red.flat)
@@ -606,8 +606,8 @@ TRAP_EDGE_LEVEL = 0.9
 TRAP_EDGE_SURROUND_MM = 1.5
 
 
-def _trap_edges(station, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    """Blocks (of ``factor`` px, ``shape`` of them) more than half of whose pixels lie on a
+def _trap_edges(station, factor: int) -> np.ndarray:
+    """Blocks (of ``factor`` px, on the grid of :func:`reduced_station`) more than half of whose pixels lie on a
     light trap's edge or in the trap: where the flat is below :data:`TRAP_EDGE_LEVEL` of the
     brightest within :data:`TRAP_EDGE_SURROUND_MM` (a square; the flat through a 3 × 3 median
     first, so that one hot pixel does not raise its surround). More than half, not any: a
@@ -628,14 +628,10 @@ def _trap_edges(station, factor: int, shape: tuple[int, int]) -> np.ndarray:
     r = max(1, int(round(TRAP_EDGE_SURROUND_MM / ps / 4)))
     level = cv2.dilate(coarse, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
     level = cv2.resize(level, (level.shape[1] * 4, level.shape[0] * 4), interpolation=cv2.INTER_NEAREST)
-    level = cv2.copyMakeBorder(level, 0, max(0, flat.shape[0] - level.shape[0]), 0,
-                               max(0, flat.shape[1] - level.shape[1]), cv2.BORDER_REPLICATE)
-    dim = (flat < np.float32(TRAP_EDGE_LEVEL) * level[:flat.shape[0], :flat.shape[1]]).astype(np.float32)
-    edges = reduce_image(dim, factor) > 0.5
-    out = np.zeros(shape, bool)
-    h, w = min(shape[0], edges.shape[0]), min(shape[1], edges.shape[1])
-    out[:h, :w] = edges[:h, :w]
-    return out
+    level = cv2.copyMakeBorder(level, 0, flat.shape[0] - level.shape[0], 0, flat.shape[1] - level.shape[1],
+                               cv2.BORDER_REPLICATE)
+    dim = (flat < np.float32(TRAP_EDGE_LEVEL) * level).astype(np.float32)
+    return reduce_image(dim, factor) > 0.5
 
 
 def _global_haze(t: np.ndarray, scatter: np.ndarray, weight: np.ndarray, border: int = cv2.BORDER_REFLECT) -> float:

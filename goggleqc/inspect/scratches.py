@@ -979,9 +979,14 @@ def _circle(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float, float,
     sol = np.linalg.lstsq(a, x * x + y * y, rcond=None)[0]
     cx, cy = sol[0] / 2, sol[1] / 2
     r = float(np.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0)))
-    rms = float(np.sqrt(np.mean((np.hypot(x - cx, y - cy) - r) ** 2)))
+    rms = _circle_rms(x, y, cx, cy, r)
     sectors = np.unique(np.floor((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
     return float(cx), float(cy), r, rms, 10.0 * len(sectors)
+
+
+def _circle_rms(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float) -> float:
+    """The rms distance of points from the circle of centre ``(cx, cy)`` and radius ``r``."""
+    return float(np.sqrt(np.mean((np.hypot(xs - cx, ys - cy) - r) ** 2)))
 
 
 def _on_circle(xs, ys, f: int, ps: float | None, params: ScratchParams):
@@ -1080,10 +1085,9 @@ def _off_circle(members: list, fit) -> float:
     half the circle, and a 12.6 mm scratch of 15 % was taken for a rim. So each line must
     follow the circle on its own (:data:`MARK_MEMBER_RMS`): rims of the simulators' drops do
     within 0.14·r (95 %), scratches caught with them lay 0.2–0.5·r off."""
-    cx, cy, r = fit[:3]
     xs = np.concatenate([p.xs for p in members]).astype(np.float64)
     ys = np.concatenate([p.ys for p in members]).astype(np.float64)
-    return float(np.sqrt(np.mean((np.hypot(xs - cx, ys - cy) - r) ** 2)))
+    return _circle_rms(xs, ys, *fit[:3])
 
 
 #: a rim is round: its circle fits its pixels at least this many times better (rms) than the
@@ -1130,8 +1134,7 @@ def _round(xs: np.ndarray, ys: np.ndarray, fit) -> bool:
     (:data:`MARK_ROUND_RATIO`): a drop's rim is round, a kinked scratch round an obstacle is not.
     Judged on arcs of half a circle or more, where three pieces cannot follow a circle closely."""
     cx, cy, r = fit[:3]
-    rms = float(np.sqrt(np.mean((np.hypot(xs - cx, ys - cy) - r) ** 2)))
-    return _polyline_rms(xs, ys, cx, cy) >= MARK_ROUND_RATIO * max(rms, 0.25)
+    return _polyline_rms(xs, ys, cx, cy) >= MARK_ROUND_RATIO * max(_circle_rms(xs, ys, cx, cy, r), 0.25)
 
 
 def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams, rel=None) -> tuple[list, list]:
