@@ -459,6 +459,62 @@ def test_a_line_off_a_rims_circle_is_not_part_of_the_rim(monkeypatch):
     assert run(ring_and_line) == (["watermark"], [])
 
 
+def _rim_with_tail_rel(bump: float, tail: bool, seed: int = 3):
+    """A working grid (scale 2) with a drop's closed rim (radius 30 px, 6 %, its outline
+    pushed out by ``bump`` px over ±20° at 200°) and, when ``tail``, a scratch of 12 % that
+    leaves the rim at 30° and runs 36 px outward, bending a little (a second renderer's
+    photograph, seed 8: a 4.8 mm scratch that ran into a watermark)."""
+    from goggleqc.inspect.background import Relative
+
+    n, c = 200, 100.0
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    ang = np.arctan2(yy - c, xx - c)
+    wrapped = (ang - np.deg2rad(200) + np.pi) % (2 * np.pi) - np.pi
+    radius = 30 + bump * np.exp(-0.5 * (wrapped / np.deg2rad(10)) ** 2)
+    rim = np.exp(-0.5 * ((np.hypot(xx - c, yy - c) - radius) / 0.8) ** 2)
+    line = np.zeros_like(rim)
+    if tail:
+        t = np.linspace(0, 1, 400)
+        a = np.deg2rad(30) + 0.4 * t ** 2  # bends by 23° over its length
+        r = 30 + 36 * t
+        px, py = c + r * np.cos(a), c + r * np.sin(a)
+        for x, y in zip(px, py):
+            line = np.maximum(line, np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 0.8 ** 2))
+    rel = 1.0 - np.maximum(0.06 * rim, 0.12 * line) + np.random.default_rng(seed).normal(0, 0.006, (n, n))
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                    scale=2, model="lattice")
+
+
+@pytest.mark.parametrize("bump", [0.0, 8.0])
+def test_a_scratch_that_runs_into_a_watermark_is_cut_off_its_rim(monkeypatch, bump):
+    """A scratch that touches a dried drop's rim is one connected line with it. Read whole, a
+    closed ring of a drop's size with a tail, it was taken for a watermark and the scratch was
+    lost (a 4.8 mm scratch of 13 %, a false accept). Now most of the line fits the rim's
+    circle, and the run that leaves it is measured as a scratch of its own; the rim stays a
+    watermark. A bulge of the drop's outline leaves the circle and comes back: no scratch."""
+    import goggleqc.inspect.scratches as scratches_module
+    from goggleqc.inspect.spots import separate
+
+    def run(rel):
+        marks: list = []
+        scratches, spots = separate(rel, pixel_size_mm=0.06, marks=marks)
+        return scratches, spots, [m.kind for m in marks]
+
+    scratches, spots, marks = run(_rim_with_tail_rel(bump, tail=True))
+    assert marks == ["watermark"] and spots == [], (marks, spots)
+    assert len(scratches) == 1, scratches
+    # drawn 36 working px (4.3 mm) from the rim; the pixels within 0.15 of the radius of it
+    # stay with the rim
+    assert 3.2 <= scratches[0].length_mm <= 4.6, scratches[0]
+    assert abs(scratches[0].contrast) > 0.08
+    # a rim alone, with or without a bulge, is a watermark and nothing else
+    assert run(_rim_with_tail_rel(bump, tail=False)) == ([], [], ["watermark"])
+    # read whole, the rim and its scratch were one watermark
+    monkeypatch.setattr(scratches_module, "RIM_TAIL_OFF", 99.0)
+    scratches, spots, marks = run(_rim_with_tail_rel(bump, tail=True))
+    assert scratches == [] and marks == ["watermark"]
+
+
 @pytest.mark.parametrize("model", ["flat", "lattice"])
 def test_a_kinked_scratch_round_a_light_trap_is_a_scratch_not_a_rim(monkeypatch, model):
     """A drop's rim is round; a kinked scratch is three straight legs. One of 13 % and 7 mm
