@@ -1,8 +1,11 @@
 """End to end: ``inspect_lens`` per frame, and lenses/s on one core and on all cores.
 
 Per-frame benchmarks cycle through four rendered lenses (defect-free and defective) of the
-station. Throughput benchmarks inspect a batch of frames with a pool of worker threads, one
-frame per thread, OpenCV's own pool at one thread (see conftest); a third variant runs one
+station. Throughput benchmarks inspect a batch of frames with a pool of workers, one frame per
+worker, OpenCV's own pool at one thread (see conftest): worker threads (the batch's
+default), or worker processes that each hold the station and the frames (sent once; each
+frame's verdict comes back), as ``goggleqc inspect --pool processes`` and ``goggleqc bench
+--pool processes`` run them. A fourth variant runs one
 worker with OpenCV's pool at one thread per core instead, to show which way of using the
 cores wins.
 
@@ -22,7 +25,7 @@ import numpy as np
 import pytest
 
 from bench_data import add_passes, size_grid
-from goggleqc.benchmarking import opencv_threads
+from goggleqc.benchmarking import HeldInspector, frame_pool, inspect_held, opencv_threads
 from goggleqc.inspect.pipeline import inspect_lens
 from goggleqc.spec import DEFAULT_SPEC, load_spec
 
@@ -68,27 +71,36 @@ def test_inspect_lens(benchmark, frame_sets, references, size, bits):
 
 THROUGHPUT = [pytest.param(size, mode, id=f"{size}-8bit-{mode}",
                            marks=() if size in ("5MP", "1.3MP") else pytest.mark.full)
-              for size in ("5MP", "2MP", "1.3MP") for mode in ("1-worker", f"{CORES}-workers", "1-worker-cv2pool")]
+              for size in ("5MP", "2MP", "1.3MP")
+              for mode in ("1-worker", f"{CORES}-workers", f"{CORES}-processes", "1-worker-cv2pool")]
 
 
 @pytest.mark.parametrize("size, mode", THROUGHPUT)
 def test_lenses_per_s(benchmark, frame_sets, size, mode):
     data = frame_sets(size, 8)
     frames, station = data.frames, data.station
-    workers = CORES if mode.endswith("-workers") else 1
+    workers = CORES if mode.endswith(("-workers", "-processes")) else 1
     cv2_threads = CORES if mode.endswith("cv2pool") else 1
     n = FRAMES_PER_WORKER * max(workers, 2)
     batch = [frames[i % len(frames)] for i in range(n)]
 
-    def run(pool):
-        return list(pool.map(lambda f: inspect_lens(f, station, SPEC), batch))
+    if mode.endswith("-processes"):
+        def run(pool):
+            return inspect_held(pool, range(n))
 
-    with opencv_threads(cv2_threads), ThreadPoolExecutor(max_workers=workers) as pool:
-        errors = sum(r.verdict == "error" for r in run(pool))  # warm-up
+        pool_cm = frame_pool(HeldInspector(station, SPEC), frames, workers)
+    else:
+        def run(pool):
+            return [r.verdict for r in pool.map(lambda f: inspect_lens(f, station, SPEC), batch)]
+
+        pool_cm = ThreadPoolExecutor(max_workers=workers)
+    with opencv_threads(cv2_threads), pool_cm as pool:
+        errors = sum(v == "error" for v in run(pool))  # warm-up (in every worker process: n ≥ 2 per worker)
         benchmark.group = f"end to end, lenses/s, {size} 8-bit"
         benchmark.pedantic(run, args=(pool,), rounds=3, iterations=1)
     rate = n / benchmark.stats.stats.median
     benchmark.extra_info.update(size=size, bits=8, workers=workers, opencv_threads=cv2_threads, frames_per_round=n,
+                                pool="processes" if mode.endswith("-processes") else "threads",
                                 lenses_per_s=round(rate, 1), error_verdicts=errors)
     if mode == "1-worker":
         _single_rate[size] = rate

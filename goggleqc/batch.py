@@ -3,10 +3,12 @@
 Paths are walked lazily (:func:`iter_image_paths`) and fed to a pool of workers with at
 most ``max_in_flight`` images submitted at a time, so 100,000 files hold no more memory
 than ten. Each worker reads a file, hashes it, decodes it, inspects it and draws its
-overlay (:class:`ImageJob`); OpenCV and numpy release the GIL, so with two or more threads
-one image decodes while another is analysed. Records are handed to the sinks in the
-calling thread as each image completes, so a single SQLite connection suffices and every
-record is on disk before the next is taken.
+overlay (:class:`ImageJob`). Workers are threads (OpenCV and numpy release the GIL in their
+big calls, so one image decodes while another is analysed) or processes
+(:class:`JobProcessPool`: each holds the job, sent once, and is sent only paths; see
+:data:`POOLS` for when they pay). Records are handed to the sinks in
+the calling thread as each image completes, so a single SQLite connection suffices and
+every record is on disk before the next is taken.
 
 The per-image function is injected: ``inspect_fn(image, name) -> Result``. The CLI passes
 :class:`LensInspector` (the real pipeline); benchmarks pass :func:`decode_only`; a
@@ -22,13 +24,15 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import multiprocessing
 import os
 import re
 import signal
 import threading
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -53,11 +57,21 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-#: Worker threads by default: one per usable core (at most 8). Measured on the 2-core
+#: Workers by default: one per usable core (at most 8). Measured on the 2-core
 #: development machine with 5 MP PNGs (docs/results-db.md, "Choosing --workers"): 2 threads
 #: give 1.97× the images/s of 1 decoding and 1.73× with the full pipeline; 3 or 4 add
 #: nothing while each costs another frame of memory.
 DEFAULT_WORKERS = max(1, min(_usable_cores(), 8))
+
+#: How the workers share the cores: threads of this process (the default) or separate
+#: processes. OpenCV and numpy release the interpreter lock in their big calls, but the
+#: pipeline also makes many small ones: two processes inspect 5 MP frames in memory about a
+#: third faster than two threads. In a batch, reading and decoding each file (which releases
+#: the lock) narrow that to nothing for PNG files and to about a tenth for BMP, while each
+#: process takes about a second to start, receive the station and build its cached plans,
+#: and holds its own copy of everything (docs/results-db.md, "Processes or threads").
+POOLS = ("threads", "processes")
+DEFAULT_POOL = "threads"
 
 #: images submitted but not yet written, per worker: enough to keep every worker busy while
 #: the main thread writes, few enough that memory stays at a handful of frames
@@ -313,6 +327,71 @@ class ImageJob:
         return Outcome(key, record, traceback=trace)
 
 
+# -- worker processes ----------------------------------------------------------------------------
+
+#: the job a worker process runs, installed once when the process starts
+_installed_job: ImageJob | None = None
+
+
+def _install_job(job: ImageJob, opencv_threads: int) -> None:
+    """Start a worker process: keep ``job`` for every image it is sent.
+
+    Ctrl-C reaches every process of the terminal's group; it is the parent's to handle (it
+    lets the images being inspected finish), so a worker ignores it.
+    """
+    global _installed_job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(opencv_threads)
+    _installed_job = job
+
+
+def _run_installed(path: str | Path) -> Outcome:
+    assert _installed_job is not None, "worker started without a job"
+    return _installed_job(path)
+
+
+class WorkerError(GoggleQCError):
+    """A worker process died (killed, out of memory); the records written before are kept."""
+
+
+def process_context():
+    """How worker processes start: from a fork server that has imported the pipeline (not by
+    forking this process, whose other threads, such as a progress bar's or OpenCV's own, may
+    hold locks), or spawned where there is no fork server."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["goggleqc.batch", "goggleqc.inspect.pipeline"])
+    return context
+
+
+def _died(paths: list) -> WorkerError:
+    shown = ", ".join(map(str, paths[:4])) + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
+    return WorkerError(f"a worker process died (killed, or out of memory?) with these images in progress: {shown}; "
+                       "the records written before are saved: rerun with --resume, or with --pool threads")
+
+
+class JobProcessPool(Executor):
+    """A pool of processes that each hold one :class:`ImageJob`, sent once when they start.
+
+    Submitting the job's own path sends only the path: the station's arrays cross to each
+    worker once, not once per image. Workers start as :func:`process_context` says.
+    """
+
+    def __init__(self, job: ImageJob, workers: int, opencv_threads: int = 1):
+        self.job = job
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=process_context(), initializer=_install_job,
+                                         initargs=(job, opencv_threads))
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        if fn is self.job:
+            return self._pool.submit(_run_installed, *args, **kwargs)
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 # -- the runner ----------------------------------------------------------------------------------
 
 
@@ -389,8 +468,9 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
               max_in_flight: int | None = None, on_record: Callable[[dict[str, Any], BatchSummary], None] | None = None,
               on_skip: Callable[[str, BatchSummary], None] | None = None,
               error_log: str | Path | None = None, stop: threading.Event | None = None,
-              executor: Executor | None = None, opencv_threads: int | None = None) -> BatchSummary:
-    """Inspect every path with ``inspect_fn`` on ``workers`` threads and stream records to ``sinks``.
+              executor: Executor | None = None, opencv_threads: int | None = None,
+              pool: str = "threads") -> BatchSummary:
+    """Inspect every path with ``inspect_fn`` on ``workers`` workers and stream records to ``sinks``.
 
     Parameters
     ----------
@@ -403,7 +483,7 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
     sinks : sequence of objects with ``write(record)``
         Called in this thread, in completion order, once per inspected image.
     workers : int
-        Worker threads (ignored when ``executor`` is given).
+        Worker threads or processes (ignored when ``executor`` is given).
     overlays, out_dir, done
         See :class:`ImageJob`.
     max_in_flight : int, optional
@@ -422,6 +502,10 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
         ``workers > 1``, so the cores are shared across images, not by nested pools inside
         each (measured neutral for the pipeline, see docs/results-db.md); unchanged with
         one worker.
+    pool : {'threads', 'processes'}
+        What the workers are (see :data:`POOLS`). Processes need a picklable
+        ``inspect_fn``; one worker always runs as a thread, as a process would add only
+        its start-up.
 
     Returns
     -------
@@ -438,6 +522,8 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
         raise InputError(f"--workers must be 1 or more, not {workers}")
     if overlays not in OVERLAY_MODES:
         raise InputError(f"--overlays {overlays!r}: use one of {', '.join(OVERLAY_MODES)}")
+    if pool not in POOLS:
+        raise InputError(f"--pool {pool!r}: use threads or processes")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and overlays != "none":
         (out / "overlays" / "thumbs").mkdir(parents=True, exist_ok=True)
@@ -448,18 +534,26 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
     cv_threads_before = cv2.getNumThreads()
     if opencv_threads is None and workers > 1 and executor is None:
         opencv_threads = 1
-    if opencv_threads is not None:
+    processes = executor is None and pool == "processes" and workers > 1
+    if opencv_threads is not None and not processes:
         cv2.setNumThreads(opencv_threads)
-    pool = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="goggleqc-batch")
-    pending: set[Future] = set()
+    if executor is not None:
+        pool = executor
+    elif processes:
+        pool = JobProcessPool(job, workers, opencv_threads=opencv_threads or 1)
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="goggleqc-batch")
+    pending: dict[Future, str] = {}
     source = iter(paths)
     exhausted = False
 
-    def handle(future: Future) -> None:
+    def handle(future: Future, path: str) -> None:
         try:
             outcome: Outcome = future.result()
         except OutputError:
             raise
+        except BrokenProcessPool:
+            raise _died([path, *pending.values()]) from None
         except OSError as exc:
             raise OutputError(f"cannot write results ({exc.strerror or exc})") from None
         record_outcome(outcome, sinks, summary, on_skip=on_skip, on_record=on_record, error_log=error_log)
@@ -473,22 +567,25 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.add(pool.submit(job, path))
+                    try:
+                        pending[pool.submit(job, path)] = str(path)
+                    except (BrokenProcessPool, BrokenPipeError):
+                        raise _died([path, *pending.values()]) from None
                 if not pending:
                     break
                 # a short timeout so a stop request is seen even while every worker is busy
-                finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                finished, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    handle(future)
+                    handle(future, pending.pop(future))
                 if stop.is_set():
                     # finish and write what is already running; drop what has not started
                     for future in pending:
                         future.cancel()
-                    started = [f for f in pending if not f.cancelled()]
+                    started = {f: p for f, p in pending.items() if not f.cancelled()}
                     cancelled = len(pending) - len(started)
-                    pending = set()
+                    pending = {}
                     for future in wait(started).done:
-                        handle(future)
+                        handle(future, started[future])
                     summary.interrupted = summary.interrupted or cancelled > 0 or not exhausted
                     break
             if stop.is_set() and not exhausted:
@@ -498,7 +595,7 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
             future.cancel()
         if executor is None:
             pool.shutdown(wait=True, cancel_futures=True)
-        if opencv_threads is not None:
+        if opencv_threads is not None and not processes:
             cv2.setNumThreads(cv_threads_before)
         summary.wall_s = time.perf_counter() - summary.started
     return summary

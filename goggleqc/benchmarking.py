@@ -8,15 +8,19 @@ Two things live here:
   known defects. :func:`frames_for_station` renders lenses *through a given calibrated
   station* (its own dark, flat and scatter map), so ``goggleqc bench --station DIR`` times
   the pipeline on frames that look like that station's.
-- **Timing.** :func:`measure_latency` (one frame at a time) and :func:`measure_throughput`
-  (several worker threads) run the pipeline for a fixed wall time and return per-frame
-  latencies and lenses/s; :func:`opencv_threads` pins OpenCV's own thread pool while they
-  run; :func:`linear_fit` gives slope, intercept and R² for the scaling check.
+- **Timing.** :func:`measure_latency` (one frame at a time), :func:`measure_throughput`
+  (several worker threads) and :func:`measure_process_throughput` (several worker
+  processes, each holding the station and frames: :func:`frame_pool`) run the pipeline for
+  a fixed wall time and return per-frame latencies and lenses/s; :func:`opencv_threads`
+  pins OpenCV's own thread pool while they run; :func:`linear_fit` gives slope, intercept
+  and R² for the scaling check.
 
-Threading choice: OpenCV releases the GIL, so frame-level parallelism uses Python threads,
-one frame per thread, with OpenCV's internal pool set to 1 thread
+Parallel choice: one frame per worker, with OpenCV's internal pool set to 1 thread
 (``cv2.setNumThreads(1)``) so that the two levels of parallelism do not fight over the
-cores. "Single-threaded" means one worker thread and ``cv2.setNumThreads(1)``: one core.
+cores. OpenCV and numpy release the GIL in their big calls, but the pipeline makes many
+small ones too: on two cores two threads inspect frames in memory about a quarter slower
+than two processes, so both are measured (the batch runs threads by default, as decoding
+files narrows the gap: :data:`goggleqc.batch.POOLS`). "Single-threaded" means one worker and ``cv2.setNumThreads(1)``: one core.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -254,6 +259,93 @@ def measure_throughput(fn: Callable[[np.ndarray], object], frames: Sequence[np.n
     return len(lat) / wall, np.asarray(lat)
 
 
+# -- worker processes holding frames ---------------------------------------------------------------
+
+#: (inspect callable, frames) of a frame-pool worker, installed once when it starts
+_held: tuple | None = None
+
+
+def _hold(inspect_fn, frames) -> None:
+    global _held
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    cv2.setNumThreads(1)
+    _held = (inspect_fn, list(frames))
+
+
+def _inspect_held(i: int) -> str:
+    """Inspect held frame ``i`` (modulo their number); the verdict, so little crosses back."""
+    fn, frames = _held
+    return fn(frames[i % len(frames)]).verdict
+
+
+def _loop_held(first: int, step: int, until: float, min_calls: int) -> tuple[list[float], list[str]]:
+    """Inspect held frames ``first``, ``first + step``, … until wall time ``until``
+    (``time.time()``) and at least ``min_calls`` frames; per-frame latencies (ms) and verdicts."""
+    fn, frames = _held
+    lat: list[float] = []
+    verdicts: list[str] = []
+    i = first
+    while len(lat) < min_calls or time.time() < until:
+        t0 = time.perf_counter()
+        verdicts.append(fn(frames[i % len(frames)]).verdict)
+        lat.append((time.perf_counter() - t0) * 1e3)
+        i += step
+    return lat, verdicts
+
+
+@dataclass(frozen=True)
+class HeldInspector:
+    """``inspect_lens(frame, station, spec)`` as a picklable callable of one frame."""
+
+    station: Station
+    spec: object
+
+    def __call__(self, frame: np.ndarray):
+        from goggleqc.inspect.pipeline import inspect_lens
+
+        return inspect_lens(frame, self.station, self.spec)
+
+
+def frame_pool(inspect_fn: Callable[[np.ndarray], object], frames: Sequence[np.ndarray], workers: int):
+    """A pool of ``workers`` processes, each holding ``inspect_fn`` (picklable) and ``frames``,
+    sent once when it starts: submit :func:`_inspect_held` with a frame index, or use
+    :func:`measure_process_throughput`. Started as the batch's are
+    (:func:`goggleqc.batch.process_context`)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from goggleqc.batch import process_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=process_context(), initializer=_hold,
+                               initargs=(inspect_fn, list(frames)))
+
+
+def inspect_held(pool, indices: Sequence[int]) -> list[str]:
+    """Verdicts of held frames ``indices``, inspected across a :func:`frame_pool`."""
+    return list(pool.map(_inspect_held, indices))
+
+
+def measure_process_throughput(pool, workers: int, seconds: float, *, min_calls: int | None = None
+                               ) -> tuple[float, np.ndarray, dict[str, int]]:
+    """Lenses/s, per-frame latencies (ms) and counts of verdicts of a :func:`frame_pool` of ``workers`` processes,
+    each looping over the held frames for ``seconds`` (and at least ``min_calls`` frames in
+    all, by default ``2·workers``); the rate is frames ÷ the wall time until the last
+    worker is done. Each worker first inspects a frame untimed (the station's cached plans
+    are built once per process)."""
+    min_calls = 2 * workers if min_calls is None else min_calls
+    inspect_held(pool, range(2 * workers))  # warm-up: start the processes, build their plans
+    t_start = time.time()
+    each = -(-min_calls // workers)
+    futures = [pool.submit(_loop_held, k, workers, t_start + seconds, each) for k in range(workers)]
+    done = [fut.result() for fut in futures]
+    wall = time.time() - t_start
+    lat = [v for ms, _ in done for v in ms]
+    verdicts: dict[str, int] = {}
+    for _, vs in done:
+        for v in vs:
+            verdicts[v] = verdicts.get(v, 0) + 1
+    return len(lat) / wall, np.asarray(lat), verdicts
+
+
 def percentiles_ms(latencies_ms: np.ndarray) -> dict[str, float]:
     """p50, p95 and p99 of latencies (ms)."""
     p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
@@ -295,6 +387,8 @@ class BenchReport:
     verdicts: dict[str, int]
     stage_ms: dict[str, float]
     errors: tuple[str, ...] = ()
+    #: what the all-core workers were: processes or threads
+    pool: str = "threads"
 
     @property
     def headroom(self) -> float:
@@ -320,14 +414,15 @@ def cpu_model() -> str:
 
 
 def run_bench(station: Station, frames: Sequence[np.ndarray], spec, *, seconds: float, target_fps: float,
-              workers: int | None = None) -> BenchReport:
+              workers: int | None = None, pool: str = "threads") -> BenchReport:
     """Time :func:`goggleqc.inspect.pipeline.inspect_lens` on ``frames`` for about ``seconds``.
 
     Half the time runs one frame at a time on one core (latency percentiles, single-threaded
-    lenses/s), half runs ``workers`` threads (default: all cores) for the all-core rate. One
-    warm-up call first builds the station's cached precomputations. A slow pipeline overruns
-    ``seconds`` by at most about four frame times (3 single-threaded frames minimum, one per
-    worker, the tail).
+    lenses/s), half runs ``workers`` workers (default: all cores), threads or processes as
+    ``pool`` says (the batch's default is threads), for the all-core rate. One warm-up
+    call first builds the station's cached precomputations (in each worker process too). A
+    slow pipeline overruns ``seconds`` by at most about four frame times (3 single-threaded
+    frames minimum, one per worker, the tail), plus the worker processes' start.
     """
     from goggleqc.inspect.pipeline import inspect_lens
 
@@ -354,9 +449,15 @@ def run_bench(station: Station, frames: Sequence[np.ndarray], spec, *, seconds: 
         single_rate = len(single) / (single.sum() / 1e3)
         # stage times from the single-threaded run only: under load they include waiting
         stage_ms = {k: float(np.median(v)) for k, v in stages.items()}
-        multi_rate, multi = measure_throughput(one, frames, workers, seconds / 2, min_calls=workers)
+        if pool == "processes":
+            with frame_pool(HeldInspector(station, spec), frames, workers) as procs:
+                multi_rate, multi, counts = measure_process_throughput(procs, workers, seconds / 2, min_calls=workers)
+            for k, v in counts.items():
+                verdicts[k] = verdicts.get(k, 0) + v
+        else:
+            multi_rate, multi = measure_throughput(one, frames, workers, seconds / 2, min_calls=workers)
     h, w = station.shape
-    return BenchReport(width=w, height=h, bits=station.bits, cores=cores, workers=workers,
+    return BenchReport(width=w, height=h, bits=station.bits, cores=cores, workers=workers, pool=pool,
                        single_lenses_per_s=float(single_rate), multi_lenses_per_s=float(multi_rate),
                        latency_ms=percentiles_ms(single), target_fps=target_fps,
                        frames_timed=len(single) + len(multi), verdicts=dict(verdicts),

@@ -114,6 +114,16 @@ class TruthInspector:
                 self.active -= 1
 
 
+    def __getstate__(self):  # a worker process gets its own counters and lock
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 class ListSink:
     def __init__(self):
         self.records: list[dict] = []
@@ -445,3 +455,97 @@ def test_csv_and_jsonl_flush_per_record(tmp_path):
     assert seen == [(i, i) for i in range(1, len(truth) + 1)]
     jsonl.close()
     csvw.close()
+
+
+# -- worker processes ----------------------------------------------------------------------------
+
+
+def _comparable(records: list[dict]) -> list[dict]:
+    return sorted(({k: v for k, v in r.items() if k != "timing_ms"} for r in records), key=lambda r: r["path"])
+
+
+def test_worker_processes_write_what_threads_write(tmp_path):
+    """``--pool processes``: each worker a process holding the job, sent once. The records (and
+    overlays) are those of the thread pool."""
+    folder = truth_set()
+    truth = load_truth(folder)
+    out = {}
+    for pool in ("threads", "processes"):
+        sink = ListSink()
+        summary = run_batch(iter_image_paths([folder / "lenses"]), TruthInspector(truth), [sink], workers=2,
+                            pool=pool, overlays="fail", out_dir=tmp_path / pool)
+        assert summary.n_done == len(truth) and not summary.interrupted
+        out[pool] = sink.records
+    assert _comparable(out["processes"]) == _comparable(out["threads"])
+    assert sorted(p.name for p in (tmp_path / "processes" / "overlays").glob("*.png")) == \
+        sorted(p.name for p in (tmp_path / "threads" / "overlays").glob("*.png"))
+    with pytest.raises(InputError, match="--pool 'fibres': use threads or processes"):
+        run_batch([], TruthInspector(truth), [], pool="fibres")
+
+
+def test_a_stop_request_with_worker_processes_keeps_what_was_done():
+    folder = truth_set()
+    truth = load_truth(folder)
+    stop = threading.Event()
+    sink = ListSink()
+
+    def on_record(record, summary):
+        if summary.n_done == 3:
+            stop.set()
+
+    summary = run_batch(iter_image_paths([folder / "lenses"]), TruthInspector(truth, delay_s=0.02), [sink],
+                        workers=2, pool="processes", stop=stop, on_record=on_record)
+    assert summary.interrupted and 3 <= summary.n_done < len(truth)
+    assert len(sink.records) == summary.n_done
+
+
+class DiesOn(TruthInspector):
+    """Truth replay whose worker process exits at one image, as when the kernel kills it."""
+
+    def __init__(self, truth, name: str):
+        super().__init__(truth)
+        self.name = name
+
+    def __call__(self, image, name):
+        if name == self.name:
+            os._exit(9)
+        return super().__call__(image, name)
+
+
+def test_a_worker_process_that_dies_ends_the_batch_with_a_clear_error():
+    from goggleqc.batch import WorkerError
+
+    folder = truth_set()
+    truth = load_truth(folder)
+    victim = sorted(truth)[5]
+    sink = ListSink()
+    with pytest.raises(WorkerError, match=r"a worker process died \(killed, or out of memory\?\) with these images "
+                                          r"in progress: .*" + victim + r".*rerun with --resume"):
+        run_batch(iter_image_paths([folder / "lenses"]), DiesOn(truth, victim), [sink], workers=2, pool="processes")
+    assert 0 < len(sink.records) < len(truth)  # what finished before is written
+    assert victim not in {r["image"] for r in sink.records}
+
+
+def test_worker_processes_ignore_ctrl_c():
+    """Ctrl-C reaches every process of the terminal's group: the workers leave it to the batch,
+    which finishes the images in progress (a worker that died of it would lose them)."""
+    import signal
+
+    from goggleqc.batch import ImageJob, JobProcessPool
+
+    folder = truth_set()
+    truth = load_truth(folder)
+    job = ImageJob(TruthInspector(truth, delay_s=0.3))
+    paths = sorted(iter_image_paths([folder / "lenses"]))[:4]
+    pool = JobProcessPool(job, 2)
+    try:
+        futures = [pool.submit(job, p) for p in paths]
+        time.sleep(0.2)
+        for proc in list(pool._pool._processes.values()):
+            os.kill(proc.pid, signal.SIGINT)
+        errors = [f.exception(timeout=30) for f in futures]
+    finally:
+        pool.shutdown()
+    assert errors == [None] * len(paths)
+    assert [f.result().record["image"] for f in futures] == [p.name for p in paths]
+

@@ -65,7 +65,8 @@ def _report_rows(page: str) -> dict[str, str]:
     return {html.unescape(p): v for p, v in rows}
 
 
-def test_calibrated_batch_report_matches_jsonl(cli, tmp_path):
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_calibrated_batch_report_matches_jsonl(cli, tmp_path, pool):
     folder = sample_set(24, seed=21)
     lot = tmp_path / "lot ü"
     shutil.copytree(folder / "lenses", lot)
@@ -73,7 +74,8 @@ def test_calibrated_batch_report_matches_jsonl(cli, tmp_path):
     write_image(lot / "wrong size.png", np.ascontiguousarray(image[:200, :300]))
     write_image(lot / "sixteen bit.tif", image.astype(np.uint16) * 257)
     out = tmp_path / "out"
-    result = cli("inspect", lot, "--station", folder / "station", "--spec", folder / "spec.toml", "--out", out)
+    result = cli("inspect", lot, "--station", folder / "station", "--spec", folder / "spec.toml", "--out", out,
+                 "--pool", pool)
     assert result.exit_code == 3, result.output
     records = list(read_records(out / "results.jsonl"))
     assert len(records) == 26 and len({r["path"] for r in records}) == 26

@@ -23,14 +23,17 @@ def _number(label: str, output: str) -> float:
     return float(m.group(1))
 
 
-def test_bench_meets_a_low_target_and_prints_everything(cli):
-    res = cli("bench", *SMALL, "--fps", "0.5")
+@pytest.mark.parametrize("pool", ["processes", "threads"])
+def test_bench_meets_a_low_target_and_prints_everything(cli, pool):
+    res = cli("bench", *SMALL, "--fps", "0.5", "--pool", pool)
     assert res.exit_code == 0, res.output
     out = res.output
     for label in ("lenses/s, single-threaded", "lenses/s, all cores", "latency p50 / p95 / p99", "headroom", "machine"):
         assert label in out
+    row = re.search(rf"lenses/s, all cores \(\d+ {pool}\)\W*([\d.]+)", out)
+    assert row, out
     single = _number("lenses/s, single-threaded", out)
-    multi = _number("lenses/s, all cores (", out.replace("threads)", "threads) "))
+    multi = float(row.group(1))
     assert single > 0.5 and multi > 0.5
     assert "meets 0.5 FPS" in out
     p50, p95, p99 = (float(v) for v in re.search(r"([\d.]+) / ([\d.]+) / ([\d.]+)", out).groups())
@@ -58,6 +61,7 @@ def test_bench_on_a_station_folder(cli, tmp_path):
     (["--size", "320x256", "--fps", "0"], "--fps must be above 0"),
     (["--size", "320x256", "--seconds", "0"], "--seconds must be above 0"),
     (["--size", "320x256", "--seconds", "100"], "at most 20"),
+    (["--size", "320x256", "--pool", "fibres"], "--pool 'fibres': use threads or processes"),
     (["--size", "320x256", "--workers", "0"], "--workers must be 1 or more"),
     (["--size", "320x256", "--bits", "12"], "--bits 12: use 8 or 16"),
     (["--size", "320x256", "--backlight", "led"], "use uniform or pattern"),

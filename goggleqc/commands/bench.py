@@ -27,7 +27,9 @@ def bench(
     seconds: float = typer.Option(10.0, "--seconds", help=f"Timing budget in seconds (at most {MAX_SECONDS:g}); half single-threaded, half on all cores."),
     bits: int = typer.Option(8, "--bits", help="Bit depth of a synthetic station (8 or 16); a --station sets its own."),
     backlight: str = typer.Option("uniform", "--backlight", help="Backlight of a synthetic station: uniform or pattern."),
-    workers: int = typer.Option(None, "--workers", help="Worker threads for the all-core rate (default: one per core)."),
+    workers: int = typer.Option(None, "--workers", help="Workers for the all-core rate (default: one per core)."),
+    pool: str = typer.Option("threads", "--pool", help="What the all-core workers are, as in `goggleqc inspect "
+                             "--pool`: threads (the batch's default) or processes.", metavar="threads|processes"),
 ) -> None:
     """Time the end-to-end inspection on synthetic lenses and check it against a target camera FPS.
 
@@ -47,6 +49,8 @@ def bench(
             raise GoggleQCError(f"--seconds must be above 0 and at most {MAX_SECONDS:g}, not {seconds:g}")
         if workers is not None and workers < 1:
             raise GoggleQCError(f"--workers must be 1 or more, not {workers}")
+        if pool not in ("processes", "threads"):
+            raise GoggleQCError(f"--pool {pool!r}: use threads or processes")
         if bits not in (8, 16):
             raise GoggleQCError(f"--bits {bits}: use 8 or 16")
         if backlight not in ("uniform", "pattern"):
@@ -71,7 +75,8 @@ def bench(
                 data = B.synthetic_set(width, height, bits=bits, backlight=backlight, count=BENCH_FRAMES)
             station, frames = data.station, data.frames
         with console.status(f"timing inspect_lens for {seconds:g} s ..."):
-            report = B.run_bench(station, frames, spec, seconds=seconds, target_fps=fps, workers=workers)
+            report = B.run_bench(station, frames, spec, seconds=seconds, target_fps=fps, workers=workers,
+                                 pool=pool)
     except GoggleQCError as exc:
         fail(str(exc))
         return
@@ -79,7 +84,7 @@ def bench(
     _print(report, source, B.cpu_model(), elapsed)
     if not report.meets_target:
         console.print(f"[bold red]too slow:[/] {report.multi_lenses_per_s:.1f} lenses/s on {report.workers} "
-                      f"thread(s) is below the target {fps:g} FPS", highlight=False)
+                      f"{report.pool} is below the target {fps:g} FPS", highlight=False)
         raise typer.Exit(EXIT_TOO_SLOW)
     console.print(f"[bold green]ok:[/] meets {fps:g} FPS with headroom ×{report.headroom:.2f}", highlight=False)
 
@@ -91,7 +96,7 @@ def _print(report, source: str, cpu: str, elapsed_s: float) -> None:
     table.add_column("value", justify="right")
     table.add_row("machine", f"{report.cores} cores, {cpu}")
     table.add_row("lenses/s, single-threaded", f"{report.single_lenses_per_s:.1f}")
-    table.add_row(f"lenses/s, all cores ({report.workers} threads)", f"{report.multi_lenses_per_s:.1f}")
+    table.add_row(f"lenses/s, all cores ({report.workers} {report.pool})", f"{report.multi_lenses_per_s:.1f}")
     lat = report.latency_ms
     table.add_row("latency p50 / p95 / p99 (ms)", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f}")
     table.add_row("target camera FPS", f"{report.target_fps:g}")
