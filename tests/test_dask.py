@@ -252,6 +252,8 @@ def test_missing_dask_says_how_to_install(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--executor", "spark"], "--executor 'spark': use local or dask"),
     (["--scheduler", "tcp://127.0.0.1:8786"], "--scheduler is for --executor dask; add --executor dask"),
+    (["--executor", "dask", "--pool", "processes"], "--pool is for --executor local"),
+    (["--pool", "fibres"], "--pool 'fibres': use threads or processes"),
 ])
 def test_bad_executor_options_exit_2(tmp_path, args, message):
     folder = dask_set()

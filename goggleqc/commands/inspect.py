@@ -187,6 +187,8 @@ def inspect(
             raise InputError(f"--executor {executor!r}: use local or dask")
         if scheduler is not None and executor != "dask":
             raise InputError("--scheduler is for --executor dask; add --executor dask")
+        if executor == "dask" and pool != DEFAULT_POOL:
+            raise InputError("--pool is for --executor local; Dask sizes its own workers (see docs/cluster.md)")
         if executor == "dask":
             from goggleqc.dask_executor import require_dask
 
