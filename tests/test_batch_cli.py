@@ -59,6 +59,7 @@ def test_inspect_folder_writes_all_outputs(cli, tmp_path, truth_fn):
     con.close()
     page = (out / "report.html").read_text(encoding="utf-8")
     assert f'<b id="n-fail">{n_fail}</b>' in page
+    assert "<th>workers</th><td>2 threads</td>" in page
     assert len(list((out / "overlays").glob("*.png"))) == n_fail
 
 

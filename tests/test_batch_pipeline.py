@@ -75,7 +75,7 @@ def test_calibrated_batch_report_matches_jsonl(cli, tmp_path, pool):
     write_image(lot / "sixteen bit.tif", image.astype(np.uint16) * 257)
     out = tmp_path / "out"
     result = cli("inspect", lot, "--station", folder / "station", "--spec", folder / "spec.toml", "--out", out,
-                 "--pool", pool)
+                 "--pool", pool, "--workers", "2")
     assert result.exit_code == 3, result.output
     records = list(read_records(out / "results.jsonl"))
     assert len(records) == 26 and len({r["path"] for r in records}) == 26
@@ -96,6 +96,7 @@ def test_calibrated_batch_report_matches_jsonl(cli, tmp_path, pool):
             assert r["extra"].get("lens_contours_px")  # zones drawn from the pipeline's contours
             assert r["haze_kind"] == "calibrated" or r["haze_kind"] == "raw"
     assert "320×256, 8-bit" in page  # the station used
+    assert f"<th>workers</th><td>2 {pool}</td>" in page
     con = sqlite3.connect(out / "results.sqlite")
     assert dict(con.execute("SELECT verdict, count(*) FROM inspections GROUP BY verdict").fetchall()) == dict(counts)
     con.close()

@@ -277,7 +277,8 @@ def inspect(
     else:
         store.finish_run(status="failed", n_images=0, n_pass=0, n_fail=0, n_error=0)
     store.close()
-    run_info = {"out_dir": str(out), "workers": workers, "pool": pool if executor == "local" else "dask"}
+    run_info = {"out_dir": str(out), "workers": workers,
+                "pool": "dask" if executor == "dask" else pool if workers > 1 else "thread"}
     if summary is not None:
         run_info.update(images=summary.n_done, skipped=summary.n_skipped, wall_s=summary.wall_s,
                         images_per_s=summary.images_per_s, interrupted=summary.interrupted)

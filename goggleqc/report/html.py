@@ -274,7 +274,8 @@ def render_report(data: ReportData, *, spec: Any = None, station: dict[str, Any]
         What to show about the station (folder, backlight, pixel size, calibration date, ...).
     run : dict, optional
         Throughput of the run that wrote the report: ``images``, ``wall_s``,
-        ``images_per_s``, ``workers``, ``skipped``, ``interrupted``, ``out_dir``.
+        ``images_per_s``, ``workers``, ``pool`` (threads, processes or dask), ``skipped``,
+        ``interrupted``, ``out_dir``.
     """
     run = run or {}
     counts = data.counts
@@ -310,7 +311,8 @@ def render_report(data: ReportData, *, spec: Any = None, station: dict[str, Any]
                   ("skipped (already done, --resume)", run.get("skipped")),
                   ("wall time", f"{run['wall_s']:.1f} s" if run.get("wall_s") is not None else None),
                   ("throughput", f"{run['images_per_s']:.2f} images/s" if run.get("images_per_s") else None),
-                  ("workers", run.get("workers")),
+                  ("workers", f"{run['workers']} {run['pool']}" if run.get("workers") and run.get("pool")
+                   else run.get("workers")),
                   ("median time per image (one worker)", f"{sorted(times)[len(times) // 2]:.0f} ms" if times else None)]
     throughput_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in throughput if v is not None)
     if run.get("interrupted"):
