@@ -26,6 +26,7 @@ import glob
 import hashlib
 import multiprocessing
 import os
+import pickle
 import re
 import signal
 import threading
@@ -571,6 +572,12 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
                         pending[pool.submit(job, path)] = str(path)
                     except (BrokenProcessPool, BrokenPipeError):
                         raise _died([path, *pending.values()]) from None
+                    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                        if not processes:
+                            raise
+                        # a worker process is sent the job when it starts, in submit
+                        raise InputError(f"--pool processes: the inspection cannot be sent to a worker process "
+                                         f"({type(exc).__name__}: {exc}); use --pool threads") from None
                 if not pending:
                     break
                 # a short timeout so a stop request is seen even while every worker is busy

@@ -481,6 +481,8 @@ def test_worker_processes_write_what_threads_write(tmp_path):
         sorted(p.name for p in (tmp_path / "threads" / "overlays").glob("*.png"))
     with pytest.raises(InputError, match="--pool 'fibres': use threads or processes"):
         run_batch([], TruthInspector(truth), [], pool="fibres")
+    with pytest.raises(InputError, match="cannot be sent to a worker process .*; use --pool threads"):
+        run_batch(iter_image_paths([folder / "lenses"]), lambda image, name: None, [], workers=2, pool="processes")
 
 
 def test_a_stop_request_with_worker_processes_keeps_what_was_done():
