@@ -334,15 +334,20 @@ class ImageJob:
 _installed_job: ImageJob | None = None
 
 
-def _install_job(job: ImageJob, opencv_threads: int) -> None:
-    """Start a worker process: keep ``job`` for every image it is sent.
+def start_worker_process(opencv_threads: int = 1) -> None:
+    """What every worker process does first: ignore Ctrl-C and size OpenCV's own pool.
 
     Ctrl-C reaches every process of the terminal's group; it is the parent's to handle (it
     lets the images being inspected finish), so a worker ignores it.
     """
-    global _installed_job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(opencv_threads)
+
+
+def _install_job(job: ImageJob, opencv_threads: int) -> None:
+    """Start a worker process: keep ``job`` for every image it is sent."""
+    global _installed_job
+    start_worker_process(opencv_threads)
     _installed_job = job
 
 
@@ -539,11 +544,11 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
     if opencv_threads is not None and not processes:
         cv2.setNumThreads(opencv_threads)
     if executor is not None:
-        pool = executor
+        runner = executor
     elif processes:
-        pool = JobProcessPool(job, workers, opencv_threads=opencv_threads or 1)
+        runner = JobProcessPool(job, workers, opencv_threads=opencv_threads or 1)
     else:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="goggleqc-batch")
+        runner = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="goggleqc-batch")
     pending: dict[Future, str] = {}
     source = iter(paths)
     exhausted = False
@@ -569,7 +574,7 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
                         exhausted = True
                         break
                     try:
-                        pending[pool.submit(job, path)] = str(path)
+                        pending[runner.submit(job, path)] = str(path)
                     except (BrokenProcessPool, BrokenPipeError):
                         raise _died([path, *pending.values()]) from None
                     except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -601,7 +606,7 @@ def run_batch(paths: Iterable[str | Path], inspect_fn: InspectFn, sinks: Sequenc
         for future in pending:
             future.cancel()
         if executor is None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            runner.shutdown(wait=True, cancel_futures=True)
         if opencv_threads is not None and not processes:
             cv2.setNumThreads(cv_threads_before)
         summary.wall_s = time.perf_counter() - summary.started

@@ -20,7 +20,8 @@ Parallel choice: one frame per worker, with OpenCV's internal pool set to 1 thre
 cores. OpenCV and numpy release the GIL in their big calls, but the pipeline makes many
 small ones too: on two cores two threads inspect frames in memory about a quarter slower
 than two processes, so both are measured (the batch runs threads by default, as decoding
-files narrows the gap: :data:`goggleqc.batch.POOLS`). "Single-threaded" means one worker and ``cv2.setNumThreads(1)``: one core.
+files narrows the gap: :data:`goggleqc.batch.POOLS`). "Single-threaded" means one worker
+and ``cv2.setNumThreads(1)``: one core.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -266,9 +266,10 @@ _held: tuple | None = None
 
 
 def _hold(inspect_fn, frames) -> None:
+    from goggleqc.batch import start_worker_process
+
     global _held
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    cv2.setNumThreads(1)
+    start_worker_process(1)
     _held = (inspect_fn, list(frames))
 
 
@@ -326,10 +327,10 @@ def inspect_held(pool, indices: Sequence[int]) -> list[str]:
 
 def measure_process_throughput(pool, workers: int, seconds: float, *, min_calls: int | None = None
                                ) -> tuple[float, np.ndarray, dict[str, int]]:
-    """Lenses/s, per-frame latencies (ms) and counts of verdicts of a :func:`frame_pool` of ``workers`` processes,
-    each looping over the held frames for ``seconds`` (and at least ``min_calls`` frames in
-    all, by default ``2·workers``); the rate is frames ÷ the wall time until the last
-    worker is done. Each worker first inspects a frame untimed (the station's cached plans
+    """Lenses/s, per-frame latencies (ms) and counts of verdicts of a :func:`frame_pool` of
+    ``workers`` processes, each looping over the held frames for ``seconds`` (and at least
+    ``min_calls`` frames in all, by default ``2·workers``); the rate is frames ÷ the wall
+    time until the last worker is done. Each worker first inspects a frame untimed (the station's cached plans
     are built once per process)."""
     min_calls = 2 * workers if min_calls is None else min_calls
     inspect_held(pool, range(2 * workers))  # warm-up: start the processes, build their plans

@@ -49,7 +49,9 @@ def bench(
             raise GoggleQCError(f"--seconds must be above 0 and at most {MAX_SECONDS:g}, not {seconds:g}")
         if workers is not None and workers < 1:
             raise GoggleQCError(f"--workers must be 1 or more, not {workers}")
-        if pool not in ("processes", "threads"):
+        from goggleqc.batch import POOLS
+
+        if pool not in POOLS:
             raise GoggleQCError(f"--pool {pool!r}: use threads or processes")
         if bits not in (8, 16):
             raise GoggleQCError(f"--bits {bits}: use 8 or 16")
