@@ -515,6 +515,45 @@ def test_a_scratch_that_runs_into_a_watermark_is_cut_off_its_rim(monkeypatch, bu
     assert scratches == [] and marks == ["watermark"]
 
 
+def _short_arc_rel(ring_depth: float, seed: int = 5):
+    """A working grid (scale 2) with a drop's rim of radius 30 px seen over 36° at 5 % and,
+    round the rest of its circle, ``ring_depth``; noise 0.6 %. The rest of the rim is too faint
+    per pixel to be found as a line."""
+    from goggleqc.inspect.background import Relative
+
+    n, c = 200, 100.0
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    ang = np.degrees(np.arctan2(yy - c, xx - c))
+    ring = np.exp(-0.5 * ((np.hypot(xx - c, yy - c) - 30) / 0.8) ** 2)
+    depth = np.where(np.abs(ang - 40) < 18, 0.05, ring_depth)
+    rel = 1.0 - depth * ring + np.random.default_rng(seed).normal(0, 0.006, (n, n))
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                    scale=2, model="lattice")
+
+
+def test_a_short_stretch_of_a_rim_is_traced_round_its_circle(monkeypatch):
+    """A watermark seen over 36° of its circle only: its curvature does not place the circle
+    (under 60°), and it was reported as a scratch, 2.5 mm of 3.4 % on a clean photograph of
+    the second renderer (a false reject). Circles of a drop's size tangent to it are traced
+    round: where the rest of the rim darkens (here 0.9 %, 1.5σ per pixel), it is a watermark.
+    With nothing round it, the same line stays a scratch."""
+    from goggleqc.inspect import scratches as scratches_module
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    def run(rel):
+        marks: list = []
+        found = find_scratches(rel, pixel_size_mm=0.06, params=ScratchParams(bright=False), marks=marks)
+        return [m.kind for m in marks], found
+
+    marks, found = run(_short_arc_rel(0.009))
+    assert marks == ["watermark"] and found == [], (marks, found)
+    marks, found = run(_short_arc_rel(0.0))
+    assert marks == [] and len(found) == 1 and found[0].length_mm > 1.5, (marks, found)
+    monkeypatch.setattr(scratches_module, "MARK_SHORT_SIGMA", 99.0)
+    marks, found = run(_short_arc_rel(0.009))
+    assert marks == [] and len(found) == 1, (marks, found)
+
+
 @pytest.mark.parametrize("model", ["flat", "lattice"])
 def test_a_kinked_scratch_round_a_light_trap_is_a_scratch_not_a_rim(monkeypatch, model):
     """A drop's rim is round; a kinked scratch is three straight legs. One of 13 % and 7 mm

@@ -1035,7 +1035,8 @@ def _traced_ring(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.nda
     return False
 
 
-def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray, contrast: float) -> bool:
+def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray, contrast: float,
+                   fraction: float = MARK_TRACE_FRACTION, sigma: float = MARK_TRACE_SIGMA) -> bool:
     """True when the circle ``(cx, cy, r)`` (working px) through a faint arc darkens all round.
 
     A watermark's rim is often seen above the noise along part of its circle only. Abrasion
@@ -1069,7 +1070,71 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
         return False
     c = (ring - (inner + outer) / 2)[ok].astype(np.float64)
     mean, se = float(c.mean()), float(c.std(ddof=1) / np.sqrt(c.size)) + 1e-9
-    return mean >= MARK_TRACE_FRACTION * abs(contrast) and mean / se >= MARK_TRACE_SIGMA
+    return mean >= fraction * abs(contrast) and mean / se >= sigma
+
+
+#: a dark line fainter than this, too short to place its own circle (it would cover under
+#: MARK_TRACE_MIN_ARC of it), is tried as a piece of a watermark's rim: circles through it,
+#: tangent to it at its middle, of every drop's radius and on either side ...
+MARK_SHORT_MAX_CONTRAST = 0.15
+#: ... radii a working pixel and a half apart ...
+MARK_SHORT_RADIUS_STEP_PX = 1.5
+#: ... and one whose unseen part darkens by at least this fraction of the line's contrast, at
+#: this significance, makes it a rim (more than MARK_TRACE_SIGMA: dozens of circles are tried;
+#: the arc of the second renderer's photograph that this was made for passes at 9σ and at
+#: 0.3 of its contrast)
+MARK_SHORT_FRACTION = 0.1
+MARK_SHORT_SIGMA = 6.0
+
+
+def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int, ps: float | None,
+                   params: ScratchParams):
+    """The circle ``(cx, cy, r, arc)`` of a watermark's rim that a short faint line is a piece
+    of, or None.
+
+    A dried drop's rim is often seen along a short stretch only, where it crosses a dark
+    line of the target or the noise is kindest; under 60° of its circle the line's own
+    curvature does not place the circle (a 37° arc of a 7.4 mm rim fitted a 4.3 mm circle),
+    and it was reported as a scratch: on the second renderer's photographs (seed 4) two
+    false rejects in 113 good lenses were such arcs. Every circle of a drop's size through
+    the line's two ends, on either side, is traced round (:func:`_traced_circle`): the line
+    must lie on it (MARK_MEMBER_RMS), and the rest of it must darken."""
+    if len(xs) < 5 or abs(contrast) >= MARK_SHORT_MAX_CONTRAST:
+        return None
+    fx, fy = xs.astype(np.float64), ys.astype(np.float64)
+    mx, my = fx.mean(), fy.mean()
+    dx, dy = fx - mx, fy - my
+    ang = 0.5 * np.arctan2(2.0 * float(dx @ dy), float(dx @ dx) - float(dy @ dy))
+    ux, uy = np.cos(ang), np.sin(ang)
+    t = dx * ux + dy * uy
+    length = float(np.ptp(t)) + 1.0
+    # the circle runs through both ends (the mean of the pixels in the last working px at
+    # each), so a radius fixes its centre on the chord's bisector, on one side or the other
+    near0, near1 = t <= t.min() + 1.0, t >= t.max() - 1.0
+    e0 = np.array([fx[near0].mean(), fy[near0].mean()])
+    e1 = np.array([fx[near1].mean(), fy[near1].mean()])
+    half = float(np.hypot(*(e1 - e0))) / 2
+    if half < 1.0:
+        return None
+    mid = (e0 + e1) / 2
+    nx, ny = -(e1 - e0)[1] / (2 * half), (e1 - e0)[0] / (2 * half)
+    if ps:
+        lo, hi = (d / 2 / (ps * f) for d in params.mark_diameter_mm)
+    else:
+        lo, hi = params.mark_min_diameter_px / 2 / f, 10 * params.mark_min_diameter_px / f
+    lo = max(lo, 3.0 * length / np.pi)  # the line covers under 60° of the circle
+    if lo > hi:
+        return None
+    for r in np.arange(lo, hi + 1e-9, MARK_SHORT_RADIUS_STEP_PX):
+        reach = np.sqrt(max(r * r - half * half, 0.0))
+        for side in (1.0, -1.0):
+            cx, cy = mid[0] + side * nx * reach, mid[1] + side * ny * reach
+            if _circle_rms(fx, fy, cx, cy, r) > max(MARK_MEMBER_RMS * r, 1.0):
+                continue
+            if _traced_circle(rel, cx, cy, r, xs, ys, contrast, MARK_SHORT_FRACTION, MARK_SHORT_SIGMA):
+                arc = float(np.degrees(length / r))
+                return float(cx), float(cy), float(r), arc
+    return None
 
 
 #: each of the lines joined into one rim lies on the joint circle: its rms distance from it at
@@ -1297,6 +1362,17 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams,
         whole = rim_fit(ks)
         alone = [k for k in ks if whole is None or k not in whole[2]] if len(ks) > 1 else []
         judged += ([whole] if whole is not None else []) + [found for k in alone if (found := rim_fit([k])) is not None]
+    # a short faint line left over may be a stretch of a rim whose circle it cannot place
+    if rel is not None:
+        taken_now = {k for _, _, ks in judged for k in ks}
+        for k, (sc, members) in enumerate(measured):
+            if k in taken_now or sc.polarity != "dark":
+                continue
+            xs = np.concatenate([p.xs for p in members])
+            ys = np.concatenate([p.ys for p in members])
+            fit = _short_arc_rim(rel, xs, ys, sc.contrast, f, ps, params)
+            if fit is not None:
+                judged.append((fit, members, [k]))
     for fit, members, ks in judged:
         lines = [measured[k][0] for k in ks]
         boxes = np.array([sc.bbox_px for sc in lines])
