@@ -561,6 +561,48 @@ def test_scratch_width_and_contrast_mean_what_the_model_says(width_px, contrast)
         assert sc.width_px < 2.0
 
 
+@pytest.mark.parametrize("width_px, contrast", [(1.0, 0.3), (4.0, 0.1)])
+def test_scratch_width_and_contrast_on_a_coarse_working_grid(monkeypatch, width_px, contrast):
+    """At 0.05 mm/px the working grid's cell is 4 px, and the line's phase on it widens its
+    profile with the cell (scratches.GRID_WIDTH2_PER_F2). Taken as a constant, as measured at
+    f = 2, every line read about a pixel too wide and its contrast low (the second renderer's
+    photographs at 0.04 mm/px: short faint scratches dropped as residue, 5.8 % false
+    accepts). A line of 1 px is below what the grid resolves: only its darkening is bounded."""
+    from goggleqc.benchmarking import calibrate_from_sim
+    from goggleqc.inspect import scratches as scratches_module
+    from goggleqc.inspect.background import working_scale
+
+    ps = 0.05
+    params = random_station(np.random.default_rng(31), width=1600, height=1280, pixel_size_mm=ps,
+                            backlight="uniform", bits=8)
+    sim = SimStation(params)
+    station = calibrate_from_sim(sim, np.random.default_rng(7))
+    assert working_scale(station.shape, ps) == 4
+    base = centred(random_lens(np.random.default_rng(32), sim, defects=0, haze=0.01, tau_clear=0.9))
+    p = sim.params
+    cx = p.width / 2 + (p.product.half_width_mm + p.product.eye_gap_mm / 2) / ps * (p.product.kind == "two_eye")
+    cy = p.height / 2 + 120
+    lens = dataclasses.replace(base, scratches=(Scratch(((cx - 80, cy - 24), (cx + 80, cy + 24)), width_px, contrast),))
+    image, truth = render_lens(sim, lens, np.random.default_rng(33))
+
+    def measured():
+        res = inspect_lens(image, station, SPEC)
+        assert len(res.scratches) == 1, res.scratches
+        return res.scratches[0]
+
+    sc, t = measured(), truth["scratches"][0]
+    if width_px >= 2:
+        assert sc.contrast == pytest.approx(t["contrast"], rel=0.2)
+        assert sc.width_px == pytest.approx(width_px, rel=0.25)
+    else:
+        assert 0.3 * t["contrast"] < sc.contrast < 1.5 * t["contrast"] and sc.width_px < 3.5
+    # the constant of stops before 27 read every line too wide and too faint
+    monkeypatch.setattr(scratches_module, "OPTICS_WIDTH2_PX2", 3.0 + 4.5 * 0.8 ** 2)
+    monkeypatch.setattr(scratches_module, "GRID_WIDTH2_PER_F2", 2 * np.pi / 12)
+    old = measured()
+    assert old.width_px > sc.width_px + 0.5 and abs(old.contrast) < 0.9 * abs(sc.contrast), (old, sc)
+
+
 def test_uncalibrated_on_a_panel_with_light_traps_gives_no_false_scratches():
     """Without a flat, a light trap's rim is a sharp circular edge the local fit cannot follow;
     its residue used to read as four arcs per trap (5 false scratches per lens). Where the

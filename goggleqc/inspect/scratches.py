@@ -1396,7 +1396,15 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams,
 PROFILE_W2_GAIN = 0.56
 #: the spread (px²) taken off the profile's equivalent width before the elongation test
 ELONGATION_SPREAD_PX2 = 5.0
-OPTICS_WIDTH2_PX2 = 3.0 + 4.5 * 0.8 ** 2
+OPTICS_WIDTH2_PX2 = 1.6 + 4.5 * 0.8 ** 2
+#: the grid's part of the spread, per f²: 2π/12 for the cell, and 0.35 for the line's phase
+#: on it, which grows with the cell: of the 3.0 px² measured at f = 2, 1.6 stay and 1.4 grow
+#: as f². Measured on our simulator at f = 4 (0.05 mm/px): eq² = 22.0, 27.2 and 39.3 px² for
+#: lines 2, 4 and 6 px wide, where the constant 3.0 px² of stops before 27 left 9.9 px²:
+#: every line read about a pixel too wide and its contrast low (a thin scratch of the
+#: second renderer's photographs at 0.04 mm/px at 0.6 of what the camera shows, and dropped
+#: as short faint residue). At f = 2 nothing changes.
+GRID_WIDTH2_PER_F2 = 0.35 + 2 * np.pi / 12
 #: the low threshold reaches past a line's end by about this much (working px) at each end
 END_OVERSHOOT = 0.75
 #: a line's end this close to the picture's edge (working px), heading for it, runs on to it
@@ -1430,7 +1438,7 @@ def _past_edge(group: list[_Piece], rel) -> float:
 def _width_from_profile(eq_width: float, f: int) -> float:
     """A line's width (full-resolution px) from the equivalent width of its working-grid
     profile (integral ÷ peak), removing what the optics and the grid add."""
-    spread = OPTICS_WIDTH2_PX2 + 2 * np.pi / 12 * f * f
+    spread = OPTICS_WIDTH2_PX2 + GRID_WIDTH2_PER_F2 * f * f
     return float(np.sqrt(max((eq_width ** 2 - spread) / PROFILE_W2_GAIN, 0.0)))
 
 
