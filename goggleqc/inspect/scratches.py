@@ -1085,6 +1085,8 @@ MARK_SHORT_RADIUS_STEP_PX = 1.5
 #: 0.3 of its contrast)
 MARK_SHORT_FRACTION = 0.1
 MARK_SHORT_SIGMA = 6.0
+#: ... traced in full for at most this many circles, those whose coarse reading darkens most
+MARK_SHORT_TRACES = 4
 
 
 def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int, ps: float | None,
@@ -1125,15 +1127,34 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
     lo = max(lo, 3.0 * length / np.pi)  # the line covers under 60° of the circle
     if lo > hi:
         return None
+    hyps = []
     for r in np.arange(lo, hi + 1e-9, MARK_SHORT_RADIUS_STEP_PX):
         reach = np.sqrt(max(r * r - half * half, 0.0))
         for side in (1.0, -1.0):
             cx, cy = mid[0] + side * nx * reach, mid[1] + side * ny * reach
-            if _circle_rms(fx, fy, cx, cy, r) > max(MARK_MEMBER_RMS * r, 1.0):
-                continue
-            if _traced_circle(rel, cx, cy, r, xs, ys, contrast, MARK_SHORT_FRACTION, MARK_SHORT_SIGMA):
-                arc = float(np.degrees(length / r))
-                return float(cx), float(cy), float(r), arc
+            if _circle_rms(fx, fy, cx, cy, r) <= max(MARK_MEMBER_RMS * r, 1.0):
+                hyps.append((r, cx, cy))
+    if not hyps:
+        return None
+    # every circle read at once, coarsely (72 points, the ring against 2.5 px either side, the
+    # line's own stretch and 10° beside it left out); the full trace only for those that pass
+    r_, cx_, cy_ = (np.array(v)[:, None] for v in zip(*hyps))
+    a = np.linspace(-np.pi, np.pi, 72, endpoint=False)[None, :]
+    away = np.abs((a - np.arctan2(my - cy_, mx - cx_) + np.pi) % (2 * np.pi) - np.pi) > length / (2 * r_) + np.radians(10)
+    reads = []
+    for dr in (0.0, -2.5, 2.5):
+        rr = np.maximum(r_ + dr, 0.5)
+        v, ok = departure_at(rel, (cx_ + rr * np.cos(a)).astype(np.float32).reshape(1, -1),
+                             (cy_ + rr * np.sin(a)).astype(np.float32).reshape(1, -1), "dark")
+        reads.append((v.reshape(r_.shape[0], -1), ok.reshape(r_.shape[0], -1)))
+    use = away & reads[0][1] & reads[1][1] & reads[2][1]
+    bar = reads[0][0] - (reads[1][0] + reads[2][0]) / 2
+    mean = (bar * use).sum(1) / np.maximum(use.sum(1), 1)
+    order = [i for i in np.argsort(-mean) if mean[i] >= MARK_SHORT_FRACTION * abs(contrast) and use[i].sum() >= 24]
+    for i in order[:MARK_SHORT_TRACES]:
+        r, cx, cy = hyps[i]
+        if _traced_circle(rel, cx, cy, r, xs, ys, contrast, MARK_SHORT_FRACTION, MARK_SHORT_SIGMA):
+            return float(cx), float(cy), float(r), float(np.degrees(length / r))
     return None
 
 
