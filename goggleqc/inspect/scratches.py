@@ -1099,8 +1099,9 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
     curvature does not place the circle (a 37° arc of a 7.4 mm rim fitted a 4.3 mm circle),
     and it was reported as a scratch: on the second renderer's photographs (seed 4) two
     false rejects in 113 good lenses were such arcs. Every circle of a drop's size through
-    the line's two ends, on either side, is traced round (:func:`_traced_circle`): the line
-    must lie on it (MARK_MEMBER_RMS), and the rest of it must darken."""
+    the line's two ends, on either side, that the line lies on (MARK_MEMBER_RMS) is read
+    coarsely, and the :data:`MARK_SHORT_TRACES` that darken most are traced round in full
+    (:func:`_traced_circle`): the rest of the circle must darken."""
     if len(xs) < 5 or abs(contrast) >= MARK_SHORT_MAX_CONTRAST:
         return None
     fx, fy = xs.astype(np.float64), ys.astype(np.float64)
