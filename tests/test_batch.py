@@ -394,15 +394,22 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     assert ImageJob(TruthInspector(truth), done=done)(changed).skipped
 
 
+def _stop_after(n: int):
+    """A stop event and an ``on_record`` hook that sets it once ``n`` images are done."""
+    stop = threading.Event()
+
+    def on_record(record, summary):
+        if summary.n_done == n:
+            stop.set()
+
+    return stop, on_record
+
+
 def test_stop_event_and_sink_failure(tmp_path):
     folder = truth_set()
     truth = load_truth(folder)
-    stop = threading.Event()
+    stop, on_record = _stop_after(3)
     sink = ListSink()
-
-    def on_record(record, summary):
-        if summary.n_done == 3:
-            stop.set()
 
     summary = run_batch(iter_image_paths([folder / "lenses"]), TruthInspector(truth), [sink], workers=1,
                         max_in_flight=1, on_record=on_record, stop=stop)
@@ -488,12 +495,8 @@ def test_worker_processes_write_what_threads_write(tmp_path):
 def test_a_stop_request_with_worker_processes_keeps_what_was_done():
     folder = truth_set()
     truth = load_truth(folder)
-    stop = threading.Event()
+    stop, on_record = _stop_after(3)
     sink = ListSink()
-
-    def on_record(record, summary):
-        if summary.n_done == 3:
-            stop.set()
 
     summary = run_batch(iter_image_paths([folder / "lenses"]), TruthInspector(truth, delay_s=0.02), [sink],
                         workers=2, pool="processes", stop=stop, on_record=on_record)

@@ -441,17 +441,23 @@ class _Piece:
     segment: tuple[float, float] | None = None
 
 
-def _piece(ys, xs, z, polarity) -> _Piece:
-    """A piece of line: its pixels, its ends along its principal axis (the covariance's
-    larger eigenvector, in closed form for 2×2) and the outward directions there."""
-    fx, fy = xs.astype(np.float64), ys.astype(np.float64)
+def _axis_positions(fx: np.ndarray, fy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points' principal axis (the covariance's larger eigenvector, in closed form for 2×2; the
+    y axis for two points or fewer) and each point's position along it from their mean."""
     dx, dy = fx - fx.mean(), fy - fy.mean()
     if len(fx) > 2:
         ang = 0.5 * np.arctan2(2.0 * float(dx @ dy), float(dx @ dx) - float(dy @ dy))
         axis = np.array([np.cos(ang), np.sin(ang)])
     else:
         axis = np.array([0.0, 1.0])
-    t = dx * axis[0] + dy * axis[1]
+    return axis, dx * axis[0] + dy * axis[1]
+
+
+def _piece(ys, xs, z, polarity) -> _Piece:
+    """A piece of line: its pixels, its ends along its principal axis
+    (:func:`_axis_positions`) and the outward directions there."""
+    fx, fy = xs.astype(np.float64), ys.astype(np.float64)
+    axis, t = _axis_positions(fx, fy)
     i0, i1 = int(np.argmin(t)), int(np.argmax(t))
     return _Piece(ys, xs, float(np.abs(z[ys, xs]).max()), polarity,
                   np.array([[fx[i0], fy[i0]], [fx[i1], fy[i1]]]), np.array([-axis, axis]))
@@ -1074,8 +1080,8 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
 
 
 #: a dark line fainter than this, too short to place its own circle (it would cover under
-#: MARK_TRACE_MIN_ARC of it), is tried as a piece of a watermark's rim: circles through it,
-#: tangent to it at its middle, of every drop's radius and on either side ...
+#: MARK_TRACE_MIN_ARC of it), is tried as a piece of a watermark's rim: circles through its
+#: two ends, of every drop's radius and on either side ...
 MARK_SHORT_MAX_CONTRAST = 0.15
 #: ... radii a working pixel and a half apart ...
 MARK_SHORT_RADIUS_STEP_PX = 1.5
@@ -1106,10 +1112,7 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
         return None
     fx, fy = xs.astype(np.float64), ys.astype(np.float64)
     mx, my = fx.mean(), fy.mean()
-    dx, dy = fx - mx, fy - my
-    ang = 0.5 * np.arctan2(2.0 * float(dx @ dy), float(dx @ dx) - float(dy @ dy))
-    ux, uy = np.cos(ang), np.sin(ang)
-    t = dx * ux + dy * uy
+    _, t = _axis_positions(fx, fy)
     length = float(np.ptp(t)) + 1.0
     # the circle runs through both ends (the mean of the pixels in the last working px at
     # each), so a radius fixes its centre on the chord's bisector, on one side or the other
