@@ -169,9 +169,17 @@ def expose(st: Station2, signal: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 def _superellipse(x, y, cx, cy, a, b, n, angle):
+    """Inside the superellipse |u|^n + |v|^n < 1. The powers are taken only near its edge:
+    outside the box max(|u|, |v|) < 1 a point is out, inside the square of half-side
+    2^(-1/n) it is in (a margin of 1 % keeps rounding out of it)."""
     c, s = math.cos(angle), math.sin(angle)
-    xr, yr = (x - cx) * c + (y - cy) * s, -(x - cx) * s + (y - cy) * c
-    return (np.abs(xr / a) ** n + np.abs(yr / b) ** n) ** (1 / n)  # < 1 inside
+    u = np.abs(((x - cx) * c + (y - cy) * s) / a)
+    v = np.abs((-(x - cx) * s + (y - cy) * c) / b)
+    inside = np.maximum(u, v) < 1
+    sure = 0.99 * 2 ** (-1 / n)
+    edge = inside & ((u > sure) | (v > sure))
+    inside[edge] = u[edge] ** n + v[edge] ** n < 1
+    return inside
 
 
 def lens_geometry(st: Station2, rng: np.random.Generator, sup: int = 1):
@@ -183,9 +191,8 @@ def lens_geometry(st: Station2, rng: np.random.Generator, sup: int = 1):
     frame_mm = rng.uniform(4, 7)
     if st.product == "visor":  # one visor
         a, b, n = 0.36 * fw, 0.31 * fh, rng.uniform(2.5, 4)
-        r = _superellipse(x, y, dx, dy, a, b, n, ang)
-        lens = r < 1
-        goggle = _superellipse(x, y, dx, dy, a + frame_mm, b + frame_mm, n, ang) < 1
+        lens = _superellipse(x, y, dx, dy, a, b, n, ang)
+        goggle = _superellipse(x, y, dx, dy, a + frame_mm, b + frame_mm, n, ang)
     else:  # two eye lenses in one frame, a bridge between
         a, b, n = 0.17 * fw, 0.27 * fh, rng.uniform(2.2, 3)
         gap = rng.uniform(0.02, 0.05) * fw
@@ -193,8 +200,8 @@ def lens_geometry(st: Station2, rng: np.random.Generator, sup: int = 1):
         for side in (-1, 1):
             cx = dx + side * (a + gap / 2) * math.cos(ang)
             cy = dy + side * (a + gap / 2) * math.sin(ang)
-            lens |= _superellipse(x, y, cx, cy, a, b, n, ang) < 1
-        goggle = _superellipse(x, y, dx, dy, 2 * a + gap / 2 + frame_mm, b + frame_mm, 3.0, ang) < 1
+            lens |= _superellipse(x, y, cx, cy, a, b, n, ang)
+        goggle = _superellipse(x, y, dx, dy, 2 * a + gap / 2 + frame_mm, b + frame_mm, 3.0, ang)
     return lens, goggle
 
 
