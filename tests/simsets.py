@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
+from goggleqc.batch import DEFAULT_WORKERS
 from goggleqc.calibration.station import Station
 from goggleqc.capture.imagefile import read_image
 from goggleqc.inspect.pipeline import inspect_lens
+from goggleqc.ordered import map_in_order
 from goggleqc.spec import load_spec
 from goggleqc.synth.sampleset import SampleSetOptions, source_digest, write_sample_set
 
@@ -60,11 +62,13 @@ def inspected(folder: Path, plates: bool = True) -> list[tuple[dict, dict]]:
     if not plates:
         station.haze_fit = None
     spec = load_spec(folder / "spec.toml")
-    pairs = []
-    for truth in truth_records(folder):
-        image = read_image(folder / "lenses" / truth["image"])
-        pairs.append((truth, inspect_lens(image, station, spec, name=truth["image"]).to_dict()))
-    return pairs
+    return list(map_in_order(partial(_inspect_one, folder, station, spec), truth_records(folder), DEFAULT_WORKERS,
+                             "processes"))
+
+
+def _inspect_one(folder: Path, station: Station, spec, truth: dict) -> tuple[dict, dict]:
+    image = read_image(folder / "lenses" / truth["image"])
+    return truth, inspect_lens(image, station, spec, name=truth["image"]).to_dict()
 
 
 def sim_and_station(seed: int, backlight: str, bits: int = 8, size=(320, 256), ps: float = 0.2):

@@ -8,14 +8,17 @@ these frames almost never false-reject, and an FRR of 0 cannot test a 1 % target
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 
+from goggleqc.batch import DEFAULT_WORKERS
 from goggleqc.calibration.station import Station
 from goggleqc.classify.noise import LEVELS, measure_noise
 from goggleqc.classify.thresholds import false_accept_rate, fit_thresholds, quantile_threshold, tradeoff_curve
 from goggleqc.inspect.pipeline import Detectors, inspect_lens
+from goggleqc.ordered import map_in_order
 from goggleqc.spec import parse_spec
 from goggleqc.synth.render import render_lens
 from goggleqc.synth.sampleset import SampleSetOptions, write_sample_set
@@ -73,8 +76,9 @@ def bad_lenses(sim, seed: int, n: int, spec):
 @pytest.fixture(scope="module")
 def fitted():
     sim, station = sim_and_station()
-    good, _ = measure_noise(good_lenses(sim, 100, 200), station, STRICT)
-    bad, _ = measure_noise(bad_lenses(sim, 101, 100, STRICT), station, STRICT, levels=(LEVELS[0],))
+    good, _ = measure_noise(good_lenses(sim, 100, 200), station, STRICT, workers=DEFAULT_WORKERS, pool="processes")
+    bad, _ = measure_noise(bad_lenses(sim, 101, 100, STRICT), station, STRICT, levels=(LEVELS[0],),
+                           workers=DEFAULT_WORKERS, pool="processes")
     validation = [img for _, img in good_lenses(sim, 102, 300)]
     return sim, station, good, bad, validation
 
@@ -84,7 +88,8 @@ def test_measured_frr_within_statistical_error_of_target(fitted, target):
     sim, station, good, bad, validation = fitted
     fit = fit_thresholds(good, STRICT, target)
     detectors = Detectors.from_thresholds(fit.thresholds())
-    results = [inspect_lens(img, station, STRICT, detectors=detectors) for img in validation]
+    results = list(map_in_order(partial(inspect_lens, station=station, spec=STRICT, detectors=detectors), validation,
+                                DEFAULT_WORKERS, "processes"))
     assert not any(r.verdict == "error" for r in results)
     frr = np.mean([r.verdict == "fail" for r in results])
     # two standard errors of the difference between a rate fitted on n_fit and measured on n_val lenses

@@ -84,3 +84,22 @@ def test_target_outside_range(cli, folders, station_copy, target):
 def test_undo_without_history(cli, station_copy):
     r = cli("thresholds", "--station", station_copy, "--undo")
     assert r.exit_code == 2 and "no earlier thresholds" in r.output
+
+
+def test_the_fit_does_not_depend_on_the_pool(cli, folders, tmp_path):
+    fitted = []
+    for pool, workers in (("processes", "2"), ("threads", "2"), ("threads", "1")):
+        station = tmp_path / f"station_{pool}_{workers}"
+        shutil.copytree(CACHE / "station_3" / "station", station)
+        r = cli("thresholds", "--station", station, "--good", folders / "good", "--target-frr", "0.1",
+                "--pool", pool, "--workers", workers)
+        assert r.exit_code == 0, r.output
+        fitted.append(Station.load(station).thresholds)
+    assert fitted[0] == fitted[1] == fitted[2]
+
+
+@pytest.mark.parametrize("args, message", [(["--pool", "dask"], "--pool must be one of threads, processes"),
+                                           (["--workers", "0"], "--workers must be 1 or more")])
+def test_bad_pool_or_workers(cli, folders, station_copy, args, message):
+    r = cli("thresholds", "--station", station_copy, "--good", folders / "good", *args)
+    assert r.exit_code == 2 and message in r.output

@@ -205,7 +205,8 @@ class NoiseSample:
 
 
 def measure_noise(images, station, spec: Spec, levels: tuple[float, ...] = LEVELS,
-                  base: dict | None = None) -> tuple[NoiseSample, list[LensNoise]]:
+                  base: dict | None = None, workers: int = 1, pool: str = "threads"
+                  ) -> tuple[NoiseSample, list[LensNoise]]:
     """Inspect lenses at a ladder of multipliers and collect their noise statistics.
 
     Parameters
@@ -219,6 +220,9 @@ def measure_noise(images, station, spec: Spec, levels: tuple[float, ...] = LEVEL
         Increasing multipliers; the first is the permissive scale (see :func:`combine_levels`).
     base : dict, optional
         The station's current thresholds table (its other parameters are kept).
+    workers, pool : int, str
+        Lenses inspected at once, on ``"threads"`` or ``"processes"``
+        (:func:`~goggleqc.ordered.map_in_order`); the result does not depend on them.
 
     Returns
     -------
@@ -227,16 +231,30 @@ def measure_noise(images, station, spec: Spec, levels: tuple[float, ...] = LEVEL
     lenses : list of LensNoise
         Every lens, including those with an ``error``.
     """
-    from goggleqc.inspect.pipeline import inspect_lens
+    from goggleqc.ordered import map_in_order
 
     levels = tuple(sorted(levels))
-    ladder = [scaled_detectors({d: m for d in DETECTORS}, base) for m in levels]
-    lenses = []
-    for name, image in images:
-        per_level = [lens_noise(inspect_lens(image, station, spec, name=name, detectors=det), spec, m)
-                     for m, det in zip(levels, ladder)]
-        lenses.append(combine_levels(per_level, levels))
+    ladder = LadderInspection(station, spec, levels, [scaled_detectors({d: m for d in DETECTORS}, base) for m in levels])
+    lenses = list(map_in_order(ladder, images, workers, pool))
     return NoiseSample.from_lenses(lenses, levels[0]), lenses
+
+
+@dataclass(frozen=True)
+class LadderInspection:
+    """One lens's :class:`LensNoise`: its inspections at each multiplier of the ladder,
+    combined (a picklable callable, so that worker processes can hold it)."""
+
+    station: object
+    spec: Spec
+    levels: tuple[float, ...]
+    ladder: list
+
+    def __call__(self, named: tuple[str, np.ndarray]) -> LensNoise:
+        from goggleqc.inspect.pipeline import inspect_lens
+
+        name, image = named
+        return combine_levels([lens_noise(inspect_lens(image, self.station, self.spec, name=name, detectors=det),
+                                          self.spec, m) for m, det in zip(self.levels, self.ladder)], self.levels)
 
 
 def combine_levels(per_level: list[LensNoise], levels: tuple[float, ...]) -> LensNoise:

@@ -8,13 +8,16 @@ is updated in place (or written to ``--out``); the thresholds it replaces are ke
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from goggleqc.batch import DEFAULT_WORKERS
 from goggleqc.cli import app, console, fail
 from goggleqc.errors import GoggleQCError, InputError
+from goggleqc.ordered import POOLS
 
 CURVE_PNG = "thresholds_curve.png"
 
@@ -44,11 +47,25 @@ def _read_all(paths, unreadable: list[str]):
             unreadable.append(str(exc))
 
 
-def _inspect_all(paths, station, spec, detectors):
-    from goggleqc.inspect.pipeline import inspect_lens
+def _inspect_all(paths, station, spec, detectors, workers: int, pool: str):
+    from goggleqc.ordered import map_in_order
 
-    return [inspect_lens(image, station, spec, name=name, detectors=detectors, model=_NoModel())
-            for name, image in _read_all(paths, [])]
+    return list(map_in_order(_NamedInspection(station, spec, detectors), _read_all(paths, []), workers, pool))
+
+
+@dataclass(frozen=True)
+class _NamedInspection:
+    """Inspect a ``(name, frame)`` pair without any learned model (picklable, for worker processes)."""
+
+    station: object
+    spec: object
+    detectors: object
+
+    def __call__(self, named):
+        from goggleqc.inspect.pipeline import inspect_lens
+
+        return inspect_lens(named[1], self.station, self.spec, name=named[0], detectors=self.detectors,
+                            model=_NoModel())
 
 
 class _NoModel:
@@ -72,6 +89,11 @@ def thresholds(
     learn: bool = typer.Option(False, "--learn", help="Also fit a learned pass/fail model from --good and --bad "
                                "(it may only fail lenses the spec passes)."),
     undo: bool = typer.Option(False, "--undo", help="Restore the thresholds in force before the last fit."),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", "-j", help="Lenses inspected at once (default: one "
+                                "per core); the fit does not depend on it."),
+    pool: str = typer.Option("processes", "--pool", help="processes: each worker a process of its own (the "
+                             "default: each lens is inspected five times, and processes share the cores best); "
+                             "threads: threads of this process, less memory."),
 ) -> None:
     """Fit detector thresholds from known-good lenses for a target false-reject rate (and FAR from bad ones)."""
     from goggleqc.calibration.station import Station
@@ -83,6 +105,10 @@ def thresholds(
     from goggleqc.spec import DEFAULT_SPEC, load_spec
 
     try:
+        if workers < 1:
+            raise InputError(f"--workers must be 1 or more, not {workers}")
+        if pool not in POOLS:
+            raise InputError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
         if not undo:
             check_target(target_frr)
         station = Station.load(station_dir)
@@ -111,12 +137,14 @@ def thresholds(
                       + (f" and {len(bad_paths)} bad lenses" if bad_paths else "") + " …", highlight=False)
         unreadable: list[str] = []
         good_sample, good_lenses = measure_noise(_read_all(good_paths, unreadable), station, spec,
-                                                 base=station.thresholds)
+                                                 base=station.thresholds, workers=workers,
+                                                 pool=pool)
         errors = [ln for ln in good_lenses if ln.error]
         fit = fit_thresholds(good_sample, spec, target_frr)
         bad_sample = None
         if bad_paths:
-            bad_sample, _ = measure_noise(_read_all(bad_paths, unreadable), station, spec, base=station.thresholds)
+            bad_sample, _ = measure_noise(_read_all(bad_paths, unreadable), station, spec, base=station.thresholds,
+                                          workers=workers, pool=pool)
     except GoggleQCError as exc:
         fail(str(exc))
 
@@ -156,8 +184,8 @@ def thresholds(
         model = None
         if learn:
             detectors = Detectors.from_thresholds(station.thresholds)
-            model, cv = fit_classifier(_inspect_all(good_paths, station, spec, detectors),
-                                       _inspect_all(bad_paths, station, spec, detectors))
+            model, cv = fit_classifier(_inspect_all(good_paths, station, spec, detectors, workers, pool),
+                                       _inspect_all(bad_paths, station, spec, detectors, workers, pool))
             station.meta["classifier"] = {"file": MODEL_FILE, "kind": "logistic-regression", **model.info}
         station.save(dest, force=in_place)
         if model is not None:
