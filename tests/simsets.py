@@ -61,14 +61,19 @@ def inspected(folder: Path, plates: bool = True) -> list[tuple[dict, dict]]:
     station = Station.load(folder / "station")
     if not plates:
         station.haze_fit = None
-    spec = load_spec(folder / "spec.toml")
-    return list(map_in_order(partial(_inspect_one, folder, station, spec), truth_records(folder), DEFAULT_WORKERS,
-                             "processes"))
+    return inspect_set(folder, station, load_spec(folder / "spec.toml"))
 
 
-def _inspect_one(folder: Path, station: Station, spec, truth: dict) -> tuple[dict, dict]:
+def inspect_set(folder: Path, station: Station | None, spec, **options) -> list[tuple[dict, dict]]:
+    """(truth, result) pairs for a set's lenses inspected as ``inspect_lens(image, station,
+    spec, **options)`` would, on one worker process per core."""
+    return list(map_in_order(partial(_inspect_one, folder, station, spec, options), truth_records(folder),
+                             DEFAULT_WORKERS, "processes"))
+
+
+def _inspect_one(folder: Path, station: Station | None, spec, options: dict, truth: dict) -> tuple[dict, dict]:
     image = read_image(folder / "lenses" / truth["image"])
-    return truth, inspect_lens(image, station, spec, name=truth["image"]).to_dict()
+    return truth, inspect_lens(image, station, spec, name=truth["image"], **options).to_dict()
 
 
 def sim_and_station(seed: int, backlight: str, bits: int = 8, size=(320, 256), ps: float = 0.2):

@@ -266,19 +266,15 @@ def test_uncalibrated_coating_on_a_plain_panel():
     Measured on these sets (640×512 at 0.08 mm/px, mixed lenses and defect-free ones): recall
     for ≥ 4 mm² and ≥ 1.5 % of 69 % (92 % at 1224×1024, where the noise averages down further);
     no false coating defect on a defect-free lens. Before, no coating was sought at all."""
-    from goggleqc.capture.imagefile import read_image
-    from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
     from goggleqc.synth.scoring import evaluate
-    from simsets import sample_set, truth_records
+    from simsets import inspect_set, sample_set
 
     metrics = {}
     for name, kw in (("mixed", dict(count=150, seed=5004)), ("clean", dict(count=60, seed=5005, defects=0))):
         folder = sample_set(backlight="uniform", size=(640, 512), pixel_size_mm=0.08, **kw)
         spec = load_spec(folder / "spec.toml")
-        pairs = [(t, inspect_lens(read_image(folder / "lenses" / t["image"]), None, spec, pixel_size_mm=0.08,
-                                  name=t["image"]).to_dict()) for t in truth_records(folder)]
-        metrics[name] = evaluate(pairs, spec)
+        metrics[name] = evaluate(inspect_set(folder, None, spec, pixel_size_mm=0.08), spec)
     assert metrics["mixed"]["n_coating"] >= 25
     assert metrics["mixed"]["recall_coating"] >= 0.6
     assert metrics["clean"]["false_coating_per_clean_lens"] <= 0.05
