@@ -515,6 +515,57 @@ def test_a_scratch_that_runs_into_a_watermark_is_cut_off_its_rim(monkeypatch, bu
     assert scratches == [] and marks == ["watermark"]
 
 
+def _rim_with_streak_rel(streak: float, uneven: float = 0.0, seed: int = 4):
+    """A working grid (scale 2) with a drop's closed rim (radius 30 px) of 3 %, its deposit
+    ``uneven`` (its strength 1 − uneven·wave round the circle, the simulator's model), and a
+    straight scratch of ``streak`` contrast tangent to it at 60°, 24 px long: every pixel of
+    it within 0.15 of the radius of the circle (second renderer's photographs at 0.04 mm/px,
+    seed 11: 2.6 mm of 13.6 % along a 6 mm watermark of 2.7 %)."""
+    from goggleqc.inspect.background import Relative
+
+    n, c = 200, 100.0
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    ang = np.arctan2(yy - c, xx - c)
+    wave = 0.5 + 0.5 * np.cos(2 * ang + 1.0)
+    rim = (1 - uneven * wave) * np.exp(-0.5 * ((np.hypot(xx - c, yy - c) - 30) / 0.8) ** 2)
+    a = np.deg2rad(60)
+    px, py = c + 30 * np.cos(a), c + 30 * np.sin(a)
+    tx, ty = -np.sin(a), np.cos(a)
+    t = np.clip((xx - px) * tx + (yy - py) * ty, -12, 12)
+    line = np.exp(-0.5 * ((xx - px - t * tx) ** 2 + (yy - py - t * ty) ** 2) / 0.8 ** 2)
+    rel = 1.0 - np.maximum(0.03 * rim, streak * line) + np.random.default_rng(seed).normal(0, 0.004, (n, n))
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                    scale=2, model="lattice")
+
+
+def test_a_scratch_lying_along_a_watermarks_rim_is_cut_off_it(monkeypatch):
+    """A scratch that lies along a dried drop's rim, within 0.15 of its radius, fits the rim's
+    circle: read as one line with the rim it was lost with it (2.6 mm of 13.6 %, a clear
+    scratch). A drop's deposit is uneven, but not four times darker over a stretch: a run of
+    the rim 2.5 times its median and 5 % or more is a scratch. An uneven rim, 1–2.5× from its
+    faintest to its strongest stretch, stays a watermark and nothing else."""
+    import goggleqc.inspect.scratches as scratches_module
+    from goggleqc.inspect.spots import separate
+
+    def run(rel):
+        marks: list = []
+        scratches, spots = separate(rel, pixel_size_mm=0.06, marks=marks)
+        return scratches, spots, [m.kind for m in marks]
+
+    scratches, spots, marks = run(_rim_with_streak_rel(0.12))
+    assert marks == ["watermark"] and spots == [], (marks, spots)
+    assert len(scratches) == 1, scratches
+    # drawn 24 working px (2.9 mm)
+    assert 2.0 <= scratches[0].length_mm <= 3.4, scratches[0]
+    assert abs(scratches[0].contrast) > 0.06
+    for uneven in (0.0, 0.6):
+        assert run(_rim_with_streak_rel(0.0, uneven)) == ([], [], ["watermark"]), uneven
+    # read whole, the rim and its scratch were one watermark
+    monkeypatch.setattr(scratches_module, "RIM_STREAK_RATIO", 99.0)
+    scratches, spots, marks = run(_rim_with_streak_rel(0.12))
+    assert scratches == [] and marks == ["watermark"]
+
+
 def _short_arc_rel(ring_depth: float, seed: int = 5):
     """A working grid (scale 2) with a drop's rim of radius 30 px seen over 36° at 5 % and,
     round the rest of its circle, ``ring_depth``; noise 0.6 %. The rest of the rim is too faint
