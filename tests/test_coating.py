@@ -462,3 +462,32 @@ def test_a_void_round_a_sharp_light_trap_is_found(seed):
     found = [f for f in detect(image, station) if overlaps(f.bbox_px, truth["coating"][0]["bbox_px"])]
     assert [f.kind for f in found] == ["void"]
     assert found[0].area_mm2 == pytest.approx(truth["coating"][0]["area_mm2"], rel=0.15)
+
+
+def test_no_coating_flaw_round_a_light_trap_without_a_station(monkeypatch):
+    """Without a flat nothing divides out the blur of a light trap's edge. With no pixel size
+    either, the 1 mm margin kept round the dark parts is read at an assumed 0.1 mm/px: half a
+    millimetre of the bundled samples' 0.06 mm/px camera, inside the trap's blur. A band of it
+    was left in the search and a clean sample lens failed on a 64 mm² "void" round a trap. The
+    blur is now measured from the image (:func:`goggleqc.inspect.coating._dark_edge_blur`)."""
+    import json
+    from pathlib import Path
+
+    import goggleqc.inspect.coating as coating_module
+    from goggleqc.capture.imagefile import read_image
+    from goggleqc.inspect.pipeline import inspect_lens
+    from goggleqc.spec import load_spec
+
+    samples = Path(__file__).resolve().parent.parent / "samples"
+    clean = [t["image"] for t in map(json.loads, (samples / "truth.jsonl").read_text().splitlines())
+             if t["verdict"] == "pass"]
+    assert len(clean) >= 3
+    spec = load_spec("en166-clear")
+
+    def coating_found():
+        return {name: inspect_lens(read_image(samples / "lenses" / name), None, spec).coating for name in clean}
+
+    assert not any(coating_found().values())
+    # margins as before: the sample with a trap at the light's slope fails
+    monkeypatch.setattr(coating_module, "_dark_edge_blur", lambda *args: 0)
+    assert any(coating_found().values())

@@ -129,6 +129,37 @@ def uncalibrated(params: CoatingParams) -> CoatingParams:
                    min_contrast=max(params.min_contrast, UNCALIBRATED_MIN_CONTRAST))
 
 
+def k_bg_px(params: CoatingParams, mm_px: float) -> int:
+    """Side (reduced px, odd, ≥ 3) of the background box."""
+    return max(3, int(round(params.background_mm / mm_px)) | 1)
+
+
+def _dark_edge_blur(t: np.ndarray, known: np.ndarray, lens: np.ndarray, reach: int, tol: float) -> int:
+    """Reduced px from the dark parts of an uncalibrated image (light traps, the frame) over
+    which it still brightens by more than ``tol``: the blur of their edges.
+
+    Without a flat nothing divides that blur out, and a band of it left in the search read as
+    a coating flaw round every trap: a 64 mm² "void" round a light trap of a clean lens
+    inspected without a station or pixel size (the 1 mm margin, read at an assumed 0.1 mm/px,
+    was 0.5 mm of a 0.06 mm/px camera's image). Measured from the image: the median of the lens
+    pixels at each distance ``k`` from the dark parts, against that of those just past
+    ``reach``; the blur is the largest ``k`` still darker by more than ``tol`` (0 when the far
+    band holds too few pixels to judge).
+    """
+    inside = known & lens
+    dist = cv2.distanceTransform(known.view(np.uint8), cv2.DIST_L2, 3)
+    far = inside & (dist > reach) & (dist <= reach + 3)
+    if np.count_nonzero(far) < 50:
+        return 0
+    ref = _median(t[far])
+    ring = np.minimum(np.ceil(dist), reach + 1).astype(np.int32)
+    for k in range(reach, 0, -1):
+        sel = inside & (ring == k)
+        if np.count_nonzero(sel) >= 20 and _median(t[sel]) < (1.0 - tol) * ref:
+            return k
+    return 0
+
+
 def _coating_factor(shape: tuple[int, int], pixel_size_mm: float | None, reduced_mm: float) -> int:
     """Power-of-two reduction giving reduced pixels of at most ``reduced_mm`` (or ≤ 512 px sides)."""
     factor = 1
@@ -339,6 +370,13 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
         t = reduce_image(transmission, sub)
         level = _median(t[lens > 0]) if (lens > 0).any() else 0.0
         known = t > 0.5 * level  # blocks reaching into a light trap (transmission 0)
+        # no flat divides out the blur of a trap's or the frame's edge: keep clear of as much
+        # of it as the image shows
+        blur = _dark_edge_blur(t, known, lens > 0, max(margin, k_bg_px(params, mm_px) // 2),
+                               0.5 * params.min_contrast)
+        if blur > margin:
+            margin = blur
+            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
         known_inner = cv2.erode(known.view(np.uint8), disc).view(bool)
         scatter, noise_weight, patterned = None, np.ones_like(t), False
     inner_lens = cv2.erode(lens, disc).view(bool)
@@ -353,7 +391,7 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     # border gives the values inside ``search`` of the whole frame; the median, whose
     # border is replicated, gets zeros from a margin of half its window. Otherwise the crop
     # keeps the reach, and the frame's reflected border where the crop meets it.
-    k_bg = max(3, int(round(params.background_mm / mm_px)) | 1)
+    k_bg = k_bg_px(params, mm_px)
     k_haze = max(3, int(round(params.haze_mm / mm_px)) | 1)
     s_px = max(0.5, params.smooth_mm / mm_px)
     t_px = max(1.0, params.texture_mm / mm_px)
