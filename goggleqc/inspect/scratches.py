@@ -1290,9 +1290,7 @@ def _rim_streaks(rel: Relative, xs: np.ndarray, ys: np.ndarray, cx: float, cy: f
     darkest[~seen] = median
     smooth = np.median(np.stack([np.roll(darkest, 1), darkest, np.roll(darkest, -1)]), axis=0)
     strong = smooth >= max(RIM_STREAK_RATIO * median, RIM_STREAK_MIN_CONTRAST)
-    if not strong.any():
-        return np.zeros(len(xs), bool)
-    if strong.all():  # the whole ring is strong: no stretch stands out of it
+    if strong.all() or not strong.any():  # a ring all strong has no stretch standing out of it
         return np.zeros(len(xs), bool)
     # runs of strong bins round the circle (start after a weak bin, so none wraps)
     start = int(np.argmin(strong))
@@ -1343,21 +1341,19 @@ def _cut_rim_tails(measured: list, rel: Relative, z, f: int, zone_of, ps, params
         streak[inlier] = _rim_streaks(rel, xs[inlier], ys[inlier], cx, cy, r, ps, f)
         rest = ~inlier
         tails, bulges = [], np.zeros(len(xs), bool)
-        for sel_mask, is_streak in ((rest, False), (streak, True)):
-            if sel_mask.sum() < 3:
-                bulges |= sel_mask & ~streak
+        for idx, is_streak in ((np.flatnonzero(rest), False), (np.flatnonzero(streak), True)):
+            if not len(idx):
                 continue
-            lab, n = _components(ys[sel_mask], xs[sel_mask])
-            idx = np.flatnonzero(sel_mask)
+            lab, n = _components(ys[idx], xs[idx])
             for k in range(1, n):
                 sel = idx[lab == k]
-                if len(sel) < 3:
-                    bulges[sel] = not is_streak
-                    continue
-                piece = _piece(ys[sel], xs[sel], z, sc.polarity)
-                off = np.abs(np.hypot(piece.ends[:, 0] - cx, piece.ends[:, 1] - cy) - r)
-                if is_streak or off.max() >= max(RIM_TAIL_OFF * r, tol + RIM_TAIL_MIN_PX):
+                piece = _piece(ys[sel], xs[sel], z, sc.polarity) if len(sel) >= 3 else None
+                leaves = piece is not None and (np.abs(np.hypot(piece.ends[:, 0] - cx, piece.ends[:, 1] - cy) - r).max()
+                                                >= max(RIM_TAIL_OFF * r, tol + RIM_TAIL_MIN_PX))
+                if piece is not None and (is_streak or leaves):
                     tails.append(piece)
+                elif is_streak:
+                    streak[sel] = False  # too small to be a line: it stays with the rim
                 else:
                     bulges[sel] = True
         if not tails:
@@ -1403,7 +1399,8 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams,
             # far darker than the other: a scratch lying along the rim (:func:`_rim_streaks`)
             near = (np.hypot(xa.mean() - xb.mean(), ya.mean() - yb.mean()) * f * (ps or 1.0)
                     <= (params.mark_diameter_mm[1] if ps else 20 * params.mark_min_diameter_px))
-            if near and not _far_darker(measured[ka][0].contrast, measured[kb][0].contrast) and _on_circle(np.concatenate([xa, xb]), np.concatenate([ya, yb]), f, ps, params) is not None:
+            if (near and not _far_darker(measured[ka][0].contrast, measured[kb][0].contrast)
+                    and _on_circle(np.concatenate([xa, xb]), np.concatenate([ya, yb]), f, ps, params) is not None):
                 parent[find(ka)] = find(kb)
     clusters: dict[int, list[int]] = {}
     for k, *_ in cand:
