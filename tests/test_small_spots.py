@@ -228,3 +228,33 @@ def test_a_blurred_small_bubble_is_no_watermark():
     marks: list = []
     scratches, spots = separate(rel, pixel_size_mm=0.1, marks=marks)
     assert scratches == [] and marks == [] and [s.kind for s in spots] == ["ring"], (scratches, spots, marks)
+
+
+def _blob_rel(contrast: float, cy: float, n: int = 120, noise: float = 0.035, seed: int = 2):
+    """A working grid without a flat (a lattice's, scale 2), the whole picture, with a blob of
+    σ 2.5 px at row ``cy``, column 60."""
+    from goggleqc.inspect.background import Relative
+
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    blob = np.exp(-0.5 * ((yy - cy) ** 2 + (xx - 60) ** 2) / 2.5 ** 2)
+    rel = 1 - contrast * blob + np.random.default_rng(seed).normal(0, noise, (n, n))
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
+                    scale=2, model="lattice", frame_shape=(n, n))
+
+
+def test_a_weak_blob_at_the_pictures_edge_needs_twice_the_threshold(monkeypatch):
+    """Without a flat, a blob whose window reaches past the picture is measured against the
+    filters' mirrored border: a blurred grid line along a photograph's top edge read as a
+    0.6 mm spot at 1.33× the threshold (a false reject). There a spot must reach twice the
+    threshold. The same faint blob inside the picture is not found at all; a clear spot at the
+    edge still is."""
+    import goggleqc.inspect.spots as spots_module
+    from goggleqc.inspect.spots import find_spots
+
+    assert find_spots(_blob_rel(0.2, 60), pixel_size_mm=0.06) == []
+    assert find_spots(_blob_rel(0.2, 3), pixel_size_mm=0.06) == []
+    strong = find_spots(_blob_rel(0.4, 3), pixel_size_mm=0.06)
+    assert len(strong) == 1 and strong[0].score >= 2.0
+    monkeypatch.setattr(spots_module, "PICTURE_EDGE_FACTOR", 1.0)
+    weak = find_spots(_blob_rel(0.2, 3), pixel_size_mm=0.06)
+    assert len(weak) == 1 and 1.0 <= weak[0].score < 2.0
