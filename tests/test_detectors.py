@@ -953,3 +953,37 @@ def test_a_scratch_where_too_few_of_a_blurred_grids_cells_land(monkeypatch):
     # measured: 6 of 6 found, one false line (along the picture's edge, there before too: 3)
     assert hits >= 5 and hits_before <= 2, (hits, hits_before)
     assert false <= false_before
+
+
+def _stripes_rel(seed: int = 1, n: int = 200, period: float = 9.0, angle_deg: float = 30.0):
+    """A calibrated working grid (scale 4, 0.05 mm/px) behind which dark stripes, half of a
+    period of 9 px (1.8 mm), leave the whitening weight at 0.5; a scratch 80 px long crosses
+    them at ``angle_deg``: 6 % darker where the backlight is bright, 1 % brighter where it is
+    dim (it scatters light into the dark), the noise twice as strong there."""
+    from goggleqc.inspect.background import Relative
+
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    dim = (xx % period) / period > 0.5
+    weight = np.where(dim, 0.5, 1.0).astype(np.float32)
+    a = np.deg2rad(angle_deg)
+    across = np.abs((xx - 100) * np.sin(a) - (yy - 100) * np.cos(a))
+    along = (xx - 100) * np.cos(a) + (yy - 100) * np.sin(a)
+    line = np.exp(-0.5 * (across / 0.8) ** 2) * (np.abs(along) <= 40)
+    rel = 1.0 - np.where(dim, -0.01, 0.06) * line + np.random.default_rng(seed).normal(0, 0.006, (n, n)) / weight
+    return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=weight, scale=4, model="flat")
+
+
+def test_a_scratch_across_dim_stripes_of_a_calibrated_target_is_one_scratch(monkeypatch):
+    """Over a dark stripe a scratch fades or turns bright, so a dark line's pieces end at each
+    one. The stripes' gaps, 0.85 mm where the stripes are 1.8 mm apart, were just past the
+    0.8 mm link gap, and a 12.4 mm scratch was reported as five of 0.7–3.5 mm (second renderer,
+    calibrated stripes at 0.05 mm/px). With a flat, a gap's dim part (weight under 0.7) is
+    hidden as an unmeasurable one is, and the pieces are one scratch."""
+    import goggleqc.inspect.scratches as scratches_module
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    found = find_scratches(_stripes_rel(), pixel_size_mm=0.05, params=ScratchParams(bright=False))
+    assert len(found) == 1 and found[0].length_mm >= 10.0, found
+    monkeypatch.setattr(scratches_module, "DIM_WEIGHT", 0.0)
+    pieces = find_scratches(_stripes_rel(), pixel_size_mm=0.05, params=ScratchParams(bright=False))
+    assert len(pieces) >= 5 and max(p.length_mm for p in pieces) < 2.0, pieces

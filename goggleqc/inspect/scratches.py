@@ -463,13 +463,38 @@ def _piece(ys, xs, z, polarity) -> _Piece:
                   np.array([[fx[i0], fy[i0]], [fx[i1], fy[i1]]]), np.array([-axis, axis]))
 
 
-def _hidden_length(valid: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """Length of the segment a→b (working px) that runs where nothing can be measured."""
+#: where the whitening weight (about √B of the backlight, 1 where it is bright) is below this,
+#: the backlight is dim enough to hide a scratch: see :func:`_hidden_length`
+DIM_WEIGHT = 0.7
+
+
+def _hidden_length(rel: Relative, a: np.ndarray, b: np.ndarray) -> float:
+    """Length of the segment a→b (working px) that the backlight hides: where nothing can be
+    measured, or where it is dim (weight under :data:`DIM_WEIGHT`, under about half its
+    brightness).
+
+    A scratch darkens what light it crosses and scatters light into the dark around it, so
+    over a dark part of a pattern it fades or turns bright (station-model §2): a dark line's
+    pieces end there. Crossing a calibrated stripe target, a 12.4 mm scratch broke at every
+    dark stripe, 0.85 mm wide where the stripes are 1.8 mm apart, just past the 0.8 mm link
+    gap, and was reported as five of 0.7–3.5 mm (second renderer, 0.05 mm/px: its scratches
+    there read 0.4–0.65 of their length). Its dark stripes were valid at weights of 0.5–0.65,
+    where it read bright at 2–5σ. With a flat only: without one, the weight follows the
+    picture's own brightness, and the residue pieces a lattice or a local fit leaves were
+    joined across its dim cells into false lines of 5–19 mm (the second renderer's
+    photographs: 0.02–0.04 false scratches per clean photograph, false rejects up to 2 %).
+    And only over a gap that crosses no unmeasurable pixel: across a light trap its dim rim
+    added to the trap, and an arc was joined to a faint piece of noise 2.4 mm away on the
+    trap's far side.
+    """
     n = int(np.ceil(np.hypot(*(b - a)))) + 1
     t = np.linspace(0, 1, n)
-    x = np.clip(np.rint(a[0] + t * (b[0] - a[0])).astype(int), 0, valid.shape[1] - 1)
-    y = np.clip(np.rint(a[1] + t * (b[1] - a[1])).astype(int), 0, valid.shape[0] - 1)
-    return float((~valid[y, x]).mean() * np.hypot(*(b - a)))
+    x = np.clip(np.rint(a[0] + t * (b[0] - a[0])).astype(int), 0, rel.valid.shape[1] - 1)
+    y = np.clip(np.rint(a[1] + t * (b[1] - a[1])).astype(int), 0, rel.valid.shape[0] - 1)
+    hidden = ~rel.valid[y, x]
+    if rel.model == "flat" and not hidden.any():
+        hidden = rel.weight[y, x] < np.float32(DIM_WEIGHT)
+    return float(hidden.mean() * np.hypot(*(b - a)))
 
 
 def _along_pattern(piece: _Piece, normals: tuple[float, ...], tol_deg: float) -> bool:
@@ -545,11 +570,12 @@ def _unjudged(piece: _Piece, rel, params: ScratchParams) -> bool:
 LINK_LATERAL_PX = 2.5
 
 
-def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray) -> list[list[int]]:
+def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative) -> list[list[int]]:
     """Groups of piece indices whose ends meet: close, and aligned with the gap between them.
 
-    A gap may be longer by the part of it that crosses unmeasurable pixels (a light trap, a
-    dark pattern cell): a scratch that runs across a trap is one scratch. Every pair of ends
+    A gap may be longer by the part of it that the backlight hides (a light trap, a dark
+    pattern cell or stripe; :func:`_hidden_length`): a scratch that runs across a trap is one
+    scratch. Every pair of ends
     is judged at once (arrays over pieces × pieces); only pairs too far apart for the plain
     gap but aligned have their hidden length measured.
     """
@@ -580,7 +606,7 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, valid: np.ndarray)
             ok = pairs & ~linked & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
             allowed = ok & (dist <= gap)
             for i, j in zip(*np.nonzero(ok & (dist > gap))):
-                allowed[i, j] = dist[i, j] - _hidden_length(valid, ends[i, ea], ends[j, eb]) <= gap
+                allowed[i, j] = dist[i, j] - _hidden_length(rel, ends[i, ea], ends[j, eb]) <= gap
             linked |= allowed
     parent = list(range(n))
 
@@ -691,7 +717,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     if faint:
         pieces += [p for p in _faint_pieces(z, rel, *faint_yx, pieces, exclude, params) if not _unjudged(p, rel, params)]
     gap_px = max(params.link_gap_px, params.link_gap_mm / pixel_size_mm) if pixel_size_mm else params.link_gap_px
-    groups = _link(pieces, gap_px / f, params.link_angle_deg, rel.valid)
+    groups = _link(pieces, gap_px / f, params.link_angle_deg, rel)
     measured = []
     for group in groups:
         members = [pieces[i] for i in group]
@@ -1361,7 +1387,7 @@ def _cut_rim_tails(measured: list, rel: Relative, z, f: int, zone_of, ps, params
             continue
         rim_sel = (inlier & ~streak) | bulges
         rim = _piece(ys[rim_sel], xs[rim_sel], z, sc.polarity)
-        for group in [[rim]] + [[tails[i] for i in g] for g in _link(tails, gap, params.link_angle_deg, rel.valid)]:
+        for group in [[rim]] + [[tails[i] for i in g] for g in _link(tails, gap, params.link_angle_deg, rel)]:
             part = _measure(group, rel, z, f, zone_of, ps, params)
             if part is not None:
                 out.append((part, group))
