@@ -173,3 +173,24 @@ def test_a_close_up_of_a_coarse_grid_has_no_frame_to_find():
         image, _ = render_lens(sim, random_lens(np.random.default_rng(1), sim, defects=0), np.random.default_rng(2))
         with pytest.raises(InputError, match="no lens found"):
             find_lens(image, pixel_size_mm=0.1)
+
+
+def test_a_frame_whose_edge_curves_round_the_lens_is_grown_to_its_edge_far_from_the_border():
+    """The closing that finds a goggle frame in a photograph through the lens also fills the
+    dark side of the frame's edge where it curves round the lens: a 5 MP photograph's lens
+    reached 20 px into a grey frame, 50 cells from the picture's border, and that edge read as
+    a scratch of 72 %. The frame found is grown through pixels as dark as itself within half
+    the closing's square of it, not only near the picture's border."""
+    from goggleqc.inspect.lens import _grow_frame
+
+    h, w, reach = 200, 240, 12
+    yy, xx = np.mgrid[:h, :w]
+    small = np.full((h, w), 200.0, np.float32)
+    true_frame = np.hypot(xx - 40, yy - 100) > 150  # the right part, its edge curving round the lens
+    small[true_frame] = 28.0
+    # what the closing left of it: the frame less a band of 4 px along its edge, 40–60 px
+    # from the picture's right border
+    found = true_frame & (np.hypot(xx - 40, yy - 100) > 154)
+    grown = _grow_frame(small, found, reach)
+    far = xx < w - reach  # beyond the border's reach
+    assert np.array_equal(grown[far], true_frame[far])

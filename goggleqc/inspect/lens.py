@@ -360,6 +360,11 @@ def _grow_frame(small: np.ndarray, frame: np.ndarray, reach: int) -> np.ndarray:
     touched = touched[touched > 0]
     near = np.zeros(frame.shape, bool)
     near[:reach], near[-reach:], near[:, :reach], near[:, -reach:] = True, True, True, True
+    # and within half the square of the frame found: where its edge curves round the lens, the
+    # closing filled the dark side of the curve too (a 5 MP photograph at 0.03 mm/px: the
+    # lens reached 20 px into a grey frame and its edge read as a scratch of 72 %)
+    side = 2 * (reach // 2) + 1
+    near |= cv2.dilate(frame.view(np.uint8), np.ones((side, side), np.uint8)).view(bool)
     return frame | (np.isin(labels, touched) & near)
 
 
