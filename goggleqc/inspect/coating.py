@@ -129,7 +129,7 @@ def uncalibrated(params: CoatingParams) -> CoatingParams:
                    min_contrast=max(params.min_contrast, UNCALIBRATED_MIN_CONTRAST))
 
 
-def k_bg_px(params: CoatingParams, mm_px: float) -> int:
+def _bg_box_px(params: CoatingParams, mm_px: float) -> int:
     """Side (reduced px, odd, ≥ 3) of the background box."""
     return max(3, int(round(params.background_mm / mm_px)) | 1)
 
@@ -372,7 +372,7 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
         known = t > 0.5 * level  # blocks reaching into a light trap (transmission 0)
         # no flat divides out the blur of a trap's or the frame's edge: keep clear of as much
         # of it as the image shows
-        blur = _dark_edge_blur(t, known, lens > 0, max(margin, k_bg_px(params, mm_px) // 2),
+        blur = _dark_edge_blur(t, known, lens > 0, max(margin, _bg_box_px(params, mm_px) // 2),
                                0.5 * params.min_contrast)
         if blur > margin:
             margin = blur
@@ -391,7 +391,7 @@ def find_coating(transmission: np.ndarray, region: LensRegion, *, pixel_size_mm:
     # border gives the values inside ``search`` of the whole frame; the median, whose
     # border is replicated, gets zeros from a margin of half its window. Otherwise the crop
     # keeps the reach, and the frame's reflected border where the crop meets it.
-    k_bg = k_bg_px(params, mm_px)
+    k_bg = _bg_box_px(params, mm_px)
     k_haze = max(3, int(round(params.haze_mm / mm_px)) | 1)
     s_px = max(0.5, params.smooth_mm / mm_px)
     t_px = max(1.0, params.texture_mm / mm_px)
