@@ -188,7 +188,7 @@ def build_station(dark: list[str | Path], flat: list[str | Path], *, pixel_size_
         if kind == "uniform" and not traps:
             raise CalibrationError("haze plates were given but the flat shows no light traps and no pattern, so haze "
                                    "cannot be measured; check the flat frames")
-        from goggleqc.inspect.haze import fit_response, plate_haze_parts
+        from goggleqc.inspect.haze import fit_region_sd, fit_response, plate_haze_parts
 
         # several images of one plate (the same certified value) are averaged into one point
         groups: dict[float, list[tuple[str, float]]] = {}
@@ -205,6 +205,8 @@ def build_station(dark: list[str | Path], flat: list[str | Path], *, pixel_size_
         names = [" + ".join(name for name, _ in group) for group in groups.values()]
         cert = list(groups)
         raw = [float(np.mean([value for _, value in group])) for group in groups.values()]
-        station.haze_fit = dataclasses.replace(fit_haze(names, cert, raw), response=fit_response(fields, parts))
+        response = fit_response(fields, parts)
+        station.haze_fit = dataclasses.replace(fit_haze(names, cert, raw), response=response,
+                                               region_sd=fit_region_sd(fields, parts, response))
         station.cache.clear()
     return station

@@ -79,12 +79,17 @@ class HazeFit:
     ratio of their effects varies over the field (vignetting, traps near one another), so a
     region's raw haze is divided by its response before the line is applied: the line was
     fitted on whole-field values. None: no map (every region taken as the field).
+
+    ``region_sd`` is how far the plates' regions, so divided, still scatter about the whole
+    field's reading (raw %, pooled over the plates): a part of each region's reading that is
+    the station's own, not noise. The worst-region test counts it with the region's noise.
     """
 
     slope: float = 1.0
     intercept: float = 0.0
     plates: tuple[dict, ...] = ()
     response: np.ndarray | None = field(default=None, compare=False)
+    region_sd: float = 0.0
 
     def apply(self, raw_pct: float) -> float:
         return self.slope * raw_pct + self.intercept
@@ -235,7 +240,7 @@ class Station:
                               "contrast": p.contrast}
         if self.haze_fit is not None:
             f = self.haze_fit
-            doc["haze_fit"] = {"slope": f.slope, "intercept": f.intercept,
+            doc["haze_fit"] = {"slope": f.slope, "intercept": f.intercept, "region_sd": f.region_sd,
                                "plates": [_clean(dict(p)) for p in f.plates]}
         if self.thresholds:
             doc["thresholds"] = _clean(self.thresholds)
@@ -351,7 +356,8 @@ class Station:
         if "haze_fit" in doc:
             f = doc["haze_fit"]
             response = array("haze_response", None) if "haze_response" in files else None
-            fit = HazeFit(float(f["slope"]), float(f["intercept"]), tuple(f.get("plates", [])), response)
+            fit = HazeFit(float(f["slope"]), float(f["intercept"]), tuple(f.get("plates", [])), response,
+                          float(f.get("region_sd", 0.0)))
         noise = None
         if "noise" in doc:
             noise = (float(doc["noise"]["gain_dn"]), float(doc["noise"]["offset_dn2"]))

@@ -542,6 +542,10 @@ def measure_haze(image: np.ndarray, station, *, lens_mask: np.ndarray | None = N
         if valid.any() and np.isfinite(central):
             central = float(central / np.mean(response[valid]))
         hmap, sigma = hmap / response, sigma / response
+    if fit is not None and fit.region_sd > 0:
+        # what the plates' regions still scatter by is the station's own: a region stands out
+        # of the central zone only beyond it as well as beyond its noise
+        sigma = np.sqrt(sigma * sigma + np.float32(fit.region_sd) ** 2)
     regions = []
     central_pct = float(fix(central)) if np.isfinite(central) else None
     if central_pct is not None:
@@ -664,6 +668,22 @@ def fit_response(fields: list[float], parts: list[np.ndarray]) -> np.ndarray | N
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(ok.sum(0) >= 2, num / den, 1.0)
     return np.clip(np.nan_to_num(r, nan=1.0), *RESPONSE_RANGE).astype(np.float32)
+
+
+def fit_region_sd(fields: list[float], parts: list[np.ndarray], response: np.ndarray | None) -> float:
+    """How far the plates' regions, divided by their response, scatter about the whole
+    field's reading (raw %, the rms over the plates of at least :data:`RESPONSE_MIN_PCT` and
+    every region read): :attr:`goggleqc.calibration.station.HazeFit.region_sd`. 0 without a
+    map."""
+    if response is None:
+        return 0.0
+    use = [(f, p) for f, p in zip(fields, parts)
+           if np.isfinite(f) and f >= RESPONSE_MIN_PCT and p.shape == response.shape]
+    if not use:
+        return 0.0
+    res = np.concatenate([(p / response - f).ravel() for f, p in use])
+    res = res[np.isfinite(res)]
+    return float(np.sqrt(np.mean(res ** 2))) if res.size else 0.0
 
 
 def haze_contrast_index(image: np.ndarray, lens_mask: np.ndarray | None = None) -> float:
