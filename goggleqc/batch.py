@@ -6,7 +6,7 @@ than ten. Each worker reads a file, hashes it, decodes it, inspects it and draws
 overlay (:class:`ImageJob`). Workers are threads (OpenCV and numpy release the GIL in their
 big calls, so one image decodes while another is analysed) or processes
 (:class:`JobProcessPool`: each holds the job, sent once, and is sent only paths; see
-:data:`POOLS` for when they pay). Records are handed to the sinks in
+:data:`DEFAULT_POOL` for when they pay). Records are handed to the sinks in
 the calling thread as each image completes, so a single SQLite connection suffices and
 every record is on disk before the next is taken.
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import multiprocessing
 import os
 import pickle
 import re
@@ -45,6 +44,7 @@ from goggleqc.capture.imagefile import decode_image
 from goggleqc.errors import GoggleQCError, InputError
 from goggleqc.inspect.results import Result, VerdictCounts
 from goggleqc.inspect.tone import png_tone
+from goggleqc.ordered import POOLS, call_held, hold_in_worker, process_context
 from goggleqc.report.overlay import draw_overlay, thumbnail, write_png
 from goggleqc.report.records import error_record, make_record
 
@@ -71,7 +71,6 @@ DEFAULT_WORKERS = max(1, min(_usable_cores(), 8))
 #: the lock) narrow that to nothing for PNG files and to about a tenth for BMP, while each
 #: process takes about a second to start, receive the station and build its cached plans,
 #: and holds its own copy of everything (docs/results-db.md, "Processes or threads").
-POOLS = ("threads", "processes")
 DEFAULT_POOL = "threads"
 
 #: images submitted but not yet written, per worker: enough to keep every worker busy while
@@ -330,45 +329,8 @@ class ImageJob:
 
 # -- worker processes ----------------------------------------------------------------------------
 
-#: the job a worker process runs, installed once when the process starts
-_installed_job: ImageJob | None = None
-
-
-def start_worker_process(opencv_threads: int = 1) -> None:
-    """What every worker process does first: ignore Ctrl-C and size OpenCV's own pool.
-
-    Ctrl-C reaches every process of the terminal's group; it is the parent's to handle (it
-    lets the images being inspected finish), so a worker ignores it.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(opencv_threads)
-
-
-def _install_job(job: ImageJob, opencv_threads: int) -> None:
-    """Start a worker process: keep ``job`` for every image it is sent."""
-    global _installed_job
-    start_worker_process(opencv_threads)
-    _installed_job = job
-
-
-def _run_installed(path: str | Path) -> Outcome:
-    assert _installed_job is not None, "worker started without a job"
-    return _installed_job(path)
-
-
 class WorkerError(GoggleQCError):
     """A worker process died (killed, out of memory); the records written before are kept."""
-
-
-def process_context():
-    """How worker processes start: from a fork server that has imported the pipeline (not by
-    forking this process, whose other threads, such as a progress bar's or OpenCV's own, may
-    hold locks), or spawned where there is no fork server."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["goggleqc.batch", "goggleqc.inspect.pipeline"])
-    return context
 
 
 def _died(paths: list) -> WorkerError:
@@ -386,12 +348,12 @@ class JobProcessPool(Executor):
 
     def __init__(self, job: ImageJob, workers: int, opencv_threads: int = 1):
         self.job = job
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=process_context(), initializer=_install_job,
-                                         initargs=(job, opencv_threads))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=process_context(),
+                                         initializer=hold_in_worker, initargs=(job, opencv_threads))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         if fn is self.job:
-            return self._pool.submit(_run_installed, *args, **kwargs)
+            return self._pool.submit(call_held, *args, **kwargs)
         return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -20,7 +20,7 @@ Parallel choice: one frame per worker, with OpenCV's internal pool set to 1 thre
 cores. OpenCV and numpy release the GIL in their big calls, but the pipeline makes many
 small ones too: on two cores two threads inspect frames in memory about a quarter slower
 than two processes, so both are measured (the batch runs threads by default, as decoding
-files narrows the gap: :data:`goggleqc.batch.POOLS`). "Single-threaded" means one worker
+files narrows the gap: :data:`goggleqc.batch.DEFAULT_POOL`). "Single-threaded" means one worker
 and ``cv2.setNumThreads(1)``: one core.
 """
 
@@ -266,7 +266,7 @@ _held: tuple | None = None
 
 
 def _hold(inspect_fn, frames) -> None:
-    from goggleqc.batch import start_worker_process
+    from goggleqc.ordered import start_worker_process
 
     global _held
     start_worker_process(1)
@@ -311,10 +311,10 @@ def frame_pool(inspect_fn: Callable[[np.ndarray], object], frames: Sequence[np.n
     """A pool of ``workers`` processes, each holding ``inspect_fn`` (picklable) and ``frames``,
     sent once when it starts: submit :func:`_inspect_held` with a frame index, or use
     :func:`measure_process_throughput`. Started as the batch's are
-    (:func:`goggleqc.batch.process_context`)."""
+    (:func:`goggleqc.ordered.process_context`)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from goggleqc.batch import process_context
+    from goggleqc.ordered import process_context
 
     return ProcessPoolExecutor(max_workers=workers, mp_context=process_context(), initializer=_hold,
                                initargs=(inspect_fn, list(frames)))

@@ -14,10 +14,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from goggleqc.batch import DEFAULT_WORKERS
+from goggleqc.batch import DEFAULT_WORKERS, POOLS
 from goggleqc.cli import app, console, fail
 from goggleqc.errors import GoggleQCError, InputError
-from goggleqc.ordered import POOLS
 
 CURVE_PNG = "thresholds_curve.png"
 
