@@ -1068,13 +1068,18 @@ def _traced_ring(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.nda
 
 
 def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray, contrast: float,
-                   fraction: float = MARK_TRACE_FRACTION, sigma: float = MARK_TRACE_SIGMA) -> bool:
+                   fraction: float = MARK_TRACE_FRACTION, sigma: float = MARK_TRACE_SIGMA, even: bool = False) -> bool:
     """True when the circle ``(cx, cy, r)`` (working px) through a faint arc darkens all round.
 
     A watermark's rim is often seen above the noise along part of its circle only. Abrasion
     does not curl round a point: the rest of a scratch's circle is clear, while a dried drop's
     rim runs on round it, too faint to find pixel by pixel but plain when the departure along
     the whole unseen part (against the circle's two sides, 2.5 px in and out) is summed.
+
+    ``even``: the darkening must also be spread round the circle, not gathered on one stretch
+    of it (a circle that runs along another dark curve for a while): the unseen part is cut
+    into arcs of :data:`MARK_EVEN_ARC_PX` and :data:`MARK_EVEN_SHARE` of them must each darken
+    by at least :data:`MARK_EVEN_LEVEL` of the mean.
     """
     seen = np.unique(np.floor((np.arctan2(ys - cy, xs - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
     n = max(36, int(2 * np.pi * r))
@@ -1102,15 +1107,32 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
         return False
     c = (ring - (inner + outer) / 2)[ok].astype(np.float64)
     mean, se = float(c.mean()), float(c.std(ddof=1) / np.sqrt(c.size)) + 1e-9
-    return mean >= fraction * abs(contrast) and mean / se >= sigma
+    if not (mean >= fraction * abs(contrast) and mean / se >= sigma):
+        return False
+    if not even:
+        return True
+    # the points read, in order round the circle and evenly spaced on it, cut into arcs
+    m = c.size
+    n_arcs = max(MARK_EVEN_MIN_ARCS, int(m * 2 * np.pi * r / n // MARK_EVEN_ARC_PX))
+    which = np.arange(m) * n_arcs // m
+    arcs = np.bincount(which, c, n_arcs) / np.bincount(which, None, n_arcs)
+    return float(np.mean(arcs >= MARK_EVEN_LEVEL * mean)) >= MARK_EVEN_SHARE
 
 
-#: a dark line fainter than this, too short to place its own circle (it would cover under
-#: MARK_TRACE_MIN_ARC of it), is tried as a piece of a watermark's rim: circles through its
+#: the evenness of a traced circle's darkening (:func:`_traced_circle`): arcs of this length
+#: (working px, at least this many), this share of which darken by this fraction of the mean
+MARK_EVEN_ARC_PX = 6.0
+MARK_EVEN_MIN_ARCS = 4
+MARK_EVEN_SHARE = 0.8
+MARK_EVEN_LEVEL = 0.5
+
+
+#: a dark line fainter than this, whose own circle is not a rim (too short to place it, or
+#: bent off it by the noise), is tried as a piece of a watermark's rim: circles through its
 #: two ends, of every drop's radius and on either side ...
 MARK_SHORT_MAX_CONTRAST = 0.15
-#: ... radii a working pixel and a half apart ...
-MARK_SHORT_RADIUS_STEP_PX = 1.5
+#: ... radii half a working pixel apart ...
+MARK_SHORT_RADIUS_STEP_PX = 0.5
 #: ... and one whose unseen part darkens by at least this fraction of the line's contrast, at
 #: this significance, makes it a rim (more than MARK_TRACE_SIGMA: dozens of circles are tried;
 #: the arc of the second renderer's photograph that this was made for passes at 9σ and at
@@ -1119,6 +1141,10 @@ MARK_SHORT_FRACTION = 0.1
 MARK_SHORT_SIGMA = 6.0
 #: ... traced in full for at most this many circles, those whose coarse reading darkens most
 MARK_SHORT_TRACES = 4
+#: ... covering at most this much of the circle (degrees) ...
+MARK_SHORT_MAX_ARC = 90.0
+#: ... each the best of those up to a pixel off in centre and radius (working px)
+MARK_SHORT_NUDGE_PX = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
 def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int, ps: float | None,
@@ -1130,10 +1156,13 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
     line of the target or the noise is kindest; under 60° of its circle the line's own
     curvature does not place the circle (a 37° arc of a 7.4 mm rim fitted a 4.3 mm circle),
     and it was reported as a scratch: on the second renderer's photographs (seed 4) two
-    false rejects in 113 good lenses were such arcs. Every circle of a drop's size through
-    the line's two ends, on either side, that the line lies on (MARK_MEMBER_RMS) is read
-    coarsely, and the :data:`MARK_SHORT_TRACES` that darken most are traced round in full
-    (:func:`_traced_circle`): the rest of the circle must darken."""
+    false rejects in 113 good lenses were such arcs. Nor does it in a grainy photograph up to
+    90°: a 70° arc of a 4.5 mm rim, bent by the JPEG grain, fitted a 3 mm circle (seed 16).
+    Every circle of a drop's size through the line's two ends, on either side, covering up to
+    :data:`MARK_SHORT_MAX_ARC` of it, that the line lies on (MARK_MEMBER_RMS) is read
+    coarsely; the :data:`MARK_SHORT_TRACES` that darken most are each moved up to a pixel
+    (:data:`MARK_SHORT_NUDGE_PX`: a rim is a pixel or two wide) and the best placed is traced
+    round in full (:func:`_traced_circle`): the rest of the circle must darken, evenly."""
     if len(xs) < 5 or abs(contrast) >= MARK_SHORT_MAX_CONTRAST:
         return None
     fx, fy = xs.astype(np.float64), ys.astype(np.float64)
@@ -1154,7 +1183,7 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
         lo, hi = (d / 2 / (ps * f) for d in params.mark_diameter_mm)
     else:
         lo, hi = params.mark_min_diameter_px / 2 / f, 10 * params.mark_min_diameter_px / f
-    lo = max(lo, 3.0 * length / np.pi)  # the line covers under 60° of the circle
+    lo = max(lo, half / np.sin(np.radians(MARK_SHORT_MAX_ARC) / 2))  # under MARK_SHORT_MAX_ARC of its circle
     if lo > hi:
         return None
     hyps = []
@@ -1166,9 +1195,32 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
                 hyps.append((r, cx, cy))
     if not hyps:
         return None
-    # every circle read at once, coarsely (72 points, the ring against 2.5 px either side, the
-    # line's own stretch and 10° beside it left out); the full trace only for those that pass
-    r_, cx_, cy_ = (np.array(v)[:, None] for v in zip(*hyps))
+    mean, use = _coarse_rings(rel, hyps, mx, my, length)
+    order = [i for i in np.argsort(-mean) if use[i] >= 24]
+    tried = set()
+    for i in order[:MARK_SHORT_TRACES]:
+        # a rim is a pixel or two wide, and the circles through the line's two ends are
+        # placed to a pixel (its ends) and a step of radius: the best of the circles up to a
+        # pixel off in centre and radius that the line still lies on is traced
+        r0, cx0, cy0 = hyps[i]
+        near = [(r0 + dr, cx0 + dx, cy0 + dy) for dr in MARK_SHORT_NUDGE_PX for dx in MARK_SHORT_NUDGE_PX
+                for dy in MARK_SHORT_NUDGE_PX
+                if _circle_rms(fx, fy, cx0 + dx, cy0 + dy, r0 + dr) <= max(MARK_MEMBER_RMS * (r0 + dr), 1.0)]
+        m, _ = _coarse_rings(rel, near, mx, my, length)
+        r, cx, cy = near[int(np.argmax(m))]
+        if (r, cx, cy) in tried or m.max() < MARK_SHORT_FRACTION * abs(contrast):
+            continue
+        tried.add((r, cx, cy))
+        if _traced_circle(rel, cx, cy, r, xs, ys, contrast, MARK_SHORT_FRACTION, MARK_SHORT_SIGMA, even=True):
+            return float(cx), float(cy), float(r), float(np.degrees(2 * np.arcsin(min(half / r, 1.0))))
+    return None
+
+
+def _coarse_rings(rel, hyps: list, mx: float, my: float, length: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every circle ``(r, cx, cy)`` of ``hyps`` read at once, coarsely: the mean darkening of
+    the ring against 2.5 px either side at 72 points, the line's own stretch (centred on
+    ``(mx, my)``, ``length`` long) and 10° beside it left out; and how many points were read."""
+    r_, cx_, cy_ = (np.array(v, np.float64)[:, None] for v in zip(*hyps))
     a = np.linspace(-np.pi, np.pi, 72, endpoint=False)[None, :]
     away = np.abs((a - np.arctan2(my - cy_, mx - cx_) + np.pi) % (2 * np.pi) - np.pi) > length / (2 * r_) + np.radians(10)
     reads = []
@@ -1179,13 +1231,7 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
         reads.append((v.reshape(r_.shape[0], -1), ok.reshape(r_.shape[0], -1)))
     use = away & reads[0][1] & reads[1][1] & reads[2][1]
     bar = reads[0][0] - (reads[1][0] + reads[2][0]) / 2
-    mean = (bar * use).sum(1) / np.maximum(use.sum(1), 1)
-    order = [i for i in np.argsort(-mean) if mean[i] >= MARK_SHORT_FRACTION * abs(contrast) and use[i].sum() >= 24]
-    for i in order[:MARK_SHORT_TRACES]:
-        r, cx, cy = hyps[i]
-        if _traced_circle(rel, cx, cy, r, xs, ys, contrast, MARK_SHORT_FRACTION, MARK_SHORT_SIGMA):
-            return float(cx), float(cy), float(r), float(np.degrees(length / r))
-    return None
+    return (bar * use).sum(1) / np.maximum(use.sum(1), 1), use.sum(1)
 
 
 #: each of the lines joined into one rim lies on the joint circle: its rms distance from it at
@@ -1394,6 +1440,11 @@ def _cut_rim_tails(measured: list, rel: Relative, z, f: int, zone_of, ps, params
     return out
 
 
+def _length_weighted_contrast(lines: list) -> float:
+    """The contrast of lines read as one, each weighted by its length."""
+    return float(np.average([sc.contrast for sc in lines], weights=[sc.length_px for sc in lines]))
+
+
 def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams, rel=None) -> tuple[list, list]:
     """Split measured lines into watermark rims and scratches (see ScratchParams).
 
@@ -1454,8 +1505,7 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams,
         if fit[3] >= params.mark_min_arc_deg and not _round(xs, ys, fit):
             return None
         if fit[3] < params.mark_min_arc_deg:
-            lines = [measured[k][0] for k in ks]
-            arc_contrast = float(np.average([sc.contrast for sc in lines], weights=[sc.length_px for sc in lines]))
+            arc_contrast = _length_weighted_contrast([measured[k][0] for k in ks])
             if (rel is None or fit[3] < MARK_TRACE_MIN_ARC
                     or not _traced_ring(rel, fit[0], fit[1], fit[2], xs, ys, arc_contrast)):
                 return None
@@ -1469,14 +1519,20 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams,
         whole = rim_fit(ks)
         alone = [k for k in ks if whole is None or k not in whole[2]] if len(ks) > 1 else []
         judged += ([whole] if whole is not None else []) + [found for k in alone if (found := rim_fit([k])) is not None]
-    # a short faint line left over may be a stretch of a rim whose circle it cannot place
+    # a short faint line left over may be a stretch of a rim whose circle it cannot place;
+    # not one lying on a rim already found and far darker than it, which is a scratch along
+    # that rim cut off it (:func:`_rim_streaks`)
     if rel is not None:
         taken_now = {k for _, _, ks in judged for k in ks}
+        found = [(fit, _length_weighted_contrast([measured[k][0] for k in ks])) for fit, _, ks in judged]
         for k, (sc, members) in enumerate(measured):
             if k in taken_now or sc.polarity != "dark":
                 continue
             xs = np.concatenate([p.xs for p in members])
             ys = np.concatenate([p.ys for p in members])
+            if any(_far_darker(sc.contrast, c) and _circle_rms(xs, ys, *fit[:3]) <= max(MARK_MEMBER_RMS * fit[2], 1.0)
+                   for fit, c in found):
+                continue
             fit = _short_arc_rim(rel, xs, ys, sc.contrast, f, ps, params)
             if fit is not None:
                 judged.append((fit, members, [k]))
@@ -1487,7 +1543,7 @@ def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams,
         zones = {sc.zone for sc in lines}
         zone = "central" if "central" in zones else zones.pop()
         d = 2 * fit[2] * f
-        contrast = float(np.average([sc.contrast for sc in lines], weights=[sc.length_px for sc in lines]))
+        contrast = _length_weighted_contrast(lines)
         rims.append((Mark(kind="watermark", diameter_px=d, contrast=contrast, zone=zone, bbox_px=bbox,
                           diameter_mm=d * ps if ps else None, arc_deg=fit[3]), members))
         taken.update(ks)
