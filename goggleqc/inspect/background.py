@@ -193,8 +193,17 @@ class Relative:
             # 1 it also reads the pattern's residue (1.0–1.65 on linear frames with the goggle in
             # view), and there the hysteresis and a line's mean along its length already ride
             # above the noise
-            local *= np.float32(min(1.0, noise_colour(d, base, sigma)))
+            band = band_noise(d, base)
+            self.__dict__["band_sigma"] = band  # what the cached property below would compute
+            local *= np.float32(min(1.0, band / (max(sigma, 1e-12) * _white_band_ratio(_BAND_SIGMA))))
         return d, sigma, local
+
+    @cached_property
+    def band_sigma(self) -> float:
+        """The noise of the whitened departure as the filters see it (:func:`band_noise`),
+        read where the frame's own background model holds."""
+        base = self.valid if self.local_fill is None else self.valid & ~self.local_fill
+        return band_noise(self.whitened[0], base)
 
     def to_full(self, x: float, y: float) -> tuple[float, float]:
         """Full-resolution pixel coordinates of working-grid point (x, y) of this crop."""
@@ -245,6 +254,13 @@ def _white_band_ratio(s: float) -> float:
     return noise_sigma(cv2.GaussianBlur(d, (0, 0), s), ok) / noise_sigma(d, ok)
 
 
+def band_noise(d: np.ndarray, valid: np.ndarray) -> float:
+    """The robust noise of the departure ``d`` smoothed at the filters' scale (a Gaussian of
+    :data:`_BAND_SIGMA`): what a filter a pixel or two wide sees of the noise, white or not."""
+    inner = cv2.erode(valid.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+    return noise_sigma(cv2.GaussianBlur(d, (0, 0), _BAND_SIGMA), inner)
+
+
 def noise_colour(d: np.ndarray, valid: np.ndarray, sigma: float) -> float:
     """How much more (> 1) or less (< 1) noise the filters see than white noise of pixel σ
     ``sigma`` would give them.
@@ -255,9 +271,7 @@ def noise_colour(d: np.ndarray, valid: np.ndarray, sigma: float) -> float:
     robust noise of the departure smoothed at the filters' scale, divided by what white noise
     gives; defects are too few to move a median. Bounded to 0.5–2.
     """
-    inner = cv2.erode(valid.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
-    band = noise_sigma(cv2.GaussianBlur(d, (0, 0), _BAND_SIGMA), inner)
-    k = band / (max(sigma, 1e-12) * _white_band_ratio(_BAND_SIGMA))
+    k = band_noise(d, valid) / (max(sigma, 1e-12) * _white_band_ratio(_BAND_SIGMA))
     return float(np.clip(k, *_COLOUR_BOUNDS))
 
 

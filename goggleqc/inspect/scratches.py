@@ -73,6 +73,18 @@ class ScratchParams:
         flat the background is uncertain by a percent or two (the pattern's cells registered
         to a fraction of a pixel, the light's change between them), so a fainter line is
         not told from the model's own residue.
+    band_floor : float
+        Without a flat, a line must also reach this many times the noise the filters see
+        (:attr:`Relative.band_sigma`, the departure's noise smoothed at a pixel's scale). An
+        ordinary camera's noise is coarse grained (demosaicing, JPEG): at the filters' scale
+        1.5–2× what white noise of the same pixel σ gives, where the thresholds, in pixel σ,
+        let chains of grain through as lines of a few percent (the second renderer's
+        photographs at 0.1 mm/px: 2.6–5 % over 1.3–6.7 mm, 7–13× the band noise; its true
+        scratches 14× or more). Over :data:`BAND_FLOOR_LENGTH_PX` working px the floor falls
+        as the square root of the length (a 14.7 mm hairline read at 2.6 % in a phone
+        photograph is 10× its band noise). On a machine-vision camera's frame the band noise
+        is 0.22 of the pixel σ, and the floor under ``min_contrast_uncalibrated`` wherever
+        that σ is under 0.9 %.
     short_line_mm, min_contrast_short_uncalibrated : float
         Without a flat, a line shorter than ``short_line_mm`` (10 working px without a pixel
         size) must reach ``min_contrast_short_uncalibrated``: the background's residue is
@@ -145,6 +157,7 @@ class ScratchParams:
     pattern_angle_deg: float = 6.0
     min_contrast: float = 0.0
     min_contrast_uncalibrated: float = 0.025
+    band_floor: float = 12.0
     short_line_mm: float = 2.0
     min_contrast_short_uncalibrated: float = 0.035
     wide_line_mm: float = 0.6
@@ -759,6 +772,18 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
             x0, x1 = max(0, int(xs.min()) - 2), int(xs.max()) + 3
             claimed[y0:y1, x0:x1] = cv2.dilate(claimed[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
     return found
+
+
+#: lines longer than this (working px) need less than ``band_floor`` times the band noise, as
+#: the square root of their length: a chain of the grain's blobs, a few pixels each, averages
+#: down along its length like any noise
+BAND_FLOOR_LENGTH_PX = 20.0
+
+
+def band_floor(length_px: float, band_sigma: float, params: ScratchParams) -> float:
+    """The contrast a line ``length_px`` working px long must reach against noise the filters
+    see as ``band_sigma`` (``params.band_floor``; without a flat)."""
+    return params.band_floor * band_sigma * float(np.sqrt(BAND_FLOOR_LENGTH_PX / max(length_px, BAND_FLOOR_LENGTH_PX)))
 
 
 def faint_and_short(sc: Scratch, rel: Relative, pixel_size_mm: float | None, params: ScratchParams) -> bool:
@@ -1694,7 +1719,8 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     core_px = float(np.sqrt(max(eq_width_lo ** 2 - ELONGATION_SPREAD_PX2 - f * f, 0.0)))
     if length_px < params.min_length_px or length_px < params.min_elongation * max(core_px, 1.0):
         return None
-    if contrast < (params.min_contrast if rel.model == "flat" else params.min_contrast_uncalibrated):
+    if contrast < (params.min_contrast if rel.model == "flat" else
+                   max(params.min_contrast_uncalibrated, band_floor(length_px / f, rel.band_sigma, params))):
         return None
     if rel.model == "flat" and params.texture_ratio > 0 and \
             contrast < params.texture_ratio * _texture(rel, ys, xs, mask, (y0, x0)):
