@@ -899,8 +899,7 @@ def _dominant_line(fx: np.ndarray, fy: np.ndarray) -> np.ndarray | None:
     # refined by the principal axis of the pixels near that line, then taken again
     mx, my = fx[near].mean(), fy[near].mean()
     cov = np.cov(np.stack([fx[near] - mx, fy[near] - my]))
-    w_, v_ = np.linalg.eigh(cov)
-    ux, uy = v_[:, 1]
+    ux, uy = np.linalg.eigh(cov)[1][:, 1]  # the axis of the larger spread
     near = np.abs((fx - mx) * -uy + (fy - my) * ux) <= CLUTTER_LINE_HALF_WIDTH
     along = (fx - mx) * ux + (fy - my) * uy
     idx = np.flatnonzero(near)
