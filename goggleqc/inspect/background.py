@@ -175,15 +175,20 @@ class Relative:
     local_fill: np.ndarray | None = None
 
     @cached_property
-    def whitened(self) -> tuple[np.ndarray, float, np.ndarray]:
-        """``(d, σ, local σ)``: the whitened departure ``(1 − rel)·weight`` (0 where not
-        valid), its pixel noise and its local noise level; computed once, shared by the
-        scratch and spot detectors."""
+    def _departure(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whitened departure ``(1 − rel)·weight`` (0 where not valid), and where its
+        noise is read: where the background model is the frame's own (not where the local fit
+        stands in for a lattice)."""
         d = (np.float32(1.0) - self.rel) * self.weight
         d[~self.valid] = 0
-        # the frame's noise is read where the background model is the frame's own (not where
-        # the local fit stands in for a lattice)
         base = self.valid if self.local_fill is None else self.valid & ~self.local_fill
+        return d, base
+
+    @cached_property
+    def whitened(self) -> tuple[np.ndarray, float, np.ndarray]:
+        """``(d, σ, local σ)``: the whitened departure, its pixel noise and its local noise
+        level; computed once, shared by the scratch and spot detectors."""
+        d, base = self._departure
         sigma = noise_sigma(d, base)
         local = local_noise(d, self.valid, sigma)
         if self.model == "lattice":
@@ -193,17 +198,14 @@ class Relative:
             # 1 it also reads the pattern's residue (1.0–1.65 on linear frames with the goggle in
             # view), and there the hysteresis and a line's mean along its length already ride
             # above the noise
-            band = band_noise(d, base)
-            self.__dict__["band_sigma"] = band  # what the cached property below would compute
-            local *= np.float32(min(1.0, band / (max(sigma, 1e-12) * _white_band_ratio(_BAND_SIGMA))))
+            local *= np.float32(min(1.0, _colour(self.band_sigma, sigma)))
         return d, sigma, local
 
     @cached_property
     def band_sigma(self) -> float:
         """The noise of the whitened departure as the filters see it (:func:`band_noise`),
         read where the frame's own background model holds."""
-        base = self.valid if self.local_fill is None else self.valid & ~self.local_fill
-        return band_noise(self.whitened[0], base)
+        return band_noise(*self._departure)
 
     def to_full(self, x: float, y: float) -> tuple[float, float]:
         """Full-resolution pixel coordinates of working-grid point (x, y) of this crop."""
@@ -271,7 +273,12 @@ def noise_colour(d: np.ndarray, valid: np.ndarray, sigma: float) -> float:
     robust noise of the departure smoothed at the filters' scale, divided by what white noise
     gives; defects are too few to move a median. Bounded to 0.5–2.
     """
-    k = band_noise(d, valid) / (max(sigma, 1e-12) * _white_band_ratio(_BAND_SIGMA))
+    return _colour(band_noise(d, valid), sigma)
+
+
+def _colour(band: float, sigma: float) -> float:
+    """:func:`noise_colour` from the band-limited noise ``band`` and the pixel noise ``sigma``."""
+    k = band / (max(sigma, 1e-12) * _white_band_ratio(_BAND_SIGMA))
     return float(np.clip(k, *_COLOUR_BOUNDS))
 
 
