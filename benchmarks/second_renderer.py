@@ -454,29 +454,46 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
     fw, fh = width * ps, height * ps
     # the target continues past the frame: drawn with a margin the defocus blur needs
     pad = int(math.ceil(4 * st.pattern_blur * st.period_mm / ps)) + 2
-    x, y = np.meshgrid(((np.arange(-pad, width + pad) + 0.5) * ps - fw / 2).astype(np.float32),
-                       ((np.arange(-pad, height + pad) + 0.5) * ps - fh / 2).astype(np.float32))
+
+    def mm_grid(offset: float):
+        return np.meshgrid(((np.arange(-pad, width + pad) + offset) * ps - fw / 2).astype(np.float32),
+                           ((np.arange(-pad, height + pad) + offset) * ps - fh / 2).astype(np.float32))
+
+    x, y = mm_grid(0.5)
     # the target, seen through a curved lens (barrel) and slightly in perspective
     # barrel or pincushion up to 8 % at the corners (the camera's lens and the visor's bend);
     # the target up to about 8° off square at 100 mm
     k = rng.uniform(-0.04, 0.04)
     tilt = rng.uniform(-0.0015, 0.0015, 2)
     rho2 = (x / (fw / 2)) ** 2 + (y / (fh / 2)) ** 2
-    den = 1 + tilt[0] * x + tilt[1] * y
-    u = x * (1 + k * rho2) / den
-    v = y * (1 + k * rho2) / den
     ang = rng.uniform(-0.2, 0.2)
-    u, v = u * math.cos(ang) + v * math.sin(ang), -u * math.sin(ang) + v * math.cos(ang)
     p = st.period_mm
     ph = rng.uniform(0, 1, 2)
-    fu, fv = (u / p + ph[0]) % 1.0, (v / p + ph[1]) % 1.0
-    if rng.random() < 0.5:
-        bright = ((fu < 0.5) ^ (fv < 0.5)).astype(np.float32)
-        kind = "checker"
-    else:
-        line = rng.uniform(0.1, 0.25)
-        bright = ((fu > line) & (fv > line)).astype(np.float32)
-        kind = "grid"
+    checker = rng.random() < 0.5
+    line = 0.0 if checker else rng.uniform(0.1, 0.25)
+    kind = "checker" if checker else "grid"
+
+    def target(xs, ys):
+        r2 = (xs / (fw / 2)) ** 2 + (ys / (fh / 2)) ** 2
+        den = 1 + tilt[0] * xs + tilt[1] * ys
+        u, v = xs * (1 + k * r2) / den, ys * (1 + k * r2) / den
+        u, v = u * math.cos(ang) + v * math.sin(ang), -u * math.sin(ang) + v * math.cos(ang)
+        fu, fv = (u / p + ph[0]) % 1.0, (v / p + ph[1]) % 1.0
+        if checker:
+            return ((fu < 0.5) ^ (fv < 0.5)).astype(np.float32)
+        return ((fu > line) & (fv > line)).astype(np.float32)
+
+    # the target is continuous: each pixel averages it over 4×4 points (sampled once at its
+    # centre, a line's width jumped by a whole pixel with its phase, and the defocused grid
+    # varied from cell to cell by a quarter of its contrast)
+    subs = (np.arange(4) + 0.5) / 4
+    bright = np.zeros(x.shape, np.float32)
+    for oy in subs:
+        for ox in subs:
+            xs, _ = mm_grid(ox)
+            _, ys = mm_grid(oy)
+            bright += target(xs, ys)
+    bright /= len(subs) ** 2
     # dust on the target: small dark grains, blurred with it
     grains = []
     sig_px = st.pattern_blur * p / ps
