@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 import pytest
 
 from goggleqc.benchmarking import calibrate_from_sim
@@ -90,7 +91,11 @@ def test_a_faint_line_round_a_far_darker_spot_is_its_halo():
     """Stress set base/pattern, station 91000, lens 37: a 0.22 mm inclusion of 78 % came with a
     3 % "line" 6 px wide and 1 mm long round it, which failed a good lens as a 1.03 mm scratch
     and hid the spot. A line at most a fifth as dark as a spot, within 6 px of its disc, is the
-    spot's halo; a dark line, a long one or one of the other polarity is not."""
+    spot's halo; a dark line or a long one is not.
+
+    Of the other polarity, a ring closed round the spot is its overshoot (second renderer's
+    photograph, a 0.27 mm dig of 51 % in a 2 % brighter ring 0.96 mm across, seen on a working
+    grid of 2 px: it failed a good lens as a spot); a bright line beside the spot is not."""
     from goggleqc.inspect.results import Scratch, Spot
     from goggleqc.inspect.spots import _halo
 
@@ -99,8 +104,14 @@ def test_a_faint_line_round_a_far_darker_spot_is_its_halo():
     assert _halo(halo, spot)
     darker = Scratch(length_px=10.3, width_px=1.0, contrast=0.2, zone="central", bbox_px=[206, 148, 214, 158])
     longer = Scratch(length_px=40.0, width_px=1.0, contrast=0.03, zone="central", bbox_px=[190, 148, 230, 158])
-    bright = Scratch(length_px=10.3, width_px=6.0, contrast=-0.032, zone="central", bbox_px=[206, 148, 214, 158])
-    assert not any(_halo(sc, spot) for sc in (darker, longer, bright))
+    beside = Scratch(length_px=8.0, width_px=2.0, contrast=-0.032, zone="central", bbox_px=[206, 148, 214, 152])
+    assert not any(_halo(sc, spot) for sc in (darker, longer, beside))
+
+    dig = Spot(diameter_px=3.2, contrast=0.51, zone="central", bbox_px=[558, 110, 563, 115])
+    ring = Scratch(length_px=50.0, width_px=2.0, contrast=-0.045, zone="central", bbox_px=[550, 102, 570, 122])
+    assert _halo(ring, dig, scale=2)
+    assert not _halo(ring, dig, scale=1)  # a working pixel farther out than it reaches
+    assert not _halo(dataclasses.replace(ring, contrast=-0.12), dig, scale=2)  # over a fifth of the dig
 
 
 @pytest.mark.parametrize("backlight", ["pattern", "uniform"])

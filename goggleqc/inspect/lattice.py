@@ -291,6 +291,36 @@ def _median8(values: list[np.ndarray]) -> np.ndarray:
     return cv2.addWeighted(v[3], 0.5, v[4], 0.5, 0.0)
 
 
+def _median_seen(values: list[np.ndarray], big: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise median of eight arrays over their finite values (NaN where a cell did
+    not land), and how many landed (uint8).
+
+    The missing values are padded alternately above and below the range, which leaves the
+    middle of the order; where an odd number is missing, one padding order takes the upper of
+    the two middle values seen and the other the lower, so the two are averaged. Padded one
+    way only, the median of five cells was the mean of the 3rd and 4th: by the cells' spread
+    above their median (near a bent picture's edge, where the cells that land all lie
+    towards its middle, they differ by several percent, and the background stepped by 5 %
+    where the paired cells ran out; a false line of 12 mm along the step)."""
+    gone_n = np.zeros(values[0].shape, np.uint8)
+    up, down = [], []
+    for a in values:
+        gone = ~np.isfinite(a)
+        gone_n += gone
+        pad = np.where(gone_n[gone] % 2 == 1, big, -big)
+        b = a.copy()
+        a[gone] = pad
+        b[gone] = -pad
+        up.append(a)
+        down.append(b)
+    seen = np.uint8(len(values)) - gone_n
+    odd = (gone_n % 2 == 1)
+    med = _median8(up)
+    if odd.any():
+        med = np.where(odd, cv2.addWeighted(med, 0.5, _median8(down), 0.5, 0.0), med)
+    return med, seen
+
+
 def _gradient(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Central-difference gradient per pixel (Sobel ÷ 8, smoothed across)."""
     return (cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3, scale=0.125),
@@ -494,17 +524,51 @@ def _is_bent(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], field: tu
 
 
 def _local_ratio(image: np.ndarray, shifted: np.ndarray, valid: np.ndarray, period: float) -> np.ndarray:
-    """The slow change of illumination between each place and its neighbouring cell:
-    ``Σ image / Σ shifted`` over a Gaussian window of a period, on the places where both are
-    seen. Place and cell are at the same phase of the pattern, so the pattern cancels in the
-    ratio; and both sums run over the same places, so a window cut by the lens' edge or the
-    frame's is not biased the way a one-sided mean of the illumination would be."""
+    """The slow change of illumination between each place and its neighbouring cell: the
+    ratio ``image / shifted`` at the place, fitted over a Gaussian window of a period as a
+    ratio that changes linearly across it (``Σ image·d^k = Σ (r + g·d)·shifted·d^k`` for
+    ``d^k`` in 1, dx, dy: a local linear fit, weighted as ``Σ image / Σ shifted`` is), on the
+    places where both are seen. Place and cell are at the same phase of the pattern, so the
+    pattern cancels in the ratio; both sums run over the same places.
+
+    A plain ``Σ image / Σ shifted`` over a window cut by the picture's edge is the ratio of a
+    place inside it, half a window in: under a light falling off to the corners (the ratio
+    itself changes along the picture), that was off by several percent along the edge, where
+    the cells that land all lie towards the middle (a photograph's grid of 5.9 mm period
+    read 2.5–3 % dark in a band a period wide along its lower edge, and a 10 mm false line
+    along that band's inner border). The linear term takes the ratio's own slope out; where
+    the window holds too little to fit it, the plain ratio serves."""
     both = valid & np.isfinite(shifted)
     window_sum = _WindowSums(image.shape, period, period)
-    num = window_sum(np.where(both, image, 0).astype(np.float32))
-    den = window_sum(np.where(both, shifted, 0).astype(np.float32))
-    ratio = np.where(den > 1e-6 * max(float(den.max()), 1e-12), num / np.maximum(den, 1e-12), 1.0).astype(np.float32)
-    return window_sum.full(ratio)
+    i_small = cv2.resize(np.where(both, image, 0).astype(np.float32), window_sum.small, interpolation=cv2.INTER_AREA)
+    s_small = cv2.resize(np.where(both, shifted, 0).astype(np.float32), window_sum.small, interpolation=cv2.INTER_AREA)
+    sigma = window_sum.sigma
+    radius = int(np.ceil(3 * sigma))
+    u = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (u / sigma) ** 2)
+    k0, k1, k2 = (g / g.sum()).astype(np.float32), (g * u / g.sum()).astype(np.float32), (g * u * u / g.sum()).astype(np.float32)
+
+    def moment(a, kx, ky):  # Σ w(d)·dx^i·dy^j·a(x + d), with d in reduced cells
+        return cv2.sepFilter2D(a, cv2.CV_32F, kx, ky, borderType=cv2.BORDER_CONSTANT).astype(np.float64)
+
+    s0, sx, sy = moment(s_small, k0, k0), moment(s_small, k1, k0), moment(s_small, k0, k1)
+    sxx, sxy, syy = moment(s_small, k2, k0), moment(s_small, k1, k1), moment(s_small, k0, k2)
+    i0, ix, iy = moment(i_small, k0, k0), moment(i_small, k1, k0), moment(i_small, k0, k1)
+    floor = 1e-6 * max(float(s0.max()), 1e-12)
+    plain = np.where(s0 > floor, i0 / np.maximum(s0, 1e-12), 1.0)
+    # the 3×3 normal equations [[s0 sx sy] [sx sxx sxy] [sy sxy syy]]·(r, gx, gy) = (i0, ix, iy),
+    # solved for r alone by Cramer's rule (its minors are shared with the determinant)
+    m0 = sxx * syy - sxy * sxy
+    m1 = sx * syy - sxy * sy
+    m2 = sx * sxy - sxx * sy
+    det = s0 * m0 - sx * m1 + sy * m2
+    num = i0 * m0 - sx * (ix * syy - sxy * iy) + sy * (ix * sxy - sxx * iy)
+    # well posed where the window's spread about the place is a fair part of a whole window's
+    # (σ² each way, less what the window's cut leaves): else the plain ratio
+    spread = (sxx * s0 - sx * sx) * (syy * s0 - sy * sy)
+    ok = (s0 > floor) & (spread > (0.25 * sigma * sigma * s0 * s0) ** 2) & (np.abs(det) > 1e-300)
+    ratio = np.where(ok, num / np.where(ok, det, 1.0), plain)
+    return window_sum.full(ratio.astype(np.float32))
 
 
 def lattice_background(image: np.ndarray, valid: np.ndarray,
@@ -558,7 +622,6 @@ def lattice_background(image: np.ndarray, valid: np.ndarray,
     img = np.where(valid, image, np.nan).astype(np.float32)
     big = np.float32(1e6)
     n = np.zeros(image.shape, np.uint8)
-    missing = np.zeros(image.shape, np.uint8)
     values, singles = [], []
     # the pixels where three cells may serve (the picture's corners), and whether a cell is
     # missed there because it lies on the goggle's frame or off the lit lens, not past the
@@ -586,33 +649,24 @@ def lattice_background(image: np.ndarray, valid: np.ndarray,
             singles.append(a.copy())  # before the pairs pad it in place below
         if cy is not None and len(cy):
             blocked |= ~np.isfinite(a[cy, cx]) & ~_past_picture(valid, *picture, v, cy, cx)
-        if not bent:
-            # a median over the cells that landed on the lens: the missing ones are padded
-            # alternately above and below the range, which leaves the middle of the order
-            gone = ~np.isfinite(a)
-            missing += gone
-            a[gone] = np.where(missing[gone] % 2 == 1, big, -big)
-            n += (~gone).view(np.uint8)
-        elif k % 2 == 1:
+        if bent and k % 2 == 1:
             before = values[-2]
             gone = ~(np.isfinite(a) & np.isfinite(before))
             before[gone], a[gone] = big, -big
             n += np.uint8(2) * (~gone).view(np.uint8)
-    med = _median8(values)
+    if bent:
+        med = _median8(values)
+    else:
+        # a median over the cells that landed on the lens
+        med, n = _median_seen(values, big)
     if bent:
         # within a cell of the frame's border (or of a hole in the lit area) the pairs run out;
         # there the cells that are seen serve one-sided, each registered, as square on
         thin = valid & (n < MIN_SHIFTS)
         if thin.any():
-            gone_n = np.zeros(image.shape, np.uint8)
-            seen = np.zeros(image.shape, np.uint8)
-            for a in singles:
-                gone = ~np.isfinite(a)
-                gone_n += gone
-                a[gone] = np.where(gone_n[gone] % 2 == 1, big, -big)
-                seen += (~gone).view(np.uint8)
+            single_med, seen = _median_seen(singles, big)
             one_sided = thin & (seen >= MIN_SHIFTS)
-            med = np.where(one_sided, _median8(singles), med)
+            med = np.where(one_sided, single_med, med)
             n = np.where(thin, seen, n)
             lattice = replace(lattice, one_sided=one_sided)
     if cy is not None and len(cy):
