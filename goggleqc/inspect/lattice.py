@@ -523,6 +523,10 @@ def _is_bent(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], field: tu
                                  < REGISTRATION_GAIN * float(np.mean(np.abs(exact - q)[both])))
 
 
+#: the local linear fit of the light's ratio may move the plain ratio by at most this fraction
+MAX_SLOPE_CORRECTION = 0.15
+
+
 def _local_ratio(image: np.ndarray, shifted: np.ndarray, valid: np.ndarray, period: float) -> np.ndarray:
     """The slow change of illumination between each place and its neighbouring cell: the
     ratio ``image / shifted`` at the place, fitted over a Gaussian window of a period as a
@@ -567,7 +571,11 @@ def _local_ratio(image: np.ndarray, shifted: np.ndarray, valid: np.ndarray, peri
     # (σ² each way, less what the window's cut leaves): else the plain ratio
     spread = (sxx * s0 - sx * sx) * (syy * s0 - sy * sy)
     ok = (s0 > floor) & (spread > (0.25 * sigma * sigma * s0 * s0) ** 2) & (np.abs(det) > 1e-300)
-    ratio = np.where(ok, num / np.where(ok, det, 1.0), plain)
+    fitted = np.where(ok, num / np.where(ok, det, 1.0), plain)
+    # a slope corrects the plain ratio by a few percent (4.6 % at most on the photographs seen);
+    # where a window nearly degenerate (a thin strip of lens) would move it by more, the plain
+    # ratio stands
+    ratio = np.where(np.abs(fitted - plain) <= MAX_SLOPE_CORRECTION * np.abs(plain), fitted, plain)
     return window_sum.full(ratio.astype(np.float32))
 
 
