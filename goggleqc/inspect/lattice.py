@@ -19,8 +19,8 @@ two of the eight shifts only, so the median still ignores it.
    cell of the frame's border, where the pairs run out, the registered cells of the inner side
    serve alone.
 4. Background ``median_v I(x + v + δ) · r_v(x)``, over the cells that land on the lens, with
-   ``r_v`` the light's slow change between the place and its cell as a local ratio of sums
-   (:func:`_local_ratio`).
+   ``r_v`` the light's slow change between the place and its cell, a local ratio of sums
+   fitted with a slope across its window (:func:`_local_ratio`).
 
 It fails (returns None) when the frame has no clear period: a plain or merely uneven panel,
 which the local fit of :mod:`goggleqc.inspect.background` handles.
@@ -293,7 +293,8 @@ def _median8(values: list[np.ndarray]) -> np.ndarray:
 
 def _median_seen(values: list[np.ndarray], big: np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Element-wise median of eight arrays over their finite values (NaN where a cell did
-    not land), and how many landed (uint8).
+    not land), and how many landed (uint8). The arrays are padded in place, their NaNs set to
+    ``±big`` (as :func:`_median_of_landed` reads them).
 
     The missing values are padded alternately above and below the range, which leaves the
     middle of the order; where an odd number is missing, one padding order takes the upper of
@@ -662,12 +663,11 @@ def lattice_background(image: np.ndarray, valid: np.ndarray,
             gone = ~(np.isfinite(a) & np.isfinite(before))
             before[gone], a[gone] = big, -big
             n += np.uint8(2) * (~gone).view(np.uint8)
-    if bent:
-        med = _median8(values)
-    else:
+    if not bent:
         # a median over the cells that landed on the lens
         med, n = _median_seen(values, big)
-    if bent:
+    else:
+        med = _median8(values)
         # within a cell of the frame's border (or of a hole in the lit area) the pairs run out;
         # there the cells that are seen serve one-sided, each registered, as square on
         thin = valid & (n < MIN_SHIFTS)
