@@ -455,11 +455,10 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
     # the target continues past the frame: drawn with a margin the defocus blur needs
     pad = int(math.ceil(4 * st.pattern_blur * st.period_mm / ps)) + 2
 
-    def mm_grid(offset: float):
-        return np.meshgrid(((np.arange(-pad, width + pad) + offset) * ps - fw / 2).astype(np.float32),
-                           ((np.arange(-pad, height + pad) + offset) * ps - fh / 2).astype(np.float32))
+    def mm_axis(n: int, size_mm: float, offset: float) -> np.ndarray:
+        return ((np.arange(-pad, n + pad) + offset) * ps - size_mm / 2).astype(np.float32)
 
-    x, y = mm_grid(0.5)
+    x, y = np.meshgrid(mm_axis(width, fw, 0.5), mm_axis(height, fh, 0.5))
     # the target, seen through a curved lens (barrel) and slightly in perspective
     # barrel or pincushion up to 8 % at the corners (the camera's lens and the visor's bend);
     # the target up to about 8° off square at 100 mm
@@ -489,10 +488,9 @@ def render_photo(width: int, height: int, ps: float, rng: np.random.Generator, *
     subs = (np.arange(4) + 0.5) / 4
     bright = np.zeros(x.shape, np.float32)
     for oy in subs:
+        ys = mm_axis(height, fh, oy)[:, None]
         for ox in subs:
-            xs, _ = mm_grid(ox)
-            _, ys = mm_grid(oy)
-            bright += target(xs, ys)
+            bright += target(mm_axis(width, fw, ox)[None, :], ys)
     bright /= len(subs) ** 2
     # dust on the target: small dark grains, blurred with it
     grains = []

@@ -339,9 +339,12 @@ class _WindowSums:
         self.small = (max(1, shape[1] // f), max(1, shape[0] // f))
         self.sigma = max(1.0, sigma / f)
 
+    def reduce(self, a: np.ndarray) -> np.ndarray:
+        """``a`` on the reduced grid (area means)."""
+        return cv2.resize(a, self.small, interpolation=cv2.INTER_AREA)
+
     def __call__(self, a: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(cv2.resize(a, self.small, interpolation=cv2.INTER_AREA), (0, 0), self.sigma,
-                                borderType=cv2.BORDER_CONSTANT)
+        return cv2.GaussianBlur(self.reduce(a), (0, 0), self.sigma, borderType=cv2.BORDER_CONSTANT)
 
     def full(self, a: np.ndarray) -> np.ndarray:
         """A reduced-grid field back at full size (linear interpolation)."""
@@ -545,8 +548,8 @@ def _local_ratio(image: np.ndarray, shifted: np.ndarray, valid: np.ndarray, peri
     the window holds too little to fit it, the plain ratio serves."""
     both = valid & np.isfinite(shifted)
     window_sum = _WindowSums(image.shape, period, period)
-    i_small = cv2.resize(np.where(both, image, 0).astype(np.float32), window_sum.small, interpolation=cv2.INTER_AREA)
-    s_small = cv2.resize(np.where(both, shifted, 0).astype(np.float32), window_sum.small, interpolation=cv2.INTER_AREA)
+    i_small = window_sum.reduce(np.where(both, image, 0).astype(np.float32))
+    s_small = window_sum.reduce(np.where(both, shifted, 0).astype(np.float32))
     sigma = window_sum.sigma
     radius = int(np.ceil(3 * sigma))
     u = np.arange(-radius, radius + 1, dtype=np.float64)
