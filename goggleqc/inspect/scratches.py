@@ -1045,6 +1045,8 @@ TRACE_SHIFTS_PX = (-1.0, 0.0, 1.0)
 TRACE_MAX_TURN_DEG = 24.0
 TRACE_MAX_STEPS = 60
 TRACE_MIN_SPAN_PX = 4.0
+#: a trace of fewer steps than this is dropped
+TRACE_MIN_STEPS = 2
 
 
 def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchParams) -> list[_Piece]:
@@ -1056,9 +1058,12 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
     sum (the whitened departure on the line against both sides of it, as in
     :func:`_faint_pieces`) must reach ``trace_sigma`` σ, and the step becomes a segment piece.
     Every end of one polarity steps at once (one remap per step). A step stops at what cannot
-    be measured, at another piece, and past :data:`TRACE_MAX_TURN_DEG` of turning. A 9.5 mm
-    scratch of 5 % across a phone photograph was found as three pieces 0.7–2 mm long with
-    2.9 mm of a 2–3σ line between them, and passed its lens (second renderer, seed 8)."""
+    be measured, at another piece, and past :data:`TRACE_MAX_TURN_DEG` of turning; a trace of
+    fewer than :data:`TRACE_MIN_STEPS` steps is dropped unless it reaches another piece (among the many residue pieces of a
+    photograph, single steps of the noise lengthened two faint residue lines of about 2 mm
+    past the short-line floor on our simulated phone photographs). A 9.5 mm scratch of 5 %
+    across a phone photograph was found as three pieces 0.7–2 mm long with 2.9 mm of a 2–3σ
+    line between them, and passed its lens (second renderer, seed 8)."""
     d, _, local = rel.whitened
     unit = d / np.maximum(local, np.float32(1e-6))
     h, w = unit.shape
@@ -1081,6 +1086,9 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
         pos = np.array([hd[0] for hd in heads])
         ang = np.array([np.arctan2(hd[1][1], hd[1][0]) for hd in heads])
         owner = np.array([hd[2] for hd in heads], np.float32)
+        head = np.arange(len(heads))  # which head each still-running trace started from
+        steps: dict[int, list[_Piece]] = {}
+        met: set[int] = set()  # traces that reached another piece
         ang0 = ang.copy()
         for _ in range(TRACE_MAX_STEPS):
             if not len(pos):
@@ -1113,17 +1121,21 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
                 hit = taken[ys[i], xs[i]]
                 if ((hit != 0) & (hit != owner[i])).any():
                     ok[i] = False
+                    met.add(int(head[i]))
             for i in np.flatnonzero(ok):
                 u = np.array([np.cos(new_ang[i]), np.sin(new_ang[i])])
                 start = np.array([cx[i, ti[i], si[i], 0], cy[i, ti[i], si[i], 0]])
                 end = np.array([cx[i, ti[i], si[i], -1], cy[i, ti[i], si[i], -1]])
                 yy, xx = ys[i], xs[i]
-                out.append(_Piece(yy, xx, float(np.abs(z[yy, xx]).max()), polarity, np.array([start, end]), np.array([-u, u]),
+                steps.setdefault(int(head[i]), []).append(_Piece(yy, xx, float(np.abs(z[yy, xx]).max()), polarity, np.array([start, end]), np.array([-u, u]),
                                   segment=(float(top[i]) * np.sqrt(var), var)))
             for i in np.flatnonzero(ok):
                 taken[ys[i], xs[i]] = owner[i]
             pos = np.stack([cx[k, ti, si, -1], cy[k, ti, si, -1]], 1)[ok]
-            ang, ang0, owner = new_ang[ok], ang0[ok], owner[ok]
+            ang, ang0, owner, head = new_ang[ok], ang0[ok], owner[ok], head[ok]
+        # a single step is what the noise gives somewhere among a photograph's many pieces,
+        # unless it reaches another piece
+        out += [p for k, run in steps.items() if len(run) >= TRACE_MIN_STEPS or k in met for p in run]
     return out
 
 
