@@ -743,19 +743,20 @@ def test_a_long_faint_scratch_in_a_noisy_photograph_is_found_as_a_whole_segment(
     assert found["on"] >= 7 and found["off"] <= 5
 
 
-def _line_with_a_faint_tail(seed: int, tail: float, n: int = 160):
-    """A working grid (scale 2, no flat) in noise of 1.5 % with a line at 30°: 10 working px
-    of 9 % (6σ per pixel, found by the per-pixel thresholds), then ``tail`` deep for 50 more."""
+def _line_with_a_faint_tail(seed: int, tail: float, n: int = 160, angle_deg: float = 30.0, **model):
+    """A working grid (scale 2, no flat unless ``model`` says) in noise of 1.5 % with a line at
+    ``angle_deg``: 10 working px of 9 % (6σ per pixel, found by the per-pixel thresholds), then
+    ``tail`` deep for 50 more."""
     from goggleqc.inspect.background import Relative
 
     yy, xx = np.mgrid[:n, :n].astype(np.float32)
-    ux, uy = np.cos(np.deg2rad(30.0)), np.sin(np.deg2rad(30.0))
+    ux, uy = np.cos(np.deg2rad(angle_deg)), np.sin(np.deg2rad(angle_deg))
     along = (xx - 40) * ux + (yy - 40) * uy
     across = -(xx - 40) * uy + (yy - 40) * ux
     depth = np.where((along >= 0) & (along < 10), 0.09, np.where((along >= 10) & (along < 60), tail, 0.0))
     rel = 1.0 - depth * np.exp(-0.5 * (across / 0.7) ** 2) + np.random.default_rng(seed).normal(0, 0.015, (n, n))
     return Relative(rel=rel.astype(np.float32), valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32),
-                    scale=2, model="local")
+                    scale=2, **({"model": "local"} | model))
 
 
 def test_a_line_is_followed_on_from_its_end_into_a_fainter_stretch():
@@ -784,6 +785,29 @@ def test_a_line_is_followed_on_from_its_end_into_a_fainter_stretch():
         assert longest(alone, on) == longest(alone, off) <= 26  # the 10 px line: 20 full-res px
     # measured: 5 of 12 grown by following, 3 found at 80 % of their length or more (none without)
     assert grown >= 4 and whole["on"] >= 2 and whole["off"] == 0, (grown, whole)
+
+
+def test_a_line_is_not_followed_along_a_calibrated_pattern_s_edges():
+    """With a flat, a step along the backlight pattern's edges is not taken: a misregistration
+    leaves a line of residue there that a step's sum does not average down (a held-out
+    calibrated grid: a 0.8 mm scratch lying along a grid line was followed on to 2.8 mm)."""
+    from goggleqc.inspect.scratches import ScratchParams, find_scratches
+
+    params = ScratchParams(bright=False, segment_sigma=0.0)
+
+    def longest(edge_normals):
+        rel = _line_with_a_faint_tail(seed, 0.035, angle_deg=0.0, model="flat", edge_normals=edge_normals)
+        return max([sc.length_px for sc in find_scratches(rel, pixel_size_mm=0.1, params=params)] or [0.0])
+
+    whole = {"across": 0, "along": 0}
+    for seed in range(8):
+        across, along = longest((0.0,)), longest((np.pi / 2,))  # edges upright / level with the line
+        assert along <= across
+        whole["across"] += across >= 0.8 * 120
+        whole["along"] += along >= 0.8 * 120
+    # measured: 6 of 8 at 80 % of the line or more when the edges cross it, 1 along them (found
+    # whole by the per-pixel thresholds, not followed)
+    assert whole["across"] >= whole["along"] + 3 and whole["along"] <= 1, whole
 
 
 def _faint_arc(contrast: float, seed: int, radius: float = 20.0, arc_deg: float = 120.0):

@@ -1058,7 +1058,8 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
     sum (the whitened departure on the line against both sides of it, as in
     :func:`_faint_pieces`) must reach ``trace_sigma`` σ, and the step becomes a segment piece.
     Every end of one polarity steps at once (one remap per step). A step stops at what cannot
-    be measured, at another piece, and past :data:`TRACE_MAX_TURN_DEG` of turning; a trace of
+    be measured, at another piece, past :data:`TRACE_MAX_TURN_DEG` of turning, and (with a
+    flat) where it would run along the backlight pattern's edges; a trace of
     fewer than :data:`TRACE_MIN_STEPS` steps is dropped unless it reaches another piece (among the many residue pieces of a
     photograph, single steps of the noise lengthened two faint residue lines of about 2 mm
     past the short-line floor on our simulated phone photographs). A 9.5 mm scratch of 5 %
@@ -1117,6 +1118,12 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
             ok = (top >= params.trace_sigma) & inside
             new_ang = ang + turns[ti]
             ok &= np.abs(np.angle(np.exp(1j * (new_ang - ang0)))) <= np.deg2rad(TRACE_MAX_TURN_DEG)
+            if rel.model == "flat" and rel.edge_normals:
+                # not along the backlight pattern's edges: a misregistration between flat and
+                # lens leaves a line of residue there, coherent along the edge, that a step's
+                # sum does not average down (see segment_sigma)
+                ok &= ~np.array([_across((np.cos(a_), np.sin(a_)), rel.edge_normals, params.pattern_angle_deg)
+                                 for a_ in new_ang], bool).reshape(ok.shape)
             for i in np.flatnonzero(ok):
                 hit = taken[ys[i], xs[i]]
                 if ((hit != 0) & (hit != owner[i])).any():
