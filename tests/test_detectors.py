@@ -789,8 +789,8 @@ def test_a_line_is_followed_on_from_its_end_into_a_fainter_stretch():
 
 def test_a_line_is_not_followed_along_a_calibrated_pattern_s_edges():
     """With a flat, a step along the backlight pattern's edges is not taken: a misregistration
-    leaves a line of residue there that a step's sum does not average down (a held-out
-    calibrated grid: a 0.8 mm scratch lying along a grid line was followed on to 2.8 mm)."""
+    leaves a line of residue there that a step's sum does not average down (as the segment
+    test asks its full significance there)."""
     from goggleqc.inspect.scratches import ScratchParams, find_scratches
 
     params = ScratchParams(bright=False, segment_sigma=0.0)
