@@ -1059,12 +1059,15 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
     :func:`_faint_pieces`) must reach ``trace_sigma`` σ, and the step becomes a segment piece.
     Every end of one polarity steps at once (one remap per step). A step stops at what cannot
     be measured, at another piece, past :data:`TRACE_MAX_TURN_DEG` of turning, and (with a
-    flat) where it would run along the backlight pattern's edges; a trace of
-    fewer than :data:`TRACE_MIN_STEPS` steps is dropped unless it reaches another piece (among the many residue pieces of a
-    photograph, single steps of the noise lengthened two faint residue lines of about 2 mm
-    past the short-line floor on our simulated phone photographs). A 9.5 mm scratch of 5 %
-    across a phone photograph was found as three pieces 0.7–2 mm long with 2.9 mm of a 2–3σ
-    line between them, and passed its lens (second renderer, seed 8)."""
+    flat) where it would run along the backlight pattern's edges. A trace of fewer than
+    :data:`TRACE_MIN_STEPS` steps is dropped unless it reaches another piece: among the many
+    residue pieces of a photograph, single steps of the noise lengthened two faint residue
+    lines of about 2 mm past the short-line floor on our simulated phone photographs.
+
+    A 9.5 mm scratch of 5 % across a phone photograph was found as three pieces 0.7–2 mm long
+    with 2.9 mm of a 2–3σ line between them, and passed its lens (second renderer, seed 8).
+    A step's significance is that of the best of its candidates, so a line of faint segments
+    that is followed on reads a little more significant than its sum alone would."""
     d, _, local = rel.whitened
     unit = d / np.maximum(local, np.float32(1e-6))
     h, w = unit.shape
@@ -1131,12 +1134,11 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
                     met.add(int(head[i]))
             for i in np.flatnonzero(ok):
                 u = np.array([np.cos(new_ang[i]), np.sin(new_ang[i])])
-                start = np.array([cx[i, ti[i], si[i], 0], cy[i, ti[i], si[i], 0]])
-                end = np.array([cx[i, ti[i], si[i], -1], cy[i, ti[i], si[i], -1]])
-                yy, xx = ys[i], xs[i]
-                steps.setdefault(int(head[i]), []).append(_Piece(yy, xx, float(np.abs(z[yy, xx]).max()), polarity, np.array([start, end]), np.array([-u, u]),
-                                  segment=(float(top[i]) * np.sqrt(var), var)))
-            for i in np.flatnonzero(ok):
+                line_x, line_y = cx[i, ti[i], si[i]], cy[i, ti[i], si[i]]
+                ends = np.array([[line_x[0], line_y[0]], [line_x[-1], line_y[-1]]])
+                step = _Piece(ys[i], xs[i], float(np.abs(z[ys[i], xs[i]]).max()), polarity, ends,
+                              np.array([-u, u]), segment=(float(top[i]) * np.sqrt(var), var))
+                steps.setdefault(int(head[i]), []).append(step)
                 taken[ys[i], xs[i]] = owner[i]
             pos = np.stack([cx[k, ti, si, -1], cy[k, ti, si, -1]], 1)[ok]
             ang, ang0, owner, head = new_ang[ok], ang0[ok], owner[ok], head[ok]
