@@ -202,6 +202,13 @@ class Relative:
         return d, sigma, local
 
     @cached_property
+    def local_units(self) -> np.ndarray:
+        """The whitened departure in units of its local noise (``d / local σ``): what the
+        scratch detector's segment test and its following-on sum along a line."""
+        d, _, local = self.whitened
+        return d / np.maximum(local, np.float32(1e-6))
+
+    @cached_property
     def band_sigma(self) -> float:
         """The noise of the whitened departure as the filters see it (:func:`band_noise`),
         read where the frame's own background model holds."""

@@ -935,7 +935,6 @@ def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, 
     segment's significance; :func:`_measure` judges a group of such pieces by it. ``ys, xs``:
     the pixels where ``z`` exceeds ``segment_low`` (dark), in raster order.
     """
-    d, _, local = rel.whitened
     keep = np.ones(len(ys), bool) if exclude is None else ~exclude[ys, xs]
     if pieces:  # not within 2 px of a line already found
         py = np.concatenate([p.ys for p in pieces])
@@ -1009,7 +1008,7 @@ def _faint_pieces(z: np.ndarray, rel: Relative, ys: np.ndarray, xs: np.ndarray, 
     offsets = (0.0,) + SEGMENT_SIDES
     px = np.stack([cx + o * nx for o in offsets]).astype(np.float32)
     py = np.stack([cy + o * ny for o in offsets]).astype(np.float32)
-    vals, seen = sample_points(d / np.maximum(local, np.float32(1e-6)), rel.valid, px, py)
+    vals, seen = sample_points(rel.local_units, rel.valid, px, py)
     seen = seen.all(axis=0)
     bar = (vals[0] - vals[1:].mean(axis=0)) * seen
     # variance of one sample: the centre's unit noise plus the mean of the four sides'
@@ -1068,8 +1067,7 @@ def _traced(pieces: list[_Piece], z: np.ndarray, rel: Relative, params: ScratchP
     with 2.9 mm of a 2–3σ line between them, and passed its lens (second renderer, seed 8).
     A step's significance is that of the best of its candidates, so a line of faint segments
     that is followed on reads a little more significant than its sum alone would."""
-    d, _, local = rel.whitened
-    unit = d / np.maximum(local, np.float32(1e-6))
+    unit = rel.local_units
     h, w = unit.shape
     # which piece (index + 1) each pixel is or touches: a step stops on another piece only
     taken = np.zeros((h, w), np.float32)
