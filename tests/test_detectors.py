@@ -1154,3 +1154,31 @@ def test_a_hairline_through_clutter_is_taken_out_of_it(monkeypatch):
     got = _dominant_line(fx, fy)
     assert got is not None and got[:40].mean() >= 0.75 and got[40:].mean() < 0.1
     assert _dominant_line(np.round(blob_x), np.round(blob_y)) is None
+
+
+def test_a_watermark_s_candidate_circles_past_opencv_s_remap_limit_are_read():
+    """Without a pixel size a short arc's candidate circles span radii of 6–120 working px:
+    their 72 points each ran past the 32767 a side OpenCV's remap takes, and seven of 200
+    photographs (second renderer seed 5, no --pixel-size) ended in an internal error. The
+    points are now folded into rows; what is read does not depend on how many are read at once."""
+    from goggleqc.inspect.background import Relative
+    from goggleqc.inspect.scratches import _coarse_rings, sample_points
+
+    n = 160
+    yy, xx = np.mgrid[:n, :n].astype(np.float32)
+    rng = np.random.default_rng(4)
+    ring = np.abs(np.hypot(xx - 80, yy - 80) - 40) < 1.0
+    rel = Relative(rel=(1 - 0.05 * ring + 0.005 * rng.standard_normal((n, n))).astype(np.float32),
+                   valid=np.ones((n, n), bool), weight=np.ones((n, n), np.float32), model="lattice")
+    hyps = [(r, 80.0 + dx, 80.0) for r in np.arange(6.0, 120.0, 0.25) for dx in (0.0, 0.5)]
+    assert len(hyps) * 72 >= 32767
+    mean, use = _coarse_rings(rel, hyps, 120.0, 80.0, 6.0)
+    part, part_use = _coarse_rings(rel, hyps[:100], 120.0, 80.0, 6.0)
+    assert np.allclose(mean[:100], part) and (use[:100] == part_use).all()
+    best = hyps[int(np.argmax(mean))]
+    assert best[0] == pytest.approx(40.0, abs=0.5)
+    px = rng.uniform(-5, n + 5, (1, 40000)).astype(np.float32)
+    py = rng.uniform(-5, n + 5, (1, 40000)).astype(np.float32)
+    vals, seen = sample_points(rel.rel, rel.valid, px, py, 1.0)
+    few, few_seen = sample_points(rel.rel, rel.valid, px[:, :1000], py[:, :1000], 1.0)
+    assert vals.shape == (1, 40000) and np.array_equal(vals[:, :1000], few) and np.array_equal(seen[:, :1000], few_seen)
