@@ -1335,7 +1335,12 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
     if ok.sum() < max(12, 0.5 * a.size):
         return False
     c = (ring - (inner + outer) / 2)[ok].astype(np.float64)
-    mean, se = float(c.mean()), float(c.std(ddof=1) / np.sqrt(c.size)) + 1e-9
+    # the median and its standard error: a rim darkens all round, while the line's own
+    # unfound continuation, where the circle runs tangent to it past its found end, darkens a
+    # few points only (a straight 3 mm scratch of 7.6 % read 6.2σ on its circle's rest by
+    # the mean, five of 65 points at 3-4 %, the rest at 0.3 %, and was taken for a rim)
+    mean = float(np.median(c))
+    se = 1.2533 * 1.4826 * float(np.median(np.abs(c - mean))) / np.sqrt(c.size) + 1e-9
     if not (mean >= fraction * abs(contrast) and mean / se >= sigma):
         return False
     if not even:
