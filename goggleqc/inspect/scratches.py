@@ -1303,12 +1303,13 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
     A watermark's rim is often seen above the noise along part of its circle only. Abrasion
     does not curl round a point: the rest of a scratch's circle is clear, while a dried drop's
     rim runs on round it, too faint to find pixel by pixel but plain when the departure along
-    the whole unseen part (against the circle's two sides, 2.5 px in and out) is summed.
+    the whole unseen part (against the circle's two sides, 2.5 px in and out) is read: its
+    median must reach ``fraction`` of the arc's contrast and ``sigma`` standard errors.
 
     ``even``: the darkening must also be spread round the circle, not gathered on one stretch
     of it (a circle that runs along another dark curve for a while): the unseen part is cut
     into arcs of :data:`MARK_EVEN_ARC_PX` and :data:`MARK_EVEN_SHARE` of them must each darken
-    by at least :data:`MARK_EVEN_LEVEL` of the mean.
+    by at least :data:`MARK_EVEN_LEVEL` of the median.
     """
     seen = np.unique(np.floor((np.arctan2(ys - cy, xs - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
     n = max(36, int(2 * np.pi * r))
@@ -1339,9 +1340,9 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
     # unfound continuation, where the circle runs tangent to it past its found end, darkens a
     # few points only (a straight 3 mm scratch of 7.6 % read 6.2σ on its circle's rest by
     # the mean, five of 65 points at 3-4 %, the rest at 0.3 %, and was taken for a rim)
-    mean = float(np.median(c))
-    se = 1.2533 * 1.4826 * float(np.median(np.abs(c - mean))) / np.sqrt(c.size) + 1e-9
-    if not (mean >= fraction * abs(contrast) and mean / se >= sigma):
+    level = float(np.median(c))
+    se = 1.2533 * 1.4826 * float(np.median(np.abs(c - level))) / np.sqrt(c.size) + 1e-9
+    if not (level >= fraction * abs(contrast) and level / se >= sigma):
         return False
     if not even:
         return True
@@ -1350,11 +1351,11 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
     n_arcs = max(MARK_EVEN_MIN_ARCS, int(m * 2 * np.pi * r / n // MARK_EVEN_ARC_PX))
     which = np.arange(m) * n_arcs // m
     arcs = np.bincount(which, c, n_arcs) / np.bincount(which, None, n_arcs)
-    return float(np.mean(arcs >= MARK_EVEN_LEVEL * mean)) >= MARK_EVEN_SHARE
+    return float(np.mean(arcs >= MARK_EVEN_LEVEL * level)) >= MARK_EVEN_SHARE
 
 
 #: the evenness of a traced circle's darkening (:func:`_traced_circle`): arcs of this length
-#: (working px, at least this many), this share of which darken by this fraction of the mean
+#: (working px, at least this many), this share of which darken by this fraction of the median
 MARK_EVEN_ARC_PX = 6.0
 MARK_EVEN_MIN_ARCS = 4
 MARK_EVEN_SHARE = 0.8
