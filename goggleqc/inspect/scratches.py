@@ -588,6 +588,13 @@ def _unjudged(piece: _Piece, rel, params: ScratchParams) -> bool:
 LINK_LATERAL_PX = 2.5
 
 
+#: two ends join as a kink whose apex the filters lost when each one's ray, ahead of it, meets
+#: the other's within this many working px (the line filters' reach round a sharp corner) ...
+KINK_REACH_PX = 4.0
+#: ... and the line turns there by at most 120° (the rays' directions at least 60° apart)
+KINK_MAX_COS = 0.5
+
+
 def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative) -> list[list[int]]:
     """Groups of piece indices whose ends meet: close, and aligned with the gap between them.
 
@@ -621,6 +628,19 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative) -> 
                        & (-(db * v).sum(-1) > 0) & (np.abs(db[..., 0] * v[..., 1] - db[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
                        & (-(da * db).sum(-1) >= cos_max))
             aligned |= in_line
+            # or, with a flat, a kink whose apex the filters lost (a sharp corner answers no line
+            # filter): each end's ray, ahead of it, meets the other's within KINK_REACH_PX.
+            # Without one, the background's residue leaves short pieces enough to be joined so
+            # into false lines (second renderer photographs: false rejects up by a photograph
+            # on four sets of seven)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cross = da[..., 0] * db[..., 1] - da[..., 1] * db[..., 0]
+                s_a = (v[..., 0] * db[..., 1] - v[..., 1] * db[..., 0]) / cross
+                t_b = (v[..., 0] * da[..., 1] - v[..., 1] * da[..., 0]) / cross
+            kink = ((np.abs(cross) >= np.sin(np.deg2rad(angle_deg))) & ((da * db).sum(-1) <= KINK_MAX_COS)
+                    & (s_a >= -0.5) & (s_a <= KINK_REACH_PX) & (t_b >= -0.5) & (t_b <= KINK_REACH_PX))
+            if rel.model == "flat":
+                aligned |= kink & (dist <= gap)
             ok = pairs & ~linked & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
             allowed = ok & (dist <= gap)
             for i, j in zip(*np.nonzero(ok & (dist > gap))):
