@@ -595,8 +595,12 @@ KINK_REACH_PX = 4.0
 KINK_MAX_COS = 0.5
 
 
-def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative) -> list[list[int]]:
-    """Groups of piece indices whose ends meet: close, and aligned with the gap between them.
+def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative,
+          edge_tol_deg: float | None = None) -> list[list[int]]:
+    """Groups of piece indices whose ends meet: close, and aligned with the gap between them,
+    or, with a flat, meeting at a kink (:data:`KINK_REACH_PX`) unless one of them runs along the
+    backlight pattern's edges (within ``edge_tol_deg`` of ``rel.edge_normals``), where a
+    misregistration's residue lines meet at the pattern's corners.
 
     A gap may be longer by the part of it that the backlight hides (a light trap, a dark
     pattern cell or stripe; :func:`_hidden_length`): a scratch that runs across a trap is one
@@ -612,6 +616,7 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative) -> 
     pol = np.array([p.polarity for p in pieces])
     pairs = np.triu(pol[:, None] == pol[None, :], 1)
     cos_max = np.cos(np.deg2rad(angle_deg))
+    kink_ok = np.array([edge_tol_deg is None or not _along_pattern(p, rel.edge_normals, edge_tol_deg) for p in pieces])
     linked = np.zeros((n, n), bool)
     for ea in range(2):
         for eb in range(2):
@@ -640,7 +645,7 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative) -> 
             kink = ((np.abs(cross) >= np.sin(np.deg2rad(angle_deg))) & ((da * db).sum(-1) <= KINK_MAX_COS)
                     & (s_a >= -0.5) & (s_a <= KINK_REACH_PX) & (t_b >= -0.5) & (t_b <= KINK_REACH_PX))
             if rel.model == "flat":
-                aligned |= kink & (dist <= gap)
+                aligned |= kink & (dist <= gap) & kink_ok[:, None] & kink_ok[None, :]
             ok = pairs & ~linked & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
             allowed = ok & (dist <= gap)
             for i, j in zip(*np.nonzero(ok & (dist > gap))):
@@ -757,7 +762,7 @@ def find_scratches(rel: Relative, *, zone_of=None, pixel_size_mm: float | None =
     if params.trace_sigma > 0 and pieces:
         pieces += [p for p in _traced(pieces, z, rel, params) if not _unjudged(p, rel, params)]
     gap_px = max(params.link_gap_px, params.link_gap_mm / pixel_size_mm) if pixel_size_mm else params.link_gap_px
-    groups = _link(pieces, gap_px / f, params.link_angle_deg, rel)
+    groups = _link(pieces, gap_px / f, params.link_angle_deg, rel, params.pattern_angle_deg)
     measured = []
     for group in groups:
         members = [pieces[i] for i in group]
