@@ -616,7 +616,9 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative,
     pol = np.array([p.polarity for p in pieces])
     pairs = np.triu(pol[:, None] == pol[None, :], 1)
     cos_max = np.cos(np.deg2rad(angle_deg))
-    kink_ok = np.array([edge_tol_deg is None or not _along_pattern(p, rel.edge_normals, edge_tol_deg) for p in pieces])
+    # kinks join only with a flat, and not pieces along the pattern's edges
+    kink_ok = (np.array([edge_tol_deg is None or not _along_pattern(p, rel.edge_normals, edge_tol_deg) for p in pieces])
+               if rel.model == "flat" else None)
     linked = np.zeros((n, n), bool)
     for ea in range(2):
         for eb in range(2):
@@ -638,13 +640,13 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative,
             # Without one, the background's residue leaves short pieces enough to be joined so
             # into false lines (second renderer photographs: false rejects up by a photograph
             # on four sets of seven)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cross = da[..., 0] * db[..., 1] - da[..., 1] * db[..., 0]
-                s_a = (v[..., 0] * db[..., 1] - v[..., 1] * db[..., 0]) / cross
-                t_b = (v[..., 0] * da[..., 1] - v[..., 1] * da[..., 0]) / cross
-            kink = ((np.abs(cross) >= np.sin(np.deg2rad(angle_deg))) & ((da * db).sum(-1) <= KINK_MAX_COS)
-                    & (s_a >= -0.5) & (s_a <= KINK_REACH_PX) & (t_b >= -0.5) & (t_b <= KINK_REACH_PX))
-            if rel.model == "flat":
+            if kink_ok is not None:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    cross = da[..., 0] * db[..., 1] - da[..., 1] * db[..., 0]
+                    s_a = (v[..., 0] * db[..., 1] - v[..., 1] * db[..., 0]) / cross
+                    t_b = (v[..., 0] * da[..., 1] - v[..., 1] * da[..., 0]) / cross
+                kink = ((np.abs(cross) >= np.sin(np.deg2rad(angle_deg))) & ((da * db).sum(-1) <= KINK_MAX_COS)
+                        & (s_a >= -0.5) & (s_a <= KINK_REACH_PX) & (t_b >= -0.5) & (t_b <= KINK_REACH_PX))
                 aligned |= kink & (dist <= gap) & kink_ok[:, None] & kink_ok[None, :]
             ok = pairs & ~linked & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
             allowed = ok & (dist <= gap)
