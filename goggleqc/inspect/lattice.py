@@ -181,8 +181,7 @@ def find_lattice(q: np.ndarray, valid: np.ndarray) -> Lattice | None:
     x -= np.where(valid, float(x[valid].mean()), 0.0).astype(np.float32)
     found = _lattice_of(x, valid)
     if found is None:
-        smooth = cv2.GaussianBlur(x, (0, 0), FAINT_SMOOTH_PX) / np.maximum(
-            cv2.GaussianBlur(valid.astype(np.float32), (0, 0), FAINT_SMOOTH_PX), 1e-3)
+        smooth = _illumination(x, valid, FAINT_SMOOTH_PX)  # x is 0 off valid: its normalised blur
         found = _lattice_of(np.where(valid, smooth, 0.0).astype(np.float32), valid)
     return found
 
