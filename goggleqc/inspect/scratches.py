@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 import threading
 from functools import lru_cache
+from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -1830,13 +1831,29 @@ OPTICS_WIDTH2_PX2 = 1.6 + 4.5 * 0.8 ** 2
 #: second renderer's photographs at 0.04 mm/px at 0.6 of what the camera shows, and dropped
 #: as short faint residue). At f = 2 nothing changes.
 GRID_WIDTH2_PER_F2 = 0.35 + 2 * np.pi / 12
-#: the low threshold reaches past a line's end by about this much (working px) at each end
+#: the low threshold reaches past a line's end by about this much (working px) at each end,
+#: for a line of segments (whose ends are read off their own fit)
 END_OVERSHOOT = 0.75
+#: along a line the filters' response falls at its end as a Gaussian's integral of about this
+#: σ (working px); the low threshold meets it there (:func:`_end_overshoot`)
+END_BLUR_PX = 1.0
+
+
+def _end_overshoot(mean_sigma: float, low_sigma: float) -> float:
+    """How far (working px) the low threshold reaches past a line's end, for a line whose
+    pixels answer ``mean_sigma`` σ on average: the response falls to ``low_sigma`` where a
+    Gaussian's integral of σ :data:`END_BLUR_PX` gives their ratio. Past the end when the line
+    stands more than twice the threshold (0.55 px at 11σ, 1 px at 20σ), short of it when
+    fainter (0.36 px short at 5σ): the constant 0.75 px taken off before cut a faint line's ends
+    by a pixel or more (the second renderer's noisy calibrated station, seed 13: scratches
+    11–26 % short). Kept within −1 and 2 px."""
+    ratio = min(low_sigma / max(mean_sigma, 1e-6), 0.995)
+    return float(np.clip(-END_BLUR_PX * NormalDist().inv_cdf(ratio), -1.0, 2.0))
 #: a line's end this close to the picture's edge (working px), heading for it, runs on to it
 EDGE_END_PX = 4.0
 
 
-def _past_edge(group: list[_Piece], rel) -> float:
+def _past_edge(group: list[_Piece], rel, overshoot: float = END_OVERSHOOT) -> float:
     """Working px to add to a line whose ends run into the picture's edge: the unjudged band
     there (a photograph's border, where a background is estimated one-sided) hides the rest
     of it, and the end is cut, not overshot. A 1.4 mm scratch running into the edge of a
@@ -1856,7 +1873,7 @@ def _past_edge(group: list[_Piece], rel) -> float:
             # from the end to the picture's edge along the line's outward direction
             to_edge = min(steps(x + ox, dx, cols), steps(y + oy, dy, rows))
             if to_edge <= EDGE_END_PX:
-                extra += END_OVERSHOOT + float(to_edge)
+                extra += overshoot + float(to_edge)
     return extra
 
 
@@ -1940,7 +1957,8 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     width_px = _width_from_profile(eq_width, f)
     # what a pixel sees: the τ drop, diluted by the width when the line is narrower than a pixel
     contrast = min(integrated / max(width_px, 1.0), 1.0)
-    length_px = float(max(chain - 2 * END_OVERSHOOT, 1.0) * f)
+    overshoot = _end_overshoot(float(np.mean(zs)), params.low_sigma) if strong else END_OVERSHOOT
+    length_px = float(max(chain - 2 * overshoot, 1.0) * f)
     # elongation is judged on the profile's width beyond the grid and a sharp optics alone (a
     # lower bound on the line's width), so a short line blurred by soft optics stays a line.
     # On a flat-corrected image it is also judged on the integral's lower 2σ bound: across a
@@ -1965,7 +1983,7 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     ox, oy = rel.origin
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
     # what is a line is judged on what is seen; its length runs on to the picture's edge
-    length_px += float(_past_edge(group, rel) * f)
+    length_px += float(_past_edge(group, rel, overshoot) * f)
     return Scratch(length_px=length_px, width_px=max(width_px, 0.0), contrast=sign * contrast,
                    zone=_zone(zone_of, rel, ys, xs), bbox_px=bbox,
                    length_mm=length_px * ps if ps else None, width_mm=width_px * ps if ps else None,
