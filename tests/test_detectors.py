@@ -782,7 +782,9 @@ def test_a_line_is_followed_on_from_its_end_into_a_fainter_stretch():
         whole["on"] += with_steps >= 0.8 * 120
         whole["off"] += without >= 0.8 * 120
         alone = _line_with_a_faint_tail(seed, 0.0)
-        assert longest(alone, on) == longest(alone, off) <= 26  # the 10 px line: 20 full-res px
+        # the 10 px line: 20 full-res px. A 6σ line's ends are read by its strength, which
+        # takes off none of the 1.5 working px the constant did: 20.3–28.2 on these seeds
+        assert longest(alone, on) == longest(alone, off) <= 29
     # measured: 5 of 12 grown by following, 3 found at 80 % of their length or more (none without)
     assert grown >= 4 and whole["on"] >= 2 and whole["off"] == 0, (grown, whole)
 

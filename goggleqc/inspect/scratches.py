@@ -1957,6 +1957,12 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     width_px = _width_from_profile(eq_width, f)
     # what a pixel sees: the τ drop, diluted by the width when the line is narrower than a pixel
     contrast = min(integrated / max(width_px, 1.0), 1.0)
+    # whether it is a line is judged on what is seen (the chain less a constant overshoot, on
+    # which the length and elongation floors were set); its length is read with its ends
+    # placed by its own strength (:func:`_end_overshoot`). Judged on that length instead,
+    # faint fragments and blobs passed as lines: an 8 mm scratch across dim stripes gained a
+    # 1.1 mm piece beside it, and a short arc round a faint spot was read as a watermark's rim.
+    seen_px = float(max(chain - 2 * END_OVERSHOOT, 1.0) * f)
     overshoot = _end_overshoot(float(np.mean(zs)), params.low_sigma) if strong else END_OVERSHOOT
     length_px = float(max(chain - 2 * overshoot, 1.0) * f)
     # elongation is judged on the profile's width beyond the grid and a sharp optics alone (a
@@ -1972,10 +1978,10 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
         integrated_sd = float(np.sqrt(np.sum(noise_rel.astype(np.float64) ** 2))) / max(chain, 1.0) * f
         eq_width_lo = max(integrated - 2.0 * integrated_sd, 0.0) / max(peak, 1e-6)
     core_px = float(np.sqrt(max(eq_width_lo ** 2 - ELONGATION_SPREAD_PX2 - f * f, 0.0)))
-    if length_px < params.min_length_px or length_px < params.min_elongation * max(core_px, 1.0):
+    if seen_px < params.min_length_px or seen_px < params.min_elongation * max(core_px, 1.0):
         return None
     if contrast < (params.min_contrast if rel.model == "flat" else
-                   max(params.min_contrast_uncalibrated, band_floor(length_px / f, rel.band_sigma, params))):
+                   max(params.min_contrast_uncalibrated, band_floor(seen_px / f, rel.band_sigma, params))):
         return None
     if rel.model == "flat" and params.texture_ratio > 0 and \
             contrast < params.texture_ratio * _texture(rel, ys, xs, mask, (y0, x0)):
