@@ -1283,3 +1283,38 @@ def test_a_faint_scratch_is_measured_to_its_ends(backlight):
         found = inspect_lens(image, station, SPEC).scratches
         errors.append(max(s.length_px for s in found) / length - 1 if found else -1.0)
     assert abs(np.median(errors)) <= 0.05, errors
+
+
+def test_where_a_line_s_ends_are_placed_changes_no_detection(monkeypatch):
+    """A line's reported length places its ends by its strength (:func:`_end_overshoot`);
+    every decision (is it a line, a ring, a curl, residue, dust on the target) reads the length
+    seen, on which the floors were set. Placing the ends anywhere from 1.5 working px inside
+    the seen chain to 2 px past it moves lengths only, never what is found: on the second
+    renderer's photographs, deciding on the placed length turned dust on the target into a
+    2.3 mm scratch, and a faint fragment beside a scratch into a scratch of its own."""
+    import goggleqc.inspect.scratches as S
+    from goggleqc.inspect.tone import parse_tone
+    from goggleqc.synth.scenes import close_up
+
+    frames = []
+    for i in range(6):
+        _, image, _ = close_up(np.random.default_rng(7300 + i), np.random.default_rng([7300, i, 5]), pixel_size_mm=PS,
+                               photo=i % 2 == 1)
+        frames.append((image, None, {"pixel_size_mm": PS, "tone": parse_tone("srgb" if i % 2 else "linear")}))
+    sim, station = station_pair(5, "pattern")
+    for i in range(4):
+        lens = random_lens(np.random.default_rng(i), sim, defects=4, kinds=("scratch", "spot"))
+        frames.append((render_lens(sim, lens, np.random.default_rng(i))[0], station, {}))
+
+    def found(blur_px):
+        monkeypatch.setattr(S, "END_BLUR_PX", blur_px)
+        out, lengths = [], []
+        for image, st, kw in frames:
+            r = inspect_lens(image, st, SPEC, **kw)
+            out.append(([s.bbox_px for s in r.scratches], [s.bbox_px for s in r.spots], [m.bbox_px for m in r.marks]))
+            lengths += [s.length_px for s in r.scratches]
+        return out, lengths
+
+    (at_1, len_1), (at_0, len_0), (at_3, len_3) = found(1.0), found(0.0), found(3.0)
+    assert at_1 == at_0 == at_3
+    assert len_1 != len_0 and len_1 != len_3  # the ends did move

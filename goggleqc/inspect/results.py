@@ -25,6 +25,15 @@ class Scratch:
     width_mm: float | None = None
     polarity: str = "dark"
     score: float = 0.0
+    #: the length on which it was judged a line and what kind (full-resolution px): its chain
+    #: less the constant allowance at each end on which the detectors' floors were set, where
+    #: ``length_px`` places its ends by the line's strength. Not serialised.
+    seen_px: float | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def judged_px(self) -> float:
+        """The length every detection decision reads (``seen_px``, else ``length_px``)."""
+        return self.length_px if self.seen_px is None else self.seen_px
 
 
 @dataclass(frozen=True)
@@ -122,4 +131,7 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for sc in out["scratches"]:
+            sc.pop("seen_px", None)
+        return out

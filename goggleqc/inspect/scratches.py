@@ -829,7 +829,7 @@ def faint_and_short(sc: Scratch, rel: Relative, pixel_size_mm: float | None, par
         return False
     short_px = (params.short_line_mm / pixel_size_mm if pixel_size_mm
                 else params.short_line_mm / WORKING_PIXEL_MM * rel.scale)
-    return sc.length_px < short_px and abs(sc.contrast) < params.min_contrast_short_uncalibrated
+    return sc.judged_px < short_px and abs(sc.contrast) < params.min_contrast_short_uncalibrated
 
 
 def wide_and_faint(sc: Scratch, pixel_size_mm: float | None, params: ScratchParams) -> bool:
@@ -1252,7 +1252,7 @@ def _on_target(measured: list, rel: Relative, ps: float | None, params: ScratchP
     marks, rest = [], []
     for sc, members in measured:
         sigma = _profile_sigma(members, rel, sc.polarity) * rel.scale if abs(sc.contrast) < params.target_max_contrast else 0.0
-        if sigma >= params.target_width_ratio * blur_px and sc.length_px >= TARGET_MIN_ELONGATION * sigma:
+        if sigma >= params.target_width_ratio * blur_px and sc.judged_px >= TARGET_MIN_ELONGATION * sigma:
             marks.append((Mark(kind="target", diameter_px=sc.length_px, contrast=sc.contrast, zone=sc.zone,
                                bbox_px=sc.bbox_px, diameter_mm=sc.length_px * ps if ps else None, arc_deg=0.0),
                           members))
@@ -1705,7 +1705,7 @@ def _cut_rim_tails(measured: list, rel: Relative, z, f: int, zone_of, ps, params
 
 def _length_weighted_contrast(lines: list) -> float:
     """The contrast of lines read as one, each weighted by its length."""
-    return float(np.average([sc.contrast for sc in lines], weights=[sc.length_px for sc in lines]))
+    return float(np.average([sc.contrast for sc in lines], weights=[sc.judged_px for sc in lines]))
 
 
 def _watermarks(measured: list, f: int, ps: float | None, params: ScratchParams, rel=None) -> tuple[list, list]:
@@ -1990,10 +1990,11 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
     # what is a line is judged on what is seen; its length runs on to the picture's edge
     length_px += float(_past_edge(group, rel, overshoot) * f)
+    seen_px += float(_past_edge(group, rel) * f)
     return Scratch(length_px=length_px, width_px=max(width_px, 0.0), contrast=sign * contrast,
                    zone=_zone(zone_of, rel, ys, xs), bbox_px=bbox,
                    length_mm=length_px * ps if ps else None, width_mm=width_px * ps if ps else None,
-                   polarity=group[0].polarity, score=zmax / params.high_sigma)
+                   polarity=group[0].polarity, score=zmax / params.high_sigma, seen_px=seen_px)
 
 
 def _overlap(a, b) -> float:

@@ -526,7 +526,7 @@ def _inside(a, b, pad: float = 2.0) -> bool:
 def _is_ring(sc) -> bool:
     """True for a line that closes on itself: about as wide as tall, and running ≥ 2.6× that."""
     w, h = sc.bbox_px[2] - sc.bbox_px[0], sc.bbox_px[3] - sc.bbox_px[1]
-    return min(w, h) >= 0.6 * max(w, h) and sc.length_px >= 2.6 * max(w, h)
+    return min(w, h) >= 0.6 * max(w, h) and sc.judged_px >= 2.6 * max(w, h)
 
 
 #: a line curled up within a box at most this big (mm; without a pixel size, CURL_MAX_PX
@@ -550,7 +550,7 @@ def _is_curl(sc, scale: int, pixel_size_mm) -> bool:
     w, h = sc.bbox_px[2] - sc.bbox_px[0], sc.bbox_px[3] - sc.bbox_px[1]
     side = max(w, h)
     small = side * pixel_size_mm <= CURL_MAX_MM if pixel_size_mm else side <= CURL_MAX_PX * scale
-    return bool(small and min(w, h) >= 0.6 * side and sc.length_px >= CURL_MIN_RATIO * side)
+    return bool(small and min(w, h) >= 0.6 * side and sc.judged_px >= CURL_MIN_RATIO * side)
 
 
 def _ring_diameter(sc, scale: int) -> float:
