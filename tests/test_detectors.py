@@ -1266,8 +1266,8 @@ def test_a_faint_scratch_is_measured_to_its_ends(backlight):
     after. A constant allowance cut faint scratches short (second renderer calibrated seed 13,
     a noisy camera: median length error 11–26 %). Here six 4 mm scratches of 8 % and 0.1 mm at
     six angles on a calibrated station: measured with the constant allowance their median
-    length error was −6.1 % (uniform) and −16.7 % (pattern); read from their strength, +3.0 %
-    and −1.5 %."""
+    length error was −6.1 % (uniform) and −16.7 % (pattern); read from their strength, +1.0 %
+    and −2.7 %."""
     sim, station = station_pair(3, backlight)
     p = sim.params
     cx = p.width / 2 + (p.product.half_width_mm + p.product.eye_gap_mm / 2) / PS * (p.product.kind == "two_eye")

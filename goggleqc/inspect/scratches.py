@@ -1839,16 +1839,18 @@ END_OVERSHOOT = 0.75
 END_BLUR_PX = 1.0
 
 
-def _end_overshoot(mean_sigma: float, low_sigma: float) -> float:
+def _end_overshoot(level_sigma: float, low_sigma: float) -> float:
     """How far (working px) the low threshold reaches past a line's end, for a line whose
-    pixels answer ``mean_sigma`` σ on average: the response falls to ``low_sigma`` where a
+    response stands ``level_sigma`` σ along it: the response falls to ``low_sigma`` where a
     Gaussian's integral of σ :data:`END_BLUR_PX` gives their ratio. Past the end when the line
     stands more than twice the threshold (0.55 px at 11σ, 1 px at 20σ), short of it when
     fainter (0.36 px short at 5σ): the constant 0.75 px taken off before cut a faint line's ends
     by a pixel or more (the second renderer's noisy calibrated station, seed 13: scratches
     11–26 % short). Kept within −1 and 2 px."""
-    ratio = min(low_sigma / max(mean_sigma, 1e-6), 0.995)
+    ratio = min(low_sigma / max(level_sigma, 1e-6), 0.995)
     return float(np.clip(-END_BLUR_PX * NormalDist().inv_cdf(ratio), -1.0, 2.0))
+
+
 #: a line's end this close to the picture's edge (working px), heading for it, runs on to it
 EDGE_END_PX = 4.0
 
