@@ -1831,8 +1831,9 @@ OPTICS_WIDTH2_PX2 = 1.6 + 4.5 * 0.8 ** 2
 #: second renderer's photographs at 0.04 mm/px at 0.6 of what the camera shows, and dropped
 #: as short faint residue). At f = 2 nothing changes.
 GRID_WIDTH2_PER_F2 = 0.35 + 2 * np.pi / 12
-#: the low threshold reaches past a line's end by about this much (working px) at each end,
-#: for a line of segments (whose ends are read off their own fit)
+#: the low threshold reaches past a typical line's end by about this much (working px) at each
+#: end: the length every detection decision reads (``Scratch.seen_px``), and the reported one
+#: of a line of segments (whose ends are read off their own fit)
 END_OVERSHOOT = 0.75
 #: along a line the filters' response falls at its end as a Gaussian's integral of about this
 #: σ (working px); the low threshold meets it there (:func:`_end_overshoot`)
@@ -1855,28 +1856,28 @@ def _end_overshoot(level_sigma: float, low_sigma: float) -> float:
 EDGE_END_PX = 4.0
 
 
-def _past_edge(group: list[_Piece], rel, overshoot: float = END_OVERSHOOT) -> float:
-    """Working px to add to a line whose ends run into the picture's edge: the unjudged band
-    there (a photograph's border, where a background is estimated one-sided) hides the rest
-    of it, and the end is cut, not overshot. A 1.4 mm scratch running into the edge of a
-    photograph measured 0.7 mm and passed. Only without a flat: a calibrated lens lies within
-    the frame."""
+def _past_edge(group: list[_Piece], rel) -> tuple[int, float]:
+    """A line's ends that run into the picture's edge, and their working px to it: the
+    unjudged band there (a photograph's border, where a background is estimated one-sided)
+    hides the rest of the line, and such an end is cut, not overshot (its overshoot is given
+    back with the distance). A 1.4 mm scratch running into the edge of a photograph measured
+    0.7 mm and passed. Only without a flat: a calibrated lens lies within the frame."""
     rows, cols = rel.frame_shape
     if rel.model == "flat" or not rows:
-        return 0.0
+        return 0, 0.0
     def steps(at: float, d: float, size: int) -> float:
         # working px along one axis, at ``d`` per step, to the picture's edge ahead
         return (size - 1 - at) / d if d > 1e-6 else -at / d if d < -1e-6 else np.inf
 
     ox, oy = rel.origin
-    extra = 0.0
+    ends, dist = 0, 0.0
     for p in group:
         for (x, y), (dx, dy) in zip(p.ends, p.dirs):
             # from the end to the picture's edge along the line's outward direction
             to_edge = min(steps(x + ox, dx, cols), steps(y + oy, dy, rows))
             if to_edge <= EDGE_END_PX:
-                extra += overshoot + float(to_edge)
-    return extra
+                ends, dist = ends + 1, dist + float(to_edge)
+    return ends, dist
 
 
 def _width_from_profile(eq_width: float, f: int) -> float:
@@ -1993,8 +1994,9 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     ox, oy = rel.origin
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
     # what is a line is judged on what is seen; its length runs on to the picture's edge
-    length_px += float(_past_edge(group, rel, overshoot) * f)
-    seen_px += float(_past_edge(group, rel) * f)
+    edge_ends, to_edge = _past_edge(group, rel)
+    length_px += (edge_ends * overshoot + to_edge) * f
+    seen_px += (edge_ends * END_OVERSHOOT + to_edge) * f
     return Scratch(length_px=length_px, width_px=max(width_px, 0.0), contrast=sign * contrast,
                    zone=_zone(zone_of, rel, ys, xs), bbox_px=bbox,
                    length_mm=length_px * ps if ps else None, width_mm=width_px * ps if ps else None,
