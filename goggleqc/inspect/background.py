@@ -44,7 +44,7 @@ import numpy as np
 from goggleqc.errors import CalibrationError, InputError
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.lattice import lattice_background
-from goggleqc.inspect.lens import np_median
+from goggleqc.inspect.lens import _percentile, np_median
 
 #: full-resolution pixels per working pixel by default (see :func:`working_scale`)
 SCALE = 2
@@ -463,7 +463,7 @@ def _fit_background(t: np.ndarray, bp: np.ndarray, u: np.ndarray, m: np.ndarray,
         good = resid[used]
         if good.size < 4:
             return np.ones_like(s_w)
-        mad = float(np.median(good)) * 1.4826 + 1e-4
+        mad = np_median(good) * 1.4826 + 1e-4
         return (resid < max(4 * mad, 0.01)).astype(np.float32)
 
     cell_w = np.maximum(s_w, 1e-6)
@@ -498,7 +498,7 @@ def _misregistration_weight(t: np.ndarray, bg: np.ndarray, valid: np.ndarray, sh
     gv = g2[v]
     if gv.size < 200:
         return shot
-    lo, hi = np.percentile(gv, [40, 75])
+    lo, hi = _percentile(gv, 40), _percentile(gv, 75)
     flat = v & (g2 <= min(lo, _FLAT_SLOPE ** 2))
     steep = v & (g2 >= max(hi, _STEEP_SLOPE ** 2))
     if np.count_nonzero(flat) < 100 or np.count_nonzero(steep) < 50:
@@ -507,10 +507,10 @@ def _misregistration_weight(t: np.ndarray, bg: np.ndarray, valid: np.ndarray, sh
 
     def spread(mask):
         x = (ts[mask] / np.maximum(bs[mask], 1e-6) - 1) * ws[mask]
-        return 1.4826 * float(np.median(np.abs(x)))
+        return 1.4826 * np_median(np.abs(x))
 
     s0, s1 = spread(flat), spread(steep)
-    k2 = max(s1 * s1 - s0 * s0, 0.0) / max(float(np.median((g2 * bp[::2, ::2])[steep])), 1e-9)
+    k2 = max(s1 * s1 - s0 * s0, 0.0) / max(np_median((g2 * bp[::2, ::2])[steep]), 1e-9)
     if not s0 > 0 or k2 <= 0:
         return shot
     var = 1.0 / np.maximum(bp, 1e-3) + np.float32(k2 / (s0 * s0)) * slope2

@@ -35,6 +35,7 @@ from skimage.morphology import skeletonize
 
 from goggleqc.errors import InputError
 from goggleqc.inspect.background import WORKING_PIXEL_MM, Relative
+from goggleqc.inspect.lens import _percentile, np_median
 from goggleqc.inspect.results import Mark, Scratch
 
 
@@ -582,7 +583,7 @@ def _unjudged(piece: _Piece, rel, params: ScratchParams) -> bool:
         return True
     if not _along_pattern(piece, rel.pattern_normals, params.pattern_angle_deg):
         return False
-    return float(np.median(np.abs(1.0 - rel.rel[piece.ys, piece.xs]))) < PATTERN_LINE_MAX_CONTRAST
+    return np_median(np.abs(1.0 - rel.rel[piece.ys, piece.xs])) < PATTERN_LINE_MAX_CONTRAST
 
 
 #: working px off a piece's line that the next piece's end may lie and still continue it
@@ -620,39 +621,43 @@ def _link(pieces: list[_Piece], gap: float, angle_deg: float, rel: Relative,
     # kinks join only with a flat, and not pieces along the pattern's edges
     kink_ok = (np.array([edge_tol_deg is None or not _along_pattern(p, rel.edge_normals, edge_tol_deg) for p in pieces])
                if rel.model == "flat" else None)
+    # every pair of ends at once: axes (a's end, b's end, a, b)
+    by_end = ends.transpose(1, 0, 2)  # (end, piece, xy)
+    v = by_end[None, :, None, :, :] - by_end[:, None, :, None, :]  # from a's end to b's
+    dist = np.hypot(v[..., 0], v[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = v / dist[..., None]
+    da = dirs.transpose(1, 0, 2)[:, None, :, None, :]  # a's end direction
+    db = dirs.transpose(1, 0, 2)[None, :, None, :, :]  # b's
+    aligned = ((da * u).sum(-1) >= cos_max) & (-(db * u).sum(-1) >= cos_max)
+    # or in line: ahead of each end and within LINK_LATERAL_PX of its direction. Across
+    # a short gap the ends' pixel positions, a pixel off the line either way, turn the
+    # angle between them by more than angle_deg (a broken scratch at a fine pixel size)
+    in_line = (((da * v).sum(-1) > 0) & (np.abs(da[..., 0] * v[..., 1] - da[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
+               & (-(db * v).sum(-1) > 0) & (np.abs(db[..., 0] * v[..., 1] - db[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
+               & (-(da * db).sum(-1) >= cos_max))
+    aligned |= in_line
+    # or, with a flat, a kink whose apex the filters lost (a sharp corner answers no line
+    # filter): each end's ray, ahead of it, meets the other's within KINK_REACH_PX.
+    # Without one, the background's residue leaves short pieces enough to be joined so
+    # into false lines (second renderer photographs: false rejects up by a photograph
+    # on four sets of seven)
+    if kink_ok is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cross = da[..., 0] * db[..., 1] - da[..., 1] * db[..., 0]
+            s_a = (v[..., 0] * db[..., 1] - v[..., 1] * db[..., 0]) / cross
+            t_b = (v[..., 0] * da[..., 1] - v[..., 1] * da[..., 0]) / cross
+        kink = ((np.abs(cross) >= np.sin(np.deg2rad(angle_deg))) & ((da * db).sum(-1) <= KINK_MAX_COS)
+                & (s_a >= -0.5) & (s_a <= KINK_REACH_PX) & (t_b >= -0.5) & (t_b <= KINK_REACH_PX))
+        aligned |= kink & (dist <= gap) & kink_ok[:, None] & kink_ok[None, :]
+    near = pairs & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
     linked = np.zeros((n, n), bool)
     for ea in range(2):
         for eb in range(2):
-            v = ends[None, :, eb, :] - ends[:, None, ea, :]  # from a's end (row) to b's (column)
-            dist = np.hypot(v[..., 0], v[..., 1])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                u = v / dist[..., None]
-            da, db = dirs[:, None, ea, :], dirs[None, :, eb, :]
-            aligned = ((da * u).sum(-1) >= cos_max) & (-(db * u).sum(-1) >= cos_max)
-            # or in line: ahead of each end and within LINK_LATERAL_PX of its direction. Across
-            # a short gap the ends' pixel positions, a pixel off the line either way, turn the
-            # angle between them by more than angle_deg (a broken scratch at a fine pixel size)
-            in_line = (((da * v).sum(-1) > 0) & (np.abs(da[..., 0] * v[..., 1] - da[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
-                       & (-(db * v).sum(-1) > 0) & (np.abs(db[..., 0] * v[..., 1] - db[..., 1] * v[..., 0]) <= LINK_LATERAL_PX)
-                       & (-(da * db).sum(-1) >= cos_max))
-            aligned |= in_line
-            # or, with a flat, a kink whose apex the filters lost (a sharp corner answers no line
-            # filter): each end's ray, ahead of it, meets the other's within KINK_REACH_PX.
-            # Without one, the background's residue leaves short pieces enough to be joined so
-            # into false lines (second renderer photographs: false rejects up by a photograph
-            # on four sets of seven)
-            if kink_ok is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    cross = da[..., 0] * db[..., 1] - da[..., 1] * db[..., 0]
-                    s_a = (v[..., 0] * db[..., 1] - v[..., 1] * db[..., 0]) / cross
-                    t_b = (v[..., 0] * da[..., 1] - v[..., 1] * da[..., 0]) / cross
-                kink = ((np.abs(cross) >= np.sin(np.deg2rad(angle_deg))) & ((da * db).sum(-1) <= KINK_MAX_COS)
-                        & (s_a >= -0.5) & (s_a <= KINK_REACH_PX) & (t_b >= -0.5) & (t_b <= KINK_REACH_PX))
-                aligned |= kink & (dist <= gap) & kink_ok[:, None] & kink_ok[None, :]
-            ok = pairs & ~linked & (dist <= 8 * gap) & ((dist < 3.0) | aligned)
-            allowed = ok & (dist <= gap)
-            for i, j in zip(*np.nonzero(ok & (dist > gap))):
-                allowed[i, j] = dist[i, j] - _hidden_length(rel, ends[i, ea], ends[j, eb]) <= gap
+            ok = near[ea, eb] & ~linked
+            allowed = ok & (dist[ea, eb] <= gap)
+            for i, j in zip(*np.nonzero(ok & (dist[ea, eb] > gap))):
+                allowed[i, j] = dist[ea, eb, i, j] - _hidden_length(rel, ends[i, ea], ends[j, eb]) <= gap
             linked |= allowed
     parent = list(range(n))
 
@@ -1265,18 +1270,29 @@ def _circle(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float, float,
     """Least-squares circle through points (Kåsa 1976): centre, radius, rms distance from
     the circle and the arc it covers (degrees, in 10° sectors seen from the centre)."""
     x, y = xs.astype(np.float64), ys.astype(np.float64)
+    cx, cy, r = _kasa(x, y)
+    rms = _circle_rms(x, y, cx, cy, r)
+    sectors = np.floor((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36
+    return float(cx), float(cy), r, rms, 10.0 * np.count_nonzero(np.bincount(sectors, minlength=36))
+
+
+def _kasa(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Centre and radius of :func:`_circle`'s least-squares circle through float64 points."""
     a = np.stack([x, y, np.ones_like(x)], 1)
     sol = np.linalg.lstsq(a, x * x + y * y, rcond=None)[0]
     cx, cy = sol[0] / 2, sol[1] / 2
-    r = float(np.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0)))
-    rms = _circle_rms(x, y, cx, cy, r)
-    sectors = np.unique(np.floor((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
-    return float(cx), float(cy), r, rms, 10.0 * len(sectors)
+    return cx, cy, float(np.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0)))
 
 
 def _circle_rms(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float) -> float:
     """The rms distance of points from the circle of centre ``(cx, cy)`` and radius ``r``."""
     return float(np.sqrt(np.mean((np.hypot(xs - cx, ys - cy) - r) ** 2)))
+
+
+def _circles_rms(xs: np.ndarray, ys: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """:func:`_circle_rms` of the same points from many circles at once (1-D ``cx``, ``cy``, ``r``)."""
+    d = np.hypot(xs[None, :] - cx[:, None], ys[None, :] - cy[:, None]) - r[:, None]
+    return np.sqrt(np.mean(d * d, axis=1))
 
 
 def _on_circle(xs, ys, f: int, ps: float | None, params: ScratchParams):
@@ -1368,8 +1384,8 @@ def _traced_circle(rel, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.n
     # unfound continuation, where the circle runs tangent to it past its found end, darkens a
     # few points only (a straight 3 mm scratch of 7.6 % read 6.2σ on its circle's rest by
     # the mean, five of 65 points at 3-4 %, the rest at 0.3 %, and was taken for a rim)
-    level = float(np.median(c))
-    se = 1.2533 * 1.4826 * float(np.median(np.abs(c - level))) / np.sqrt(c.size) + 1e-9
+    level = np_median(c)
+    se = 1.2533 * 1.4826 * np_median(np.abs(c - level)) / np.sqrt(c.size) + 1e-9
     if not (level >= fraction * abs(contrast) and level / se >= sigma):
         return False
     if not even:
@@ -1449,13 +1465,14 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
     lo = max(lo, half / np.sin(np.radians(MARK_SHORT_MAX_ARC) / 2))  # under MARK_SHORT_MAX_ARC of its circle
     if lo > hi:
         return None
-    hyps = []
-    for r in np.arange(lo, hi + 1e-9, MARK_SHORT_RADIUS_STEP_PX):
-        reach = np.sqrt(max(r * r - half * half, 0.0))
-        for side in (1.0, -1.0):
-            cx, cy = mid[0] + side * nx * reach, mid[1] + side * ny * reach
-            if _circle_rms(fx, fy, cx, cy, r) <= max(MARK_MEMBER_RMS * r, 1.0):
-                hyps.append((r, cx, cy))
+    # every radius on a step, each on both sides of the chord (interleaved, as the traces'
+    # tie-breaking order follows it)
+    radii = np.repeat(np.arange(lo, hi + 1e-9, MARK_SHORT_RADIUS_STEP_PX), 2)
+    side = np.tile([1.0, -1.0], len(radii) // 2)
+    reach = np.sqrt(np.maximum(radii * radii - half * half, 0.0))
+    cxs, cys = mid[0] + side * nx * reach, mid[1] + side * ny * reach
+    on = _circles_rms(fx, fy, cxs, cys, radii) <= np.maximum(MARK_MEMBER_RMS * radii, 1.0)
+    hyps = list(zip(radii[on].tolist(), cxs[on].tolist(), cys[on].tolist()))
     if not hyps:
         return None
     mean, use = _coarse_rings(rel, hyps, mx, my, length)
@@ -1466,9 +1483,10 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
         # placed to a pixel (its ends) and a step of radius: the best of the circles up to a
         # pixel off in centre and radius that the line still lies on is traced
         r0, cx0, cy0 = hyps[i]
-        near = [(r0 + dr, cx0 + dx, cy0 + dy) for dr in MARK_SHORT_NUDGE_PX for dx in MARK_SHORT_NUDGE_PX
-                for dy in MARK_SHORT_NUDGE_PX
-                if _circle_rms(fx, fy, cx0 + dx, cy0 + dy, r0 + dr) <= max(MARK_MEMBER_RMS * (r0 + dr), 1.0)]
+        dr, dx, dy = (np.ravel(g) for g in np.meshgrid(*[np.array(MARK_SHORT_NUDGE_PX)] * 3, indexing="ij"))
+        rn, cxn, cyn = r0 + dr, cx0 + dx, cy0 + dy
+        ok = _circles_rms(fx, fy, cxn, cyn, rn) <= np.maximum(MARK_MEMBER_RMS * rn, 1.0)
+        near = list(zip(rn[ok].tolist(), cxn[ok].tolist(), cyn[ok].tolist()))
         m, _ = _coarse_rings(rel, near, mx, my, length)
         r, cx, cy = near[int(np.argmax(m))]
         if (r, cx, cy) in tried or m.max() < MARK_SHORT_FRACTION * abs(contrast):
@@ -1592,9 +1610,9 @@ def _rim_fit(xs: np.ndarray, ys: np.ndarray, f: int, ps: float | None, params: S
     for it in range(4):
         if keep.sum() < 16:
             return None
-        cx, cy, r, _, _ = _circle(xs[keep], ys[keep])
+        cx, cy, r = _kasa(xs[keep], ys[keep])
         res = np.abs(np.hypot(xs - cx, ys - cy) - r)
-        new = res <= (np.percentile(res, 70) if it == 0 else max(RIM_INLIER * r, RIM_TAIL_MIN_PX))
+        new = res <= (_percentile(res, 70) if it == 0 else max(RIM_INLIER * r, RIM_TAIL_MIN_PX))
         if it and np.array_equal(new, keep):
             break
         keep = new
@@ -1621,7 +1639,7 @@ def _rim_streaks(rel: Relative, xs: np.ndarray, ys: np.ndarray, cx: float, cy: f
     darkest = np.full(n_bins, -np.inf, np.float32)
     np.maximum.at(darkest, bins, dep)
     seen = np.isfinite(darkest)
-    median = float(np.median(darkest[seen]))
+    median = np_median(darkest[seen])
     darkest[~seen] = median
     smooth = np.median(np.stack([np.roll(darkest, 1), darkest, np.roll(darkest, -1)]), axis=0)
     strong = smooth >= max(RIM_STREAK_RATIO * median, RIM_STREAK_MIN_CONTRAST)
@@ -1918,9 +1936,9 @@ def _texture(rel: Relative, ys: np.ndarray, xs: np.ndarray, mask: np.ndarray, co
     vals = np.concatenate(diffs)
     if vals.size < 50:
         return 0.0
-    spread = 1.4826 * float(np.median(np.abs(vals))) / np.sqrt(2.0)
+    spread = 1.4826 * np_median(np.abs(vals)) / np.sqrt(2.0)
     excess = np.sqrt(max(spread * spread - float(sigma) ** 2, 0.0))
-    weight = float(np.median(rel.weight[wy0:wy1, wx0:wx1][keep])) if keep.any() else 1.0
+    weight = np_median(rel.weight[wy0:wy1, wx0:wx1][keep]) if keep.any() else 1.0
     return excess / max(weight, 1e-3)
 
 
@@ -1955,7 +1973,7 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     near = cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(bool) & rel.valid[y0:y1, x0:x1]
     dep = np.clip((1.0 - rel.rel[y0:y1, x0:x1]) * sign, 0, None)
     integrated = float(dep[near].sum()) / max(chain, 1.0) * f  # contrast × width, full-res px
-    peak = float(np.percentile(dep[mask.astype(bool)], 75)) if mask.any() else 0.0
+    peak = _percentile(dep[mask.astype(bool)], 75) if mask.any() else 0.0
     eq_width = integrated / max(peak, 1e-6)
     width_px = _width_from_profile(eq_width, f)
     # what a pixel sees: the τ drop, diluted by the width when the line is narrower than a pixel
@@ -1968,7 +1986,7 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     seen_px = float(max(chain - 2 * END_OVERSHOOT, 1.0) * f)
     # the line's own level, not its mean, which the fall at its ends takes down: on a short
     # line they are a good part of it (1–1.5 mm faint scratches read +8.5 % with the mean)
-    overshoot = _end_overshoot(float(np.percentile(zs, 75)), params.low_sigma) if strong else END_OVERSHOOT
+    overshoot = _end_overshoot(_percentile(zs, 75), params.low_sigma) if strong else END_OVERSHOOT
     length_px = float(max(chain - 2 * overshoot, 1.0) * f)
     # elongation is judged on the profile's width beyond the grid and a sharp optics alone (a
     # lower bound on the line's width), so a short line blurred by soft optics stays a line.
