@@ -44,7 +44,7 @@ import numpy as np
 from goggleqc.errors import CalibrationError, InputError
 from goggleqc.inspect.grid import reduce_image
 from goggleqc.inspect.lattice import lattice_background
-from goggleqc.inspect.lens import _percentile, np_median
+from goggleqc.inspect.lens import _percentiles, np_median
 
 #: full-resolution pixels per working pixel by default (see :func:`working_scale`)
 SCALE = 2
@@ -492,13 +492,13 @@ def _misregistration_weight(t: np.ndarray, bg: np.ndarray, valid: np.ndarray, sh
     spread where it is steepest. A frame registered with its flat (K = 0) is whitened by
     ``√B'`` alone, so pattern edges keep their sensitivity; a shaken one is damped there.
     """
-    shot = np.where(valid, shot, 0).astype(np.float32)
+    shot = np.where(valid, shot, np.float32(0)).astype(np.float32, copy=False)
     # statistics on every other pixel of every other row: tens of thousands are plenty
     v, g2 = valid[::2, ::2], slope2[::2, ::2]
     gv = g2[v]
     if gv.size < 200:
         return shot
-    lo, hi = _percentile(gv, 40), _percentile(gv, 75)
+    lo, hi = _percentiles(gv, (40, 75))
     flat = v & (g2 <= min(lo, _FLAT_SLOPE ** 2))
     steep = v & (g2 >= max(hi, _STEEP_SLOPE ** 2))
     if np.count_nonzero(flat) < 100 or np.count_nonzero(steep) < 50:
@@ -513,8 +513,14 @@ def _misregistration_weight(t: np.ndarray, bg: np.ndarray, valid: np.ndarray, sh
     k2 = max(s1 * s1 - s0 * s0, 0.0) / max(np_median((g2 * bp[::2, ::2])[steep]), 1e-9)
     if not s0 > 0 or k2 <= 0:
         return shot
-    var = 1.0 / np.maximum(bp, 1e-3) + np.float32(k2 / (s0 * s0)) * slope2
-    return np.where(valid, 1.0 / np.sqrt(var), 0).astype(np.float32)
+    # var = 1 / max(B', 1e-3) + (K / σ0)²·q, and 1 / √var where valid: in place, in float32
+    var = np.maximum(bp, np.float32(1e-3))
+    np.divide(np.float32(1.0), var, out=var)
+    var += np.float32(k2 / (s0 * s0)) * slope2
+    np.sqrt(var, out=var)
+    np.divide(np.float32(1.0), var, out=var)
+    var[~valid] = 0
+    return var
 
 
 def _check(image: np.ndarray, lens_mask: np.ndarray | None) -> None:

@@ -489,6 +489,22 @@ def _percentile(values: np.ndarray, q: float, offset: int = 0, total: int | None
     return float(b - d * (1 - t)) if t >= 0.5 else float(a + d * t)
 
 
+def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """:func:`_percentile` of a 1-D float array at several ``qs``, from one partition."""
+    n = values.size
+    virtual = [(n - 1) * (q / 100.0) for q in qs]
+    los = [int(np.floor(v)) for v in virtual]
+    his = [min(lo + 1, n - 1) for lo in los]
+    part = np.partition(values, sorted(set(los + his)))
+    out = []
+    for v, lo, hi in zip(virtual, los, his):
+        a, b = part[lo], part[hi]
+        t = float(v - lo)
+        d = b - a
+        out.append(float(b - d * (1 - t)) if t >= 0.5 else float(a + d * t))
+    return out
+
+
 def np_median(values: np.ndarray) -> float:
     """``np.median`` of a 1-D array of finite values, from one partition without NumPy's
     overhead (the same middle values and the same mean of the two, so the same result).
