@@ -490,7 +490,11 @@ def _percentile(values: np.ndarray, q: float, offset: int = 0, total: int | None
 
 
 def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """:func:`_percentile` of a 1-D float array at several ``qs``, from one partition."""
+    """``np.percentile(values, list(qs))`` of a 1-D float array, from one partition.
+
+    Given a list of ``q``, NumPy takes the two order statistics' difference in the values' type
+    and interpolates in float64 (one ``q`` alone: all in the values' type, as
+    :func:`_percentile` does), so this does too: the same values to the last bit."""
     n = values.size
     virtual = [(n - 1) * (q / 100.0) for q in qs]
     los = [int(np.floor(v)) for v in virtual]
@@ -500,8 +504,8 @@ def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     for v, lo, hi in zip(virtual, los, his):
         a, b = part[lo], part[hi]
         t = float(v - lo)
-        d = b - a
-        out.append(float(b - d * (1 - t)) if t >= 0.5 else float(a + d * t))
+        d = float(b - a)
+        out.append(float(b) - d * (1 - t) if t >= 0.5 else float(a) + d * t)
     return out
 
 
