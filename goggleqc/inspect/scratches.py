@@ -1494,13 +1494,13 @@ def _short_arc_rim(rel, xs: np.ndarray, ys: np.ndarray, contrast: float, f: int,
         return None
     mean, use = _coarse_rings(rel, hyps, mx, my, length)
     order = [i for i in np.argsort(-mean) if use[i] >= 24]
+    dr, dx, dy = (np.ravel(g) for g in np.meshgrid(*[np.array(MARK_SHORT_NUDGE_PX)] * 3, indexing="ij"))
     tried = set()
     for i in order[:MARK_SHORT_TRACES]:
         # a rim is a pixel or two wide, and the circles through the line's two ends are
         # placed to a pixel (its ends) and a step of radius: the best of the circles up to a
         # pixel off in centre and radius that the line still lies on is traced
         r0, cx0, cy0 = hyps[i]
-        dr, dx, dy = (np.ravel(g) for g in np.meshgrid(*[np.array(MARK_SHORT_NUDGE_PX)] * 3, indexing="ij"))
         rn, cxn, cyn = r0 + dr, cx0 + dx, cy0 + dy
         ok = _circles_rms(fx, fy, cxn, cyn, rn) <= np.maximum(MARK_MEMBER_RMS * rn, 1.0)
         near = list(zip(rn[ok].tolist(), cxn[ok].tolist(), cyn[ok].tolist()))
@@ -2001,10 +2001,6 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     # faint fragments and blobs passed as lines: an 8 mm scratch across dim stripes gained a
     # 1.1 mm piece beside it, and a short arc round a faint spot was read as a watermark's rim.
     seen_px = float(max(chain - 2 * END_OVERSHOOT, 1.0) * f)
-    # the line's own level, not its mean, which the fall at its ends takes down: on a short
-    # line they are a good part of it (1–1.5 mm faint scratches read +8.5 % with the mean)
-    overshoot = _end_overshoot(_percentile(zs, 75), params.low_sigma) if strong else END_OVERSHOOT
-    length_px = float(max(chain - 2 * overshoot, 1.0) * f)
     # elongation is judged on the profile's width beyond the grid and a sharp optics alone (a
     # lower bound on the line's width), so a short line blurred by soft optics stays a line.
     # On a flat-corrected image it is also judged on the integral's lower 2σ bound: across a
@@ -2026,6 +2022,10 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     if rel.model == "flat" and params.texture_ratio > 0 and \
             contrast < params.texture_ratio * _texture(rel, ys, xs, mask, (y0, x0)):
         return None
+    # the line's own level, not its mean, which the fall at its ends takes down: on a short
+    # line they are a good part of it (1–1.5 mm faint scratches read +8.5 % with the mean)
+    overshoot = _end_overshoot(_percentile(zs, 75), params.low_sigma) if strong else END_OVERSHOOT
+    length_px = float(max(chain - 2 * overshoot, 1.0) * f)
     ox, oy = rel.origin
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
     # what is a line is judged on what is seen; its length runs on to the picture's edge
