@@ -160,6 +160,14 @@ class Relative:
     local_fill : (m, n) bool ndarray or None
         ``lattice`` only: where the local fit stands in for the lattice (:func:`_local_fill`);
         the frame's noise is read outside it.
+    lens : (m, n) bool ndarray or None
+        The clear lens on this crop, before the edge margin that ``valid`` keeps from its
+        outline; None when no lens mask was given. A line that runs into that margin runs on
+        to the outline (:func:`~goggleqc.inspect.scratches._into_lens_edge`).
+    margin_source : (t, bg) of (m, n) float32 ndarrays, or None
+        ``flat`` only: the flat-corrected transmission and its fitted background over the whole
+        crop, margin included, where ``rel`` is 1.0: a line is followed into the margin on
+        them.
     """
 
     rel: np.ndarray
@@ -173,6 +181,8 @@ class Relative:
     target_blur_px: float = 0.0
     frame_shape: tuple[int, int] = (0, 0)
     local_fill: np.ndarray | None = None
+    lens: np.ndarray | None = None
+    margin_source: tuple[np.ndarray, np.ndarray] | None = None
 
     @cached_property
     def _departure(self) -> tuple[np.ndarray, np.ndarray]:
@@ -584,6 +594,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         small, lens = small[crop], lens[crop]
     target_blur = 0.0
     local_fill = None
+    margin_source = None
     edge_normals = ()
     if station is not None:
         maps = station_maps(station, scale)
@@ -603,6 +614,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
         weight = _misregistration_weight(t, bg, valid, maps.shot[crop], maps.slope2[crop], maps.bp[crop])
         num, normals, model = t, (), "flat"
         edge_normals = maps.edge_normals
+        margin_source = (t, bg)
     else:
         bg = _uncalibrated_bg(small)
         bright = float(np.percentile(bg, 99))
@@ -650,7 +662,7 @@ def relative_image(image: np.ndarray, station=None, lens_mask: np.ndarray | None
     np.divide(num, bg, out=rel, where=valid)
     return Relative(rel=rel, valid=valid, weight=np.ascontiguousarray(weight), scale=scale, origin=origin,
                     pattern_normals=normals, edge_normals=edge_normals, model=model, target_blur_px=target_blur,
-                    frame_shape=frame_shape, local_fill=local_fill)
+                    frame_shape=frame_shape, local_fill=local_fill, lens=lens, margin_source=margin_source)
 
 
 def _local_fill(bg: np.ndarray, valid: np.ndarray, local_bg: np.ndarray, local_valid: np.ndarray,

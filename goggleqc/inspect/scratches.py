@@ -1891,27 +1891,145 @@ def _end_overshoot(level_sigma: float, low_sigma: float) -> float:
 EDGE_END_PX = 4.0
 
 
-def _past_edge(group: list[_Piece], rel) -> tuple[int, float]:
+def _past_edge(group: list[_Piece], rel) -> tuple[int, float, set]:
     """A line's ends that run into the picture's edge, and their working px to it: the
     unjudged band there (a photograph's border, where a background is estimated one-sided)
     hides the rest of the line, and such an end is cut, not overshot (its overshoot is given
     back with the distance). A 1.4 mm scratch running into the edge of a photograph measured
-    0.7 mm and passed. Only without a flat: a calibrated lens lies within the frame."""
+    0.7 mm and passed. Only without a flat: a calibrated lens lies within the frame. Also
+    returns the (piece, end) indices taken."""
     rows, cols = rel.frame_shape
+    taken: set = set()
     if rel.model == "flat" or not rows:
-        return 0, 0.0
+        return 0, 0.0, taken
     def steps(at: float, d: float, size: int) -> float:
         # working px along one axis, at ``d`` per step, to the picture's edge ahead
         return (size - 1 - at) / d if d > 1e-6 else -at / d if d < -1e-6 else np.inf
 
     ox, oy = rel.origin
     ends, dist = 0, 0.0
-    for p in group:
-        for (x, y), (dx, dy) in zip(p.ends, p.dirs):
+    for i, p in enumerate(group):
+        for k, ((x, y), (dx, dy)) in enumerate(zip(p.ends, p.dirs)):
             # from the end to the picture's edge along the line's outward direction
             to_edge = min(steps(x + ox, dx, cols), steps(y + oy, dy, rows))
             if to_edge <= EDGE_END_PX:
                 ends, dist = ends + 1, dist + float(to_edge)
+                taken.add((i, k))
+    return ends, dist, taken
+
+
+#: steps (working px) at which a line's outward heading is sampled for the lens' outline
+_LENS_EDGE_STEP = 0.5
+#: a line's end this close (working px) to the margin kept from the lens' outline, heading
+#: into it, was cut by the margin: a chain reaches the last judged pixel
+LENS_EDGE_END_PX = 2.0
+#: ... and it runs on to the outline when its darkening, read in the margin against its sides
+#: along the outline, keeps at least this fraction of its level on its last judged pixels
+LENS_EDGE_KEEP = 0.5
+#: ... read over this much of the margin (working px) past the last judged pixel: further on
+#: the outline's own blur darkens one side of a line that meets it aslant
+LENS_EDGE_READ_PX = 1.0
+#: the line's level is read on these points back from its end (working px), through the
+#: best of these shifts across it
+_LENS_EDGE_BACK = np.array([-3.0, -2.0, -1.0, 0.0])
+_LENS_EDGE_SHIFTS = np.array([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5])
+
+
+def _bar_at(t: np.ndarray, bg: np.ndarray, ok: np.ndarray, cx, cy, nx: float, ny: float):
+    """The darkening ``1 − t/bg`` at points ``(cx, cy)`` against the mean of both sides at 2
+    and 3 px along ``(nx, ny)``, and whether all five samples lie where ``ok``."""
+    shape = np.shape(cx)
+    cx, cy = np.ravel(cx), np.ravel(cy)
+    offsets = (0.0,) + SEGMENT_SIDES
+    px = np.stack([cx + o * nx for o in offsets]).astype(np.float32)
+    py = np.stack([cy + o * ny for o in offsets]).astype(np.float32)
+    tv, seen = sample_points(t, ok, px, py)
+    bv, _ = sample_points(bg, ok, px, py, outside=1.0)
+    dep = 1.0 - tv / np.maximum(bv, np.float32(1e-6))
+    return (dep[0] - dep[1:].mean(axis=0)).reshape(shape), seen.all(axis=0).reshape(shape)
+
+
+def _outline_tangent(lens: np.ndarray, x: float, y: float, r: int = 3) -> tuple[float, float] | None:
+    """The direction along the lens' outline near working-grid point ``(x, y)``: across the
+    mean offset of the pixels off the lens within ``r`` px (None when there are none)."""
+    h, w = lens.shape
+    xi, yi = int(round(x)), int(round(y))
+    y0, y1, x0, x1 = max(0, yi - r), min(h, yi + r + 1), max(0, xi - r), min(w, xi + r + 1)
+    oy, ox = np.nonzero(~lens[y0:y1, x0:x1])
+    if y1 - y0 < 2 * r + 1 or x1 - x0 < 2 * r + 1:
+        return None  # at the crop's border: the outline is not seen round the point
+    if not len(ox):
+        return None
+    nx, ny = float((ox + x0 - xi).mean()), float((oy + y0 - yi).mean())
+    norm = np.hypot(nx, ny)
+    return (-ny / norm, nx / norm) if norm > 0 else None
+
+
+def _into_lens_edge(group: list[_Piece], rel, skip: set) -> tuple[int, float]:
+    """A line's ends that run on into the margin kept from the lens' outline, and their working
+    px on to that outline. The margin (:data:`~goggleqc.inspect.background.EDGE_MARGIN_PX`,
+    where the outline's own blur would read as a line) hides the last half millimetre of a
+    scratch that runs to the lens' edge, as the picture's border does in a photograph
+    (:func:`_past_edge`): such an end is cut, not overshot. An end counts when, along its
+    outward heading, the first pixel left unjudged lies within :data:`LENS_EDGE_END_PX`, the
+    outline follows within the margin (a light trap or a dim cell, also unjudged, is not the
+    outline), and the line is still there in the margin: its darkening there, read on the
+    flat-corrected transmission against its sides along the outline (as near the outline as
+    it is, so the outline's blur darkens them alike), keeps :data:`LENS_EDGE_KEEP` of its
+    level against its sides on its last judged pixels (a scratch that ends just inside the
+    margin is not run on). With a flat only. The second renderer's noisy station (seed 13): scratches running to the
+    lens' edge read 0.5–1 mm short. ``skip``: (piece, end) indices run to the picture's edge."""
+    if rel.lens is None or rel.margin_source is None:
+        return 0, 0.0
+    from goggleqc.inspect.background import EDGE_MARGIN_PX
+
+    t_src, bg = rel.margin_source
+    h, w = rel.valid.shape
+    ok = None
+    t = np.arange(1, int((LENS_EDGE_END_PX + EDGE_MARGIN_PX + 2) / _LENS_EDGE_STEP) + 1) * _LENS_EDGE_STEP
+    ends, dist = 0, 0.0
+    for i, p in enumerate(group):
+        sign = 1.0 if p.polarity == "dark" else -1.0
+        for k, ((x, y), (dx, dy)) in enumerate(zip(p.ends, p.dirs)):
+            if (i, k) in skip:
+                continue
+            xi = np.rint(x + t * dx).astype(np.int64)
+            yi = np.rint(y + t * dy).astype(np.int64)
+            inside = (xi >= 0) & (yi >= 0) & (xi < w) & (yi < h)
+            xc, yc = np.clip(xi, 0, w - 1), np.clip(yi, 0, h - 1)
+            lens = inside & rel.lens[yc, xc]
+            valid = inside & rel.valid[yc, xc]
+            off = np.flatnonzero(~valid)
+            out = np.flatnonzero(~lens)
+            if not len(off) or not len(out) or t[off[0]] > LENS_EDGE_END_PX:
+                continue
+            if not valid[:off[0]].all() or t[out[0]] - t[off[0]] > EDGE_MARGIN_PX + 1.0:
+                continue
+            if not lens[off[0]:out[0]].all():
+                continue
+            # the line on its last judged pixels, and on into the margin, read along the
+            # heading through the line's centre (an end lies on the piece's axis, which may
+            # run a pixel beside a staircase of pixels)
+            tangent = _outline_tangent(rel.lens, x + t[out[0]] * dx, y + t[out[0]] * dy)
+            if tangent is None:
+                continue
+            on = t[off[0]:out[0]]
+            on = on[on <= t[off[0]] + LENS_EDGE_READ_PX]
+            if not len(on):
+                continue
+            if ok is None:
+                ok = rel.lens & (bg > 0)
+            shifts = _LENS_EDGE_SHIFTS[:, None]
+            along = _LENS_EDGE_BACK[None, :]
+            bar, seen = _bar_at(t_src, bg, ok, x + along * dx - shifts * dy, y + along * dy + shifts * dx, -dy, dx)
+            ref = np.where(seen.all(axis=1), (bar * sign).mean(axis=1), -np.inf)
+            best = int(np.argmax(ref))
+            level = float(ref[best])
+            shift = _LENS_EDGE_SHIFTS[best]
+            cont, seen = _bar_at(t_src, bg, ok, x + on * dx - shift * dy, y + on * dy + shift * dx, *tangent)
+            cont = cont[seen] * sign
+            if level > 0 and len(cont) and float(cont.mean()) >= LENS_EDGE_KEEP * level:
+                ends, dist = ends + 1, dist + float(t[out[0]] - _LENS_EDGE_STEP)
     return ends, dist
 
 
@@ -2029,8 +2147,10 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     ox, oy = rel.origin
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
     # what is a line is judged on what is seen; its length runs on to the picture's edge
-    edge_ends, to_edge = _past_edge(group, rel)
-    length_px += (edge_ends * overshoot + to_edge) * f
+    edge_ends, to_edge, at_edge = _past_edge(group, rel)
+    # ... and on to the lens' outline, past the margin kept from it
+    lens_ends, to_lens = _into_lens_edge(group, rel, at_edge)
+    length_px += ((edge_ends + lens_ends) * overshoot + to_edge + to_lens) * f
     seen_px += (edge_ends * END_OVERSHOOT + to_edge) * f
     return Scratch(length_px=length_px, width_px=max(width_px, 0.0), contrast=sign * contrast,
                    zone=_zone(zone_of, rel, ys, xs), bbox_px=bbox,
