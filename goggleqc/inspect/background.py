@@ -752,12 +752,21 @@ def _smooth2(image: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+#: a second edge direction of a backlight pattern holds at least this share of the first's
+#: gradient energy (a grid's or checker's two hold about equal shares)
+EDGE_PEAK_SHARE = 0.1
+
+
 def pattern_edge_normals(bg: np.ndarray, valid: np.ndarray, bins: int = 36, ratio: float = 4.0) -> tuple[float, ...]:
     """Directions across the edges of a backlight pattern, from the background's gradients.
 
     A grid, checker or stripe target concentrates its edge gradients at one or two
     orientations; a lens on a plain panel spreads them evenly. Returns up to two directions
-    (radians, mod π) whose gradient energy stands ``ratio`` times above the median bin.
+    (radians, mod π) whose gradient energy stands ``ratio`` times above the median bin and
+    holds at least :data:`EDGE_PEAK_SHARE` of the strongest direction's: a stripe target's
+    one orientation leaves the other bins near nothing, where any ripple stood 4× their
+    median (a second "edge" 21° off the stripes, along which a scratch was no longer joined
+    at its kink).
     """
     gx = cv2.Sobel(bg, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(bg, cv2.CV_32F, 0, 1, ksize=3)
@@ -770,6 +779,7 @@ def pattern_edge_normals(bg: np.ndarray, valid: np.ndarray, bins: int = 36, rati
     floor = float(np.median(hist)) + 1e-12
     peaks = [i for i in range(bins) if hist[i] >= ratio * floor and hist[i] >= hist[i - 1] and hist[i] >= hist[(i + 1) % bins]]
     peaks = sorted(peaks, key=lambda i: -hist[i])[:2]
+    peaks = [i for i in peaks if hist[i] >= EDGE_PEAK_SHARE * hist[peaks[0]]]
     # refine each peak to the energy-weighted mean direction near it (doubled angles, since
     # directions are mod π): a bin is 5° wide, a tilted pattern's edges sit anywhere in it
     out = []
