@@ -424,10 +424,13 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     # and 15 %, went as dust on the target with the 1.9 mm "line" round it.
     freed: set[int] = set()
     if marks is not None:
-        read = [m for m in marks[n_marks:] if m.kind == "target"
-                and any(_inside(m.bbox_px, _grown(sp.bbox_px, 0.5)) for sp in first)]
-        freed = {id(sp) for sp in first if any(_inside(m.bbox_px, _grown(sp.bbox_px, 0.5)) for m in read)}
-        marks[n_marks:] = [m for m in marks[n_marks:] if not any(m is r for r in read)]
+        left = []
+        for m in marks[n_marks:]:
+            hosts = [sp for sp in first if m.kind == "target" and _inside(m.bbox_px, _grown(sp.bbox_px, 0.5))]
+            freed.update(id(sp) for sp in hosts)
+            if not hosts:
+                left.append(m)
+        marks[n_marks:] = left
     # a "scratch" that fits inside a spot (grown by half) is that spot's rim or the spot itself;
     # a faint one just around a far darker spot is its halo
     scratches = [sc for sc in found if not any(_inside(sc.bbox_px, _grown(sp.bbox_px, 0.5)) or _halo(sc, sp, rel.scale)
@@ -453,9 +456,13 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
     f = rel.scale
     h, w = claimed.shape
     ox, oy = rel.origin
-    spots = [sp for sp in first
-             if id(sp) in freed or claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
-                        min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))] not in kept]
+
+    def claim(sp) -> int:
+        # what claimed the spot's centre: a kept line's index + 1, a mark, or 0
+        return int(claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
+                           min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))])
+
+    spots = [sp for sp in first if claim(sp) not in kept or (claim(sp) == MARK_CLAIM and id(sp) in freed)]
     if rel.target_blur_px > 0:
         # a blob is measured within a window of 3 σ of its best scale: one wider than that
         # window (dust on a strongly defocused target in a large photograph) reads as the
