@@ -34,7 +34,7 @@ import numpy as np
 from skimage.morphology import skeletonize
 
 from goggleqc.errors import InputError
-from goggleqc.inspect.background import WORKING_PIXEL_MM, Relative
+from goggleqc.inspect.background import EDGE_MARGIN_PX, WORKING_PIXEL_MM, Relative
 from goggleqc.inspect.lens import _percentile, np_median
 from goggleqc.inspect.results import Mark, Scratch
 
@@ -1955,9 +1955,9 @@ def _outline_tangent(lens: np.ndarray, x: float, y: float, r: int = 3) -> tuple[
     h, w = lens.shape
     xi, yi = int(round(x)), int(round(y))
     y0, y1, x0, x1 = max(0, yi - r), min(h, yi + r + 1), max(0, xi - r), min(w, xi + r + 1)
-    oy, ox = np.nonzero(~lens[y0:y1, x0:x1])
     if y1 - y0 < 2 * r + 1 or x1 - x0 < 2 * r + 1:
         return None  # at the crop's border: the outline is not seen round the point
+    oy, ox = np.nonzero(~lens[y0:y1, x0:x1])
     if not len(ox):
         return None
     nx, ny = float((ox + x0 - xi).mean()), float((oy + y0 - yi).mean())
@@ -1981,8 +1981,6 @@ def _into_lens_edge(group: list[_Piece], rel, skip: set) -> tuple[int, float]:
     lens' edge read 0.5–1 mm short. ``skip``: (piece, end) indices run to the picture's edge."""
     if rel.lens is None or rel.margin_source is None:
         return 0, 0.0
-    from goggleqc.inspect.background import EDGE_MARGIN_PX
-
     t_src, bg = rel.margin_source
     h, w = rel.valid.shape
     ok = None
