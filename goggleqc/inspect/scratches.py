@@ -1891,31 +1891,28 @@ def _end_overshoot(level_sigma: float, low_sigma: float) -> float:
 EDGE_END_PX = 4.0
 
 
-def _past_edge(group: list[_Piece], rel) -> tuple[int, float, set]:
+def _past_edge(group: list[_Piece], rel) -> tuple[int, float]:
     """A line's ends that run into the picture's edge, and their working px to it: the
     unjudged band there (a photograph's border, where a background is estimated one-sided)
     hides the rest of the line, and such an end is cut, not overshot (its overshoot is given
     back with the distance). A 1.4 mm scratch running into the edge of a photograph measured
-    0.7 mm and passed. Only without a flat: a calibrated lens lies within the frame. Also
-    returns the (piece, end) indices taken."""
+    0.7 mm and passed. Only without a flat: a calibrated lens lies within the frame."""
     rows, cols = rel.frame_shape
-    taken: set = set()
     if rel.model == "flat" or not rows:
-        return 0, 0.0, taken
+        return 0, 0.0
     def steps(at: float, d: float, size: int) -> float:
         # working px along one axis, at ``d`` per step, to the picture's edge ahead
         return (size - 1 - at) / d if d > 1e-6 else -at / d if d < -1e-6 else np.inf
 
     ox, oy = rel.origin
     ends, dist = 0, 0.0
-    for i, p in enumerate(group):
-        for k, ((x, y), (dx, dy)) in enumerate(zip(p.ends, p.dirs)):
+    for p in group:
+        for (x, y), (dx, dy) in zip(p.ends, p.dirs):
             # from the end to the picture's edge along the line's outward direction
             to_edge = min(steps(x + ox, dx, cols), steps(y + oy, dy, rows))
             if to_edge <= EDGE_END_PX:
                 ends, dist = ends + 1, dist + float(to_edge)
-                taken.add((i, k))
-    return ends, dist, taken
+    return ends, dist
 
 
 #: steps (working px) at which a line's outward heading is sampled for the lens' outline
@@ -1965,7 +1962,7 @@ def _outline_tangent(lens: np.ndarray, x: float, y: float, r: int = 3) -> tuple[
     return (-ny / norm, nx / norm) if norm > 0 else None
 
 
-def _into_lens_edge(group: list[_Piece], rel, skip: set) -> tuple[int, float]:
+def _into_lens_edge(group: list[_Piece], rel) -> tuple[int, float]:
     """A line's ends that run on into the margin kept from the lens' outline, and their working
     px on to that outline. The margin (:data:`~goggleqc.inspect.background.EDGE_MARGIN_PX`,
     where the outline's own blur would read as a line) hides the last half millimetre of a
@@ -1977,8 +1974,9 @@ def _into_lens_edge(group: list[_Piece], rel, skip: set) -> tuple[int, float]:
     flat-corrected transmission against its sides along the outline (as near the outline as
     it is, so the outline's blur darkens them alike), keeps :data:`LENS_EDGE_KEEP` of its
     level against its sides on its last judged pixels (a scratch that ends just inside the
-    margin is not run on). With a flat only. The second renderer's noisy station (seed 13): scratches running to the
-    lens' edge read 0.5–1 mm short. ``skip``: (piece, end) indices run to the picture's edge."""
+    margin is not run on). With a flat only, so never on an end :func:`_past_edge` runs on
+    (without one). The second renderer's noisy station (seed 13): scratches running to the
+    lens' edge read 0.5–1 mm short."""
     if rel.lens is None or rel.margin_source is None:
         return 0, 0.0
     t_src, bg = rel.margin_source
@@ -1986,11 +1984,9 @@ def _into_lens_edge(group: list[_Piece], rel, skip: set) -> tuple[int, float]:
     ok = None
     t = np.arange(1, int((LENS_EDGE_END_PX + EDGE_MARGIN_PX + 2) / _LENS_EDGE_STEP) + 1) * _LENS_EDGE_STEP
     ends, dist = 0, 0.0
-    for i, p in enumerate(group):
+    for p in group:
         sign = 1.0 if p.polarity == "dark" else -1.0
-        for k, ((x, y), (dx, dy)) in enumerate(zip(p.ends, p.dirs)):
-            if (i, k) in skip:
-                continue
+        for (x, y), (dx, dy) in zip(p.ends, p.dirs):
             xi = np.rint(x + t * dx).astype(np.int64)
             yi = np.rint(y + t * dy).astype(np.int64)
             inside = (xi >= 0) & (yi >= 0) & (xi < w) & (yi < h)
@@ -2145,9 +2141,9 @@ def _measure(group: list[_Piece], rel: Relative, z, f: int, zone_of, ps, params)
     ox, oy = rel.origin
     bbox = [int((xs.min() + ox) * f), int((ys.min() + oy) * f), int((xs.max() + 1 + ox) * f), int((ys.max() + 1 + oy) * f)]
     # what is a line is judged on what is seen; its length runs on to the picture's edge
-    edge_ends, to_edge, at_edge = _past_edge(group, rel)
+    edge_ends, to_edge = _past_edge(group, rel)
     # ... and on to the lens' outline, past the margin kept from it
-    lens_ends, to_lens = _into_lens_edge(group, rel, at_edge)
+    lens_ends, to_lens = _into_lens_edge(group, rel)
     length_px += ((edge_ends + lens_ends) * overshoot + to_edge + to_lens) * f
     seen_px += (edge_ends * END_OVERSHOOT + to_edge) * f
     return Scratch(length_px=length_px, width_px=max(width_px, 0.0), contrast=sign * contrast,
