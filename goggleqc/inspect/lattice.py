@@ -60,6 +60,13 @@ FULL_WINDOW = 0.9
 #: this fraction of the exact shift's
 MIN_DISPLACEMENT_PX = 0.25
 REGISTRATION_GAIN = 0.95
+#: a whole window whose misfit after registration exceeds this many times the frame's median
+#: window misfit has stuck short of its cell (a strongly bent view's corner: the cell lies
+#: farther than the steps from zero reach) ...
+STUCK_MISFIT = 3.0
+#: ... and is registered again from the smooth field of the windows that did not stick,
+#: keeping the new result only where it cuts the window's misfit below this fraction
+RESTART_GAIN = 0.7
 
 
 @dataclass(frozen=True)
@@ -398,6 +405,51 @@ def _remapped(image: np.ndarray, v: tuple[float, float], dx: np.ndarray, dy: np.
     return out
 
 
+def _window_misfit(q: np.ndarray, m: np.ndarray, v: tuple[float, float], sdx: np.ndarray, sdy: np.ndarray,
+                   window_sum: "_WindowSums") -> np.ndarray:
+    """Each registration window's mean absolute misfit of the pattern to its cell at ``v + δ``
+    (``δ`` on the reduced grid), over the lens."""
+    dx, dy = window_sum.full(sdx), window_sum.full(sdy)
+    s = _remapped(q, v, dx, dy, 1.0)
+    w = m * _remapped(m, v, dx, dy, 0.0, cv2.INTER_LINEAR)
+    return window_sum(w * np.abs(q - s)) / np.maximum(window_sum(w), np.float32(1e-6))
+
+
+def _restart(q: np.ndarray, m: np.ndarray, v: tuple[float, float], sdx: np.ndarray, sdy: np.ndarray,
+             fill: np.ndarray, window_sum: "_WindowSums") -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A new start ``(sdx, sdy)`` for the windows whose registration stuck, with every
+    window's misfit as registered, or None when none stuck.
+
+    Gauss–Newton steps from zero reach a cell that lies within a fraction of a period; in a
+    strongly bent view (a phone tilted to the target, a curved visor: the pattern's scale
+    changing by a quarter or more from the frame's centre to its corner) a corner's cell lies
+    farther, and its windows stop at a false fit (on a close-up bent by 0.3, a vector's window
+    read δ = (1.6, 1.5) px where (5, 3.5) matches, and its misfit was 15× the frame's): the
+    pattern's edges were left as lines of 10–15 %. A bend is smooth, so the field of the
+    windows that did not stick (whole windows within :data:`STUCK_MISFIT` of the median
+    misfit), fitted by a cubic, carries it to them; the caller registers them again from
+    there. Windows cut by an edge are extrapolated as before (a goggle frame's edge or a stain
+    raises a window's misfit without a false fit).
+    """
+    whole = fill >= FULL_WINDOW
+    if np.count_nonzero(whole) < 30:
+        return None
+    res = _window_misfit(q, m, v, sdx, sdy, window_sum)
+    stuck = whole & (res > np.float32(STUCK_MISFIT * float(np.median(res[whole]))))
+    good = whole & ~stuck
+    if not stuck.any() or np.count_nonzero(good) < 30:
+        return None
+    ys, xs = np.nonzero(good)
+    step = max(1, len(ys) // _FIT_POINTS)
+    ys, xs = ys[::step], xs[::step]
+    coef, *_ = np.linalg.lstsq(_cubic_basis(ys, xs, fill.shape),
+                               np.stack([sdx[ys, xs], sdy[ys, xs]], -1).astype(np.float64), rcond=None)
+    gy, gx = np.mgrid[0:fill.shape[0], 0:fill.shape[1]]
+    smooth = (_cubic_basis(gy.ravel(), gx.ravel(), fill.shape) @ coef).astype(np.float32)
+    return (np.where(good, sdx, smooth[:, 0].reshape(fill.shape)).astype(np.float32),
+            np.where(good, sdy, smooth[:, 1].reshape(fill.shape)).astype(np.float32), res)
+
+
 def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], period: float, *,
                       shortest: float | None = None, iterations: int = REGISTRATION_ITERATIONS,
                       start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -412,6 +464,8 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
     with the sums over a Gaussian window of about two periods. The window is much larger than
     a scratch, whose departures are clipped at a few noise levels first, so a defect does not
     pull the registration; along a stripe (no gradient) a small ridge term keeps ``δ`` at 0.
+    Windows that stick at a false fit far from zero (a strongly bent view's corners) are
+    registered again from the smooth field of the others (:func:`_restart`).
 
     Parameters
     ----------
@@ -449,40 +503,57 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
     # one side only, and its δ is that of a point inside, so it is extrapolated instead
     fill = window_sum(m) / np.maximum(window_sum(np.ones_like(m)), np.float32(1e-6))
     extrapolated = _Extrapolator(fill)
-    dx, dy = full(sdx), full(sdy)
-    for _ in range(iterations):
-        s = _remapped(q, v, dx, dy, 1.0)
-        w = m * _remapped(m, v, dx, dy, 0.0, cv2.INTER_LINEAR)  # a weight: linear is enough
-        gx, gy = _gradient(s)
-        e = q - s
-        # a defect's departure is a few-percent outlier against the pattern's residue
-        inside = (w > 0.99)[::3, ::3]
-        lim = np.float32(3.0 * 1.4826 * max(float(np.median(np.abs(e[::3, ::3][inside]))) if inside.any() else 0.0, 1e-3))
-        np.clip(e, -lim, lim, out=e)
-        wgx, wgy = w * gx, w * gy
-        sxx, sxy, syy = window_sum(wgx * gx), window_sum(wgx * gy), window_sum(wgy * gy)
-        bx, by = window_sum(wgx * e), window_sum(wgy * e)
-        # a ridge only where the pattern is one-dimensional (a stripe says nothing along
-        # itself): the smaller eigenvalue is raised to a tenth of the larger, so δ stays put
-        # along the stripe while the steps across it stay full Gauss–Newton steps
-        half, dev = (sxx + syy) / 2, cv2.magnitude((sxx - syy) / 2, sxy)
-        ridge = np.maximum(np.float32(0.1) * (half + dev) - (half - dev), 0) + np.float32(1e-12)
-        sxx += ridge
-        syy += ridge
-        det = sxx * syy - sxy * sxy
-        step_x = (syy * bx - sxy * by) / det
-        step_y = (sxx * by - sxy * bx) / det
-        sdx += step_x
-        sdy += step_y
-        sdx, sdy = extrapolated(sdx), extrapolated(sdy)
+    def register(sdx: np.ndarray, sdy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dx, dy = full(sdx), full(sdy)
-        if float(cv2.magnitude(step_x, step_y)[fill >= FULL_WINDOW].max(initial=0.0)) < CONVERGED_PX:
-            break
-    # never farther than a quarter of the shortest period: beyond, it is not the same cell
+        for _ in range(iterations):
+            s = _remapped(q, v, dx, dy, 1.0)
+            w = m * _remapped(m, v, dx, dy, 0.0, cv2.INTER_LINEAR)  # a weight: linear is enough
+            gx, gy = _gradient(s)
+            e = q - s
+            # a defect's departure is a few-percent outlier against the pattern's residue
+            inside = (w > 0.99)[::3, ::3]
+            lim = np.float32(3.0 * 1.4826 * max(float(np.median(np.abs(e[::3, ::3][inside]))) if inside.any() else 0.0, 1e-3))
+            np.clip(e, -lim, lim, out=e)
+            wgx, wgy = w * gx, w * gy
+            sxx, sxy, syy = window_sum(wgx * gx), window_sum(wgx * gy), window_sum(wgy * gy)
+            bx, by = window_sum(wgx * e), window_sum(wgy * e)
+            # a ridge only where the pattern is one-dimensional (a stripe says nothing along
+            # itself): the smaller eigenvalue is raised to a tenth of the larger, so δ stays put
+            # along the stripe while the steps across it stay full Gauss–Newton steps
+            half, dev = (sxx + syy) / 2, cv2.magnitude((sxx - syy) / 2, sxy)
+            ridge = np.maximum(np.float32(0.1) * (half + dev) - (half - dev), 0) + np.float32(1e-12)
+            sxx += ridge
+            syy += ridge
+            det = sxx * syy - sxy * sxy
+            step_x = (syy * bx - sxy * by) / det
+            step_y = (sxx * by - sxy * bx) / det
+            sdx += step_x
+            sdy += step_y
+            sdx, sdy = extrapolated(sdx), extrapolated(sdy)
+            dx, dy = full(sdx), full(sdy)
+            if float(cv2.magnitude(step_x, step_y)[fill >= FULL_WINDOW].max(initial=0.0)) < CONVERGED_PX:
+                break
+        return sdx, sdy
+
+    sdx, sdy = register(sdx, sdy)
+    # the clip below is about the smooth field a window was restarted from (else zero)
+    cx = cy = np.zeros_like(sdx)
+    restart = _restart(q, m, v, sdx, sdy, fill, window_sum)
+    if restart is not None:
+        rdx, rdy = register(restart[0].copy(), restart[1].copy())
+        better = _window_misfit(q, m, v, rdx, rdy, window_sum) < np.float32(RESTART_GAIN) * restart[2]
+        sdx, sdy = np.where(better, rdx, sdx), np.where(better, rdy, sdy)
+        cx, cy = np.where(better, restart[0], cx), np.where(better, restart[1], cy)
+    dx, dy = full(sdx), full(sdy)
+    # never farther than a quarter of the shortest period from where it started: beyond, it is
+    # not the same cell
     limit = np.float32(0.25 * (shortest or period))
-    np.clip(dx, -limit, limit, out=dx)
-    np.clip(dy, -limit, limit, out=dy)
-    return dx, dy
+    if restart is None:
+        np.clip(dx, -limit, limit, out=dx)
+        np.clip(dy, -limit, limit, out=dy)
+        return dx, dy
+    cx, cy = full(cx), full(cy)
+    return cx + np.clip(dx - cx, -limit, limit), cy + np.clip(dy - cy, -limit, limit)
 
 
 #: at most about this many of the whole-window points fit the extrapolating polynomial
