@@ -424,7 +424,7 @@ def _restart(q: np.ndarray, m: np.ndarray, v: tuple[float, float], sdx: np.ndarr
     strongly bent view (a phone tilted to the target, a curved visor: the pattern's scale
     changing by a quarter or more from the frame's centre to its corner) a corner's cell lies
     farther, and its windows stop at a false fit (on a close-up bent by 0.3, a vector's window
-    read δ = (1.6, 1.5) px where (5, 3.5) matches, and its misfit was 15× the frame's): the
+    read δ = (1.6, 1.5) px where (5, 3.5) matches, its misfit 15× that at the frame's centre): the
     pattern's edges were left as lines of 10–15 %. A bend is smooth, so the field of the
     windows that did not stick (whole windows within :data:`STUCK_MISFIT` of the median
     misfit), fitted by a cubic, carries it to them; the caller registers them again from
