@@ -406,7 +406,7 @@ def _remapped(image: np.ndarray, v: tuple[float, float], dx: np.ndarray, dy: np.
 
 
 def _window_misfit(q: np.ndarray, m: np.ndarray, v: tuple[float, float], sdx: np.ndarray, sdy: np.ndarray,
-                   window_sum: "_WindowSums") -> np.ndarray:
+                   window_sum: _WindowSums) -> np.ndarray:
     """Each registration window's mean absolute misfit of the pattern to its cell at ``v + δ``
     (``δ`` on the reduced grid), over the lens."""
     dx, dy = window_sum.full(sdx), window_sum.full(sdy)
@@ -416,7 +416,7 @@ def _window_misfit(q: np.ndarray, m: np.ndarray, v: tuple[float, float], sdx: np
 
 
 def _restart(q: np.ndarray, m: np.ndarray, v: tuple[float, float], sdx: np.ndarray, sdy: np.ndarray,
-             fill: np.ndarray, window_sum: "_WindowSums") -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+             fill: np.ndarray, window_sum: _WindowSums) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """A new start ``(sdx, sdy)`` for the windows whose registration stuck, with every
     window's misfit as registered, or None when none stuck.
 
