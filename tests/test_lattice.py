@@ -206,8 +206,10 @@ def test_close_ups_through_a_strongly_bent_view(monkeypatch):
     """Close-ups bent by 0.3 (the pattern's scale changing by about 30 % from the frame's
     centre to its corners): where a corner's registration stuck, the pattern's edges read as
     lines of 5–15 % there (2.1 false scratches per defect-free lens on these 36 lenses, 93 %
-    false rejects). Registered again from the smooth field of the windows that fitted, a
-    third of them remain, at the same recall (measured: 0.75 and 60 %)."""
+    false rejects). Registered again from the smooth field of the windows that fitted, and
+    with no step where the one-sided band along the picture's edges takes over from the
+    pairs, a quarter of them remain, at the same recall (measured: 0.58 and 53 %; 0.75 and
+    60 % with the step)."""
     from goggleqc.inspect import lattice
     from goggleqc.inspect.pipeline import inspect_lens
     from goggleqc.spec import load_spec
@@ -232,11 +234,15 @@ def test_close_ups_through_a_strongly_bent_view(monkeypatch):
         return evaluate(pairs, spec)
 
     now = metrics()
+    monkeypatch.setattr(lattice, "SEAM_RAMP_PX", 1e-6)
+    stepped = metrics()
     monkeypatch.setattr(lattice, "STUCK_MISFIT", np.inf)
     before = metrics()
-    print({k: (now[k], before[k]) for k in ("recall_scratch_1mm", "false_scratches_per_clean_lens", "false_reject_rate")})
+    print({k: (now[k], stepped[k], before[k]) for k in ("recall_scratch_1mm", "false_scratches_per_clean_lens",
+                                                        "false_reject_rate")})
     assert now["defect_free_lenses"] >= 10
-    assert now["false_scratches_per_clean_lens"] <= 0.5 * before["false_scratches_per_clean_lens"]
+    assert now["false_scratches_per_clean_lens"] < stepped["false_scratches_per_clean_lens"]
+    assert stepped["false_scratches_per_clean_lens"] <= 0.5 * before["false_scratches_per_clean_lens"]
     assert now["recall_scratch_1mm"] >= before["recall_scratch_1mm"]
 
 
