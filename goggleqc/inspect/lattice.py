@@ -431,8 +431,10 @@ def _restart(q: np.ndarray, m: np.ndarray, v: tuple[float, float], sdx: np.ndarr
     pattern's edges were left as lines of 10–15 %. A bend is smooth, so the field of the
     windows that did not stick (whole windows within :data:`STUCK_MISFIT` of the median
     misfit), fitted by a cubic, carries it to them; the caller registers them again from
-    there. Windows cut by an edge are extrapolated as before (a goggle frame's edge or a stain
-    raises a window's misfit without a false fit).
+    there. Only whole windows are restarted (one cut by an edge is extrapolated as before),
+    and a window whose misfit a stain or a goggle frame's edge raised, not a false fit, keeps
+    its first registration: the caller keeps the new one only where it fits clearly better
+    (:data:`RESTART_GAIN`).
     """
     whole = fill >= FULL_WINDOW
     if np.count_nonzero(whole) < 30:
@@ -506,6 +508,7 @@ def cell_displacement(q: np.ndarray, valid: np.ndarray, v: tuple[float, float], 
     # one side only, and its δ is that of a point inside, so it is extrapolated instead
     fill = window_sum(m) / np.maximum(window_sum(np.ones_like(m)), np.float32(1e-6))
     extrapolated = _Extrapolator(fill)
+
     def register(sdx: np.ndarray, sdy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dx, dy = full(sdx), full(sdy)
         for _ in range(iterations):
