@@ -462,7 +462,7 @@ def separate(rel: Relative, *, zone_of=None, pixel_size_mm=None, scratch_params=
         return int(claimed[min(h - 1, max(0, int((sp.bbox_px[1] + sp.bbox_px[3]) / 2 / f) - oy)),
                            min(w - 1, max(0, int((sp.bbox_px[0] + sp.bbox_px[2]) / 2 / f) - ox))])
 
-    spots = [sp for sp in first if claim(sp) not in kept or (claim(sp) == MARK_CLAIM and id(sp) in freed)]
+    spots = [sp for sp in first if (c := claim(sp)) not in kept or (c == MARK_CLAIM and id(sp) in freed)]
     if rel.target_blur_px > 0:
         # a blob is measured within a window of 3 σ of its best scale: one wider than that
         # window (dust on a strongly defocused target in a large photograph) reads as the
